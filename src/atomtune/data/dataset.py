@@ -1,0 +1,395 @@
+"""Labelled structures: the Dataset every other box reads and writes.
+
+A Dataset is a list of ``ase.Atoms``. Reference labels live in a ``SinglePointCalculator`` on each Atoms (so
+``atoms.get_potential_energy()`` is the DFT energy, as in ASE), in ASE units and sign: energy in eV (total), forces in eV/Å,
+stress in eV/Å³ as a Voigt 6-vector with ASE's sign (negative under compression). ``atoms.info`` carries ``id``, ``source``
+and ``split``. Files are extxyz or ASE db; the label keys inside files are configurable (``REF_energy`` … is the common
+convention of fitting codes and the default when writing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from atomtune.exceptions import DatasetError
+
+#: Keys tried, in order, when a file's label keys are not given.
+ENERGY_KEYS = ("REF_energy", "energy", "DFT_energy", "dft_energy", "free_energy")
+FORCES_KEYS = ("REF_forces", "forces", "DFT_forces", "dft_forces")
+STRESS_KEYS = ("REF_stress", "stress", "DFT_stress", "dft_stress")
+
+#: Atoms closer than this (Å) are almost certainly a broken structure (overlapping sites, wrong units).
+MIN_DISTANCE = 0.5
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Reference labels of one structure. ``stress`` is Voigt (xx, yy, zz, yz, xz, xy) in eV/Å³, ASE sign."""
+
+    energy: float | None
+    forces: np.ndarray | None
+    stress: np.ndarray | None
+
+
+def labels_of(atoms: Atoms) -> Labels:
+    """The reference labels attached to ``atoms`` (None for what is missing)."""
+    results = atoms.calc.results if atoms.calc is not None else {}
+    energy = results.get("energy")
+    forces = results.get("forces")
+    stress = results.get("stress")
+    if stress is not None:
+        stress = np.asarray(stress, dtype=float)
+        if stress.shape == (3, 3):
+            stress = full_3x3_to_voigt_6_stress(stress)
+    return Labels(
+        energy=None if energy is None else float(energy),
+        forces=None if forces is None else np.asarray(forces, dtype=float),
+        stress=stress,
+    )
+
+
+def attach_labels(atoms: Atoms, energy=None, forces=None, stress=None) -> Atoms:
+    """Attach reference labels (eV, eV/Å, eV/Å³ ASE sign) to ``atoms`` in place and return it."""
+    results = {}
+    if energy is not None:
+        results["energy"] = float(energy)
+    if forces is not None:
+        results["forces"] = np.asarray(forces, dtype=float)
+    if stress is not None:
+        stress = np.asarray(stress, dtype=float)
+        results["stress"] = full_3x3_to_voigt_6_stress(stress) if stress.shape == (3, 3) else stress
+    atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms
+
+
+def structure_id(atoms: Atoms) -> str:
+    """A content hash of a structure (numbers, positions, cell, pbc) for ids and caches."""
+    digest = hashlib.sha1()
+    digest.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    digest.update(np.round(np.asarray(atoms.positions, dtype=float), 6).tobytes())
+    digest.update(np.round(np.asarray(atoms.cell[:], dtype=float), 6).tobytes())
+    digest.update(np.asarray(atoms.pbc, dtype=bool).tobytes())
+    return digest.hexdigest()[:16]
+
+
+class Dataset(Sequence):
+    """An ordered collection of labelled ``ase.Atoms``.
+
+    Example::
+
+        data = Dataset.read("train.extxyz")            # label keys found automatically
+        parts = data.split({"train": 0.8, "test": 0.2}, by="composition", seed=0)
+        parts["test"].write("test.extxyz")
+    """
+
+    def __init__(self, structures: Iterable[Atoms] = (), name: str = ""):
+        self.structures: list[Atoms] = list(structures)
+        self.name = name
+
+    # -- sequence protocol -------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.structures)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Dataset(self.structures[index], name=self.name)
+        if isinstance(index, (list, np.ndarray)):
+            return Dataset([self.structures[i] for i in index], name=self.name)
+        return self.structures[index]
+
+    def __iter__(self) -> Iterator[Atoms]:
+        return iter(self.structures)
+
+    def __add__(self, other: Dataset) -> Dataset:
+        return Dataset(self.structures + list(other), name=self.name or other.name)
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.name!r}, {len(self)} structures, {self.n_atoms} atoms, elements {self.elements})"
+
+    # -- views -------------------------------------------------------------------------------------------------------
+    @property
+    def elements(self) -> list[str]:
+        """Chemical symbols present, sorted by atomic number."""
+        from ase.data import chemical_symbols
+
+        numbers = sorted({int(z) for atoms in self.structures for z in atoms.numbers})
+        return [chemical_symbols[z] for z in numbers]
+
+    @property
+    def n_atoms(self) -> int:
+        return sum(len(atoms) for atoms in self.structures)
+
+    def labels(self) -> list[Labels]:
+        return [labels_of(atoms) for atoms in self.structures]
+
+    @property
+    def has_stress(self) -> bool:
+        """True when every structure carries a stress label."""
+        return bool(self.structures) and all(labels_of(a).stress is not None for a in self.structures)
+
+    def ids(self) -> list[str]:
+        return [str(atoms.info.get("id", i)) for i, atoms in enumerate(self.structures)]
+
+    def fingerprint(self) -> str:
+        """A hash of structures and labels: identical data ⇒ identical fingerprint (used by caches and model metadata)."""
+        digest = hashlib.sha1()
+        for atoms in self.structures:
+            digest.update(structure_id(atoms).encode())
+            lab = labels_of(atoms)
+            for value in (lab.energy, lab.forces, lab.stress):
+                if value is not None:
+                    digest.update(np.round(np.asarray(value, dtype=float), 8).tobytes())
+        return digest.hexdigest()[:16]
+
+    # -- io ----------------------------------------------------------------------------------------------------------
+    @classmethod
+    def read(
+        cls,
+        path: str | Path,
+        energy_key: str | None = None,
+        forces_key: str | None = None,
+        stress_key: str | None = None,
+        index: str | int = ":",
+        require: Sequence[str] = ("energy", "forces"),
+        source: str | None = None,
+    ) -> Dataset:
+        """Read an extxyz (``.xyz``/``.extxyz``) or ASE db (``.db``) file and validate it.
+
+        ``*_key``: where the labels are stored in the file (info/arrays keys or the ASE calculator's results); ``None``
+        tries the common names (``REF_energy``, ``energy``, ``DFT_energy`` …). ``require``: labels every structure must
+        have (``"stress"`` may be added). Raises :class:`DatasetError` naming the file and structure index.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise DatasetError(f"{path}: file not found. Check the path (relative paths are from {Path.cwd()}).")
+        if path.stat().st_size == 0:
+            raise DatasetError(f"{path}: the file is empty. Give a dataset with at least one structure.")
+        raw = _read_frames(path, index)
+        if not raw:
+            raise DatasetError(f"{path}: no structures found in the file.")
+        structures = []
+        for i, atoms in enumerate(raw):
+            where = f"{path}, structure {i}"
+            energy = _find_label(atoms, energy_key, ENERGY_KEYS, "info", where)
+            forces = _find_label(atoms, forces_key, FORCES_KEYS, "arrays", where)
+            stress = _find_label(atoms, stress_key, STRESS_KEYS, "info", where)
+            clean = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+            clean.info.update({k: v for k, v in atoms.info.items() if k not in _all_keys(energy_key, stress_key)})
+            for key, value in atoms.arrays.items():
+                if key not in ("numbers", "positions") and key not in _all_keys(forces_key):
+                    clean.arrays[key] = value
+            if "initial_magmoms" in atoms.arrays:
+                clean.set_initial_magnetic_moments(atoms.arrays["initial_magmoms"])
+            clean.info.setdefault("id", f"{path.stem}-{i}")
+            if source is not None or "source" not in clean.info:
+                clean.info["source"] = source or path.name
+            attach_labels(clean, energy, forces, stress)
+            structures.append(clean)
+        dataset = cls(structures, name=path.stem)
+        dataset.validate(require=require, where=str(path))
+        return dataset
+
+    def write(
+        self,
+        path: str | Path,
+        energy_key: str = "REF_energy",
+        forces_key: str = "REF_forces",
+        stress_key: str = "REF_stress",
+    ) -> Path:
+        """Write to extxyz or ASE db (by suffix) with labels under the given keys. Writes atomically."""
+        from ase.io import write
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frames = []
+        for atoms in self.structures:
+            lab = labels_of(atoms)
+            frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+            frame.info.update({k: v for k, v in atoms.info.items() if _json_friendly(v)})
+            for key, value in atoms.arrays.items():
+                if key not in ("numbers", "positions"):
+                    frame.arrays[key] = value
+            if lab.energy is not None:
+                frame.info[energy_key] = lab.energy
+            if lab.stress is not None:
+                frame.info[stress_key] = np.asarray(lab.stress)
+            if lab.forces is not None:
+                frame.arrays[forces_key] = np.asarray(lab.forces)
+            frames.append(frame)
+        tmp = path.with_name(path.name + ".tmp")
+        if tmp.exists():
+            tmp.unlink()
+        if path.suffix == ".db":
+            from ase.db import connect
+
+            with connect(tmp, type="db") as db:
+                for frame in frames:
+                    info = {k: v for k, v in frame.info.items() if k not in (energy_key, stress_key)}
+                    data = {key: frame.info[key] for key in (energy_key, stress_key) if key in frame.info}
+                    if forces_key in frame.arrays:
+                        data[forces_key] = frame.arrays[forces_key]
+                    plain = Atoms(numbers=frame.numbers, positions=frame.positions, cell=frame.cell, pbc=frame.pbc)
+                    db.write(plain, data={**data, "info": info})
+        else:
+            write(tmp, frames, format="extxyz")
+        tmp.replace(path)
+        return path
+
+    # -- checks ------------------------------------------------------------------------------------------------------
+    def validate(self, require: Sequence[str] = ("energy", "forces"), where: str | None = None) -> None:
+        """Raise :class:`DatasetError` on the first broken structure (missing labels, NaN/inf, wrong shapes,
+        atoms closer than 0.5 Å), naming the file and the structure index."""
+        where = where or (self.name or "dataset")
+        if not self.structures:
+            raise DatasetError(f"{where}: the dataset is empty.")
+        for i, atoms in enumerate(self.structures):
+            label = f"{where}, structure {i} (id {atoms.info.get('id', i)}, {atoms.get_chemical_formula()})"
+            if len(atoms) == 0:
+                raise DatasetError(f"{label}: has no atoms.")
+            if not np.all(np.isfinite(atoms.positions)):
+                raise DatasetError(f"{label}: positions contain NaN or inf.")
+            lab = labels_of(atoms)
+            for name in require:
+                if getattr(lab, name) is None:
+                    raise DatasetError(
+                        f"{label}: no {name} label. Pass the key it is stored under (e.g. --{name}-key REF_{name}) "
+                        f"or drop structures without it."
+                    )
+            if lab.energy is not None and not np.isfinite(lab.energy):
+                raise DatasetError(f"{label}: energy is {lab.energy}. Remove this structure or fix its label.")
+            if lab.forces is not None:
+                if lab.forces.shape != (len(atoms), 3):
+                    raise DatasetError(
+                        f"{label}: forces have shape {lab.forces.shape}, expected ({len(atoms)}, 3)."
+                    )
+                if not np.all(np.isfinite(lab.forces)):
+                    raise DatasetError(f"{label}: forces contain NaN or inf. Remove this structure or fix its labels.")
+            if lab.stress is not None:
+                if lab.stress.shape != (6,):
+                    raise DatasetError(f"{label}: stress has shape {lab.stress.shape}, expected (6,) or (3, 3).")
+                if not np.all(np.isfinite(lab.stress)):
+                    raise DatasetError(f"{label}: stress contains NaN or inf. Remove this structure or fix its labels.")
+            distance = _min_distance(atoms)
+            if distance < MIN_DISTANCE:
+                raise DatasetError(
+                    f"{label}: two atoms are {distance:.3f} Å apart (< {MIN_DISTANCE} Å). The structure is broken "
+                    f"(overlapping sites or positions not in Å); remove or fix it."
+                )
+
+    # -- splits ------------------------------------------------------------------------------------------------------
+    def split(self, fractions: dict[str, float], by: str = "random", seed: int = 0) -> dict[str, Dataset]:
+        """Deterministic split into named parts.
+
+        ``by="random"`` shuffles structures; ``by="composition"`` shuffles reduced formulas so a formula never appears
+        in two parts (no leakage of a composition from train into test). Fractions are normalised; every part named gets
+        at least one structure (or formula) when there are enough. Each structure's ``info["split"]`` is set.
+        """
+        if not fractions or any(f < 0 for f in fractions.values()) or sum(fractions.values()) <= 0:
+            raise DatasetError(f"split fractions {fractions} must be non-negative and sum to more than 0.")
+        rng = np.random.default_rng(seed)
+        if by == "random":
+            groups = [[i] for i in range(len(self))]
+        elif by == "composition":
+            by_formula: dict[str, list[int]] = {}
+            for i, atoms in enumerate(self.structures):
+                by_formula.setdefault(atoms.get_chemical_formula(mode="reduce", empirical=True), []).append(i)
+            groups = [by_formula[key] for key in sorted(by_formula)]
+        else:
+            raise DatasetError(f"unknown split method {by!r}: use 'random' or 'composition'.")
+        order = rng.permutation(len(groups))
+        total = sum(fractions.values())
+        names = list(fractions)
+        counts = [int(round(fractions[name] / total * len(groups))) for name in names]
+        counts[-1] = len(groups) - sum(counts[:-1])
+        if counts[-1] < 0:
+            counts[-1] = 0
+        parts: dict[str, Dataset] = {}
+        start = 0
+        for name, count in zip(names, counts):
+            indices = [i for g in order[start : start + count] for i in groups[g]]
+            start += count
+            chosen = []
+            for i in sorted(indices):
+                atoms = self.structures[i].copy()
+                atoms.calc = self.structures[i].calc
+                atoms.info["split"] = name
+                chosen.append(atoms)
+            parts[name] = Dataset(chosen, name=f"{self.name}-{name}" if self.name else name)
+        return parts
+
+
+def _read_frames(path: Path, index) -> list[Atoms]:
+    from ase.io import read
+
+    try:
+        if path.suffix == ".db":
+            from ase.db import connect
+
+            frames = []
+            with connect(path) as db:
+                for row in db.select():
+                    atoms = row.toatoms()
+                    data = dict(row.data) if row.get("data") else {}
+                    atoms.info.update(data.pop("info", {}) if isinstance(data.get("info"), dict) else {})
+                    for key, value in data.items():
+                        value = np.asarray(value)
+                        if value.ndim == 2 and value.shape[0] == len(atoms):
+                            atoms.arrays[key] = value
+                        else:
+                            atoms.info[key] = value if value.ndim else value.item()
+                    atoms.info.update(row.key_value_pairs)
+                    frames.append(atoms)
+            return frames
+        return list(read(path, index=index))
+    except DatasetError:
+        raise
+    except Exception as error:  # ASE raises many types for a malformed file; one clear message instead
+        raise DatasetError(
+            f"{path}: could not read as {'ASE db' if path.suffix == '.db' else 'extxyz'} ({type(error).__name__}: "
+            f"{error}). Check the file format; other formats have readers in `atomtune data` (VASP, MPtrj, LeMaterial)."
+        ) from error
+
+
+def _find_label(atoms: Atoms, key: str | None, candidates: Sequence[str], place: str, where: str):
+    results = atoms.calc.results if atoms.calc is not None else {}
+    keys = [key] if key else list(candidates)
+    for name in keys:
+        if name in atoms.info:
+            return np.asarray(atoms.info[name], dtype=float) if place == "arrays" else _as_float_or_array(atoms.info[name])
+        if name in atoms.arrays:
+            return np.asarray(atoms.arrays[name], dtype=float)
+        if name in results:
+            return _as_float_or_array(results[name])
+    return None
+
+
+def _as_float_or_array(value):
+    array = np.asarray(value, dtype=float)
+    return float(array) if array.ndim == 0 else array
+
+
+def _all_keys(*given) -> set[str]:
+    return set(ENERGY_KEYS) | set(FORCES_KEYS) | set(STRESS_KEYS) | {k for k in given if k}
+
+
+def _json_friendly(value) -> bool:
+    return isinstance(value, (str, int, float, bool, np.integer, np.floating, np.ndarray, list, tuple))
+
+
+def _min_distance(atoms: Atoms) -> float:
+    if len(atoms) < 2 and not atoms.pbc.any():
+        return np.inf
+    from ase.neighborlist import neighbor_list
+
+    if atoms.pbc.any() and atoms.cell.rank < 3:
+        return np.inf  # a periodic direction without a cell vector: nothing meaningful to measure
+    distances = neighbor_list("d", atoms, MIN_DISTANCE * 1.01, self_interaction=False)
+    return float(distances.min()) if len(distances) else np.inf
