@@ -1,0 +1,3 @@
+from atomtune.cli import main
+
+main()

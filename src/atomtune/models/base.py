@@ -1,0 +1,316 @@
+"""The Potential protocol: one interface every backbone (CHGNet, SevenNet, MACE, …) implements.
+
+Batched by construction (as in torch-sim): ``forward(batch)`` returns energies, forces (−dE/dr by autograd) and stresses
+(strain derivative) for all structures of a batch in one pass, differentiable with respect to the parameters, so training,
+batched inference (``predict``) and the ASE calculator (``calculator()``) all go through the same call. A single structure is
+the batch of one.
+
+Units and signs are ASE's everywhere: energy eV (total per structure), forces eV/Å, stress eV/Å³ as a 3×3 tensor with ASE's
+sign (``atoms.get_stress()`` convention: negative under compression). Each backbone converts from its native units inside
+``compute``.
+
+A backbone subclass implements:
+
+- ``featurize(atoms)`` → the backbone's graph for one structure (cacheable: the fine-tuning loop builds it once per
+  structure and reuses it every epoch);
+- ``collate(graphs)`` → the backbone's batched input;
+- ``compute(data, forces, stress)`` → ``{"energy": (B,), "forces": (N, 3), "stress": (B, 3, 3)}`` in ASE units;
+- ``blocks()`` → named parameter blocks, input embedding first, readout last (freezing by depth counts from the end);
+- ``supported_elements``, ``cutoff``; ``atom_features(data)`` for embeddings (DIRECT sampling, UMAP);
+- ``save_weights(directory)`` and classmethod ``load_weights(directory, metadata)``.
+
+On top of the backbone's energy the base class adds a fixed per-element energy shift (``element_energy_shift``, eV per atom of
+each element): this is how E0 re-estimation moves a foundation model onto another DFT code's or functional's absolute energy
+scale without touching its weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+from ase.data import chemical_symbols
+
+from atomtune.exceptions import UnsupportedElementsError
+
+METADATA_FILE = "atomtune.json"
+UNITS = {"energy": "eV", "forces": "eV/Å", "stress": "eV/Å³ (ASE sign)", "element_energy_shift": "eV/atom"}
+
+
+@dataclass
+class Batch:
+    """Input of one forward pass: the backbone's collated graph plus the per-atom bookkeeping every backbone shares."""
+
+    data: Any
+    numbers: torch.Tensor  # (N,) atomic numbers, all structures concatenated
+    structure_index: torch.Tensor  # (N,) index of the structure each atom belongs to
+    n_atoms: torch.Tensor  # (B,) atoms per structure
+
+    @property
+    def num_structures(self) -> int:
+        return int(self.n_atoms.shape[0])
+
+
+class Potential(torch.nn.Module, ABC):
+    """A machine-learning interatomic potential behind one batched, differentiable interface.
+
+    Subclasses set ``backbone`` (family name, e.g. ``"chgnet"``) and implement the abstract methods. Construct them through
+    :func:`atomtune.models.load_potential` (``"chgnet-0.3.0"``, ``"sevennet-0"``, ``"path/to/mace.model"``, ``"ft/"``).
+    """
+
+    backbone: ClassVar[str] = ""
+    #: Structures per forward pass in ``predict`` on CPU / GPU; chosen per backbone by measurement (benchmarks/).
+    cpu_batch_size: ClassVar[int] = 1
+    gpu_batch_size: ClassVar[int] = 32
+
+    def __init__(self, checkpoint: str):
+        super().__init__()
+        self.checkpoint = checkpoint
+        # Per-element energy shift in eV/atom, indexed by atomic number (float64: shifts can be ~5 eV/atom and the
+        # differences we care about are meV).
+        self.register_buffer("element_energy_shift", torch.zeros(len(chemical_symbols), dtype=torch.float64))
+        self.training_history: list[dict] = []  # provenance of fine-tunes applied to this potential
+
+    # -- what each backbone implements ------------------------------------------------------------------------------
+    @abstractmethod
+    def featurize(self, atoms: Atoms) -> Any:
+        """The backbone's input graph for one structure (CPU; cached by the fine-tuning loop)."""
+
+    @abstractmethod
+    def collate(self, graphs: Sequence[Any]) -> Any:
+        """Batch graphs from :meth:`featurize` into the backbone's input, on ``self.device``."""
+
+    @abstractmethod
+    def compute(self, data: Any, forces: bool = True, stress: bool = True) -> dict[str, torch.Tensor]:
+        """Backbone energies ``(B,)`` eV, forces ``(N, 3)`` eV/Å, stress ``(B, 3, 3)`` eV/Å³ (ASE sign), differentiable."""
+
+    @abstractmethod
+    def blocks(self) -> list[tuple[str, torch.nn.Module]]:
+        """Named blocks from input embedding to readout; every trainable parameter is in exactly one block."""
+
+    @property
+    @abstractmethod
+    def supported_elements(self) -> frozenset[str]:
+        """Chemical symbols the backbone was trained on."""
+
+    @property
+    @abstractmethod
+    def cutoff(self) -> float:
+        """Interaction cutoff radius in Å."""
+
+    @abstractmethod
+    def atom_features(self, data: Any) -> torch.Tensor:
+        """Per-atom invariant embeddings ``(N, F)`` from the backbone's last message-passing layer (for DIRECT, UMAP)."""
+
+    @abstractmethod
+    def save_weights(self, directory: Path) -> dict:
+        """Write the weights into ``directory``; return extra metadata needed by :meth:`load_weights`."""
+
+    @classmethod
+    @abstractmethod
+    def load_weights(cls, directory: Path, metadata: dict) -> Potential:
+        """Rebuild the potential saved by :meth:`save_weights`."""
+
+    def backbone_version(self) -> str:
+        """Version of the backbone's package (recorded in the metadata)."""
+        return ""
+
+    # -- shared machinery ------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        for tensor in self.parameters():
+            return tensor.device
+        return self.element_energy_shift.device
+
+    def make_batch(self, structures_or_graphs: Sequence[Any], graphs: Sequence[Any] | None = None) -> Batch:
+        """Build a :class:`Batch` from structures (featurised here) or from (structures, cached graphs)."""
+        structures = list(structures_or_graphs)
+        if graphs is None:
+            self.check_elements(structures)
+            graphs = [self.featurize(atoms) for atoms in structures]
+        n_atoms = torch.tensor([len(atoms) for atoms in structures], dtype=torch.long)
+        numbers = torch.as_tensor(np.concatenate([atoms.numbers for atoms in structures]), dtype=torch.long)
+        structure_index = torch.repeat_interleave(torch.arange(len(structures)), n_atoms)
+        device = self.device
+        return Batch(
+            data=self.collate(list(graphs)),
+            numbers=numbers.to(device),
+            structure_index=structure_index.to(device),
+            n_atoms=n_atoms.to(device),
+        )
+
+    def forward(self, batch: Batch, forces: bool = True, stress: bool = True) -> dict[str, torch.Tensor]:
+        """Energies (B,), forces (N, 3), stresses (B, 3, 3) for a batch, differentiable w.r.t. parameters."""
+        output = self.compute(batch.data, forces=forces, stress=stress)
+        shift = self.element_energy_shift[batch.numbers]
+        energy = output["energy"]
+        per_structure = torch.zeros(batch.num_structures, dtype=shift.dtype, device=shift.device)
+        per_structure = per_structure.index_add(0, batch.structure_index, shift)
+        output["energy"] = energy + per_structure.to(energy.dtype)
+        return output
+
+    def predict(
+        self,
+        structures: Sequence[Atoms],
+        batch_size: int | None = None,
+        forces: bool = True,
+        stress: bool = True,
+        progress: bool = False,
+    ) -> list[dict[str, np.ndarray | float]]:
+        """Batched inference: per structure ``{"energy": eV, "forces": (n, 3) eV/Å, "stress": (3, 3) eV/Å³}``."""
+        structures = list(structures)
+        self.check_elements(structures)
+        if batch_size is None:
+            batch_size = self.gpu_batch_size if self.device.type == "cuda" else self.cpu_batch_size
+        was_training = self.training
+        self.eval()
+        results: list[dict] = [None] * len(structures)  # type: ignore[list-item]
+        # Group similar sizes together so padding-free backbones still see balanced batches; keep output order.
+        order = sorted(range(len(structures)), key=lambda i: len(structures[i]))
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        iterator = chunks
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(chunks, desc=f"{self.name} predict", unit="batch")
+        try:
+            for chunk in iterator:
+                batch = self.make_batch([structures[i] for i in chunk])
+                output = self.forward(batch, forces=forces, stress=stress)
+                energies = output["energy"].detach().double().cpu().numpy()
+                atom_forces = output["forces"].detach().double().cpu().numpy() if forces else None
+                stresses = output["stress"].detach().double().cpu().numpy() if stress else None
+                offsets = np.concatenate([[0], np.cumsum([len(structures[i]) for i in chunk])])
+                for k, i in enumerate(chunk):
+                    record: dict = {"energy": float(energies[k])}
+                    if atom_forces is not None:
+                        record["forces"] = atom_forces[offsets[k] : offsets[k + 1]]
+                    if stresses is not None:
+                        record["stress"] = stresses[k]
+                    results[i] = record
+        finally:
+            self.train(was_training)
+        return results
+
+    def embed(self, structures: Sequence[Atoms], batch_size: int = 16) -> list[np.ndarray]:
+        """Per-atom embeddings for each structure (list of ``(n_atoms, F)`` arrays)."""
+        structures = list(structures)
+        features = []
+        with torch.no_grad():
+            for start in range(0, len(structures), batch_size):
+                chunk = structures[start : start + batch_size]
+                batch = self.make_batch(chunk)
+                per_atom = self.atom_features(batch.data).detach().double().cpu().numpy()
+                offsets = np.concatenate([[0], np.cumsum([len(a) for a in chunk])])
+                features.extend(per_atom[offsets[k] : offsets[k + 1]] for k in range(len(chunk)))
+        return features
+
+    def calculator(self, **kwargs) -> PotentialCalculator:
+        """An ASE calculator on this potential's batched forward (a batch of one)."""
+        return PotentialCalculator(self, **kwargs)
+
+    def check_elements(self, structures: Sequence[Atoms], where: str = "") -> None:
+        """Raise :class:`UnsupportedElementsError` before any compute if a structure has an element the backbone lacks."""
+        present = {symbol for atoms in structures for symbol in atoms.get_chemical_symbols()}
+        missing = present - set(self.supported_elements)
+        if missing:
+            if not where:
+                first = next(
+                    (i for i, atoms in enumerate(structures) if set(atoms.get_chemical_symbols()) & missing), None
+                )
+                if first is not None:
+                    where = f"structure {first} ({structures[first].info.get('id', first)})"
+            from atomtune.models.registry import backbones_covering
+
+            raise UnsupportedElementsError(missing, self.name, where, alternatives=backbones_covering(missing))
+
+    @property
+    def name(self) -> str:
+        return f"{self.backbone}:{self.checkpoint}"
+
+    # -- element energy shift (E0) ---------------------------------------------------------------------------------
+    def set_element_energy_shift(self, shifts: dict[str, float]) -> None:
+        """Set the fixed per-element energy shift (eV/atom) added to every energy (replaces the previous one)."""
+        table = torch.zeros_like(self.element_energy_shift)
+        for symbol, value in shifts.items():
+            table[chemical_symbols.index(symbol)] = float(value)
+        self.element_energy_shift.copy_(table)
+
+    def get_element_energy_shift(self) -> dict[str, float]:
+        values = self.element_energy_shift.detach().cpu().numpy()
+        return {chemical_symbols[z]: float(v) for z, v in enumerate(values) if v != 0.0}
+
+    # -- persistence -----------------------------------------------------------------------------------------------
+    def metadata(self) -> dict:
+        from atomtune import __version__
+
+        return {
+            "backbone": self.backbone,
+            "checkpoint": self.checkpoint,
+            "backbone_version": self.backbone_version(),
+            "atomtune_version": __version__,
+            "units": UNITS,
+            "element_energy_shift": self.get_element_energy_shift(),
+            "cutoff": self.cutoff,
+            "supported_elements": sorted(self.supported_elements, key=chemical_symbols.index),
+            "training_history": self.training_history,
+        }
+
+    def save(self, directory: str | Path, extra: dict | None = None) -> Path:
+        """Save weights plus ``atomtune.json`` (backbone, source checkpoint, versions, units, E0 shift) to a directory."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        metadata = self.metadata()
+        metadata["weights"] = self.save_weights(directory)
+        if extra:
+            metadata.update(extra)
+        tmp = directory / (METADATA_FILE + ".tmp")
+        tmp.write_text(json.dumps(metadata, indent=2, default=_json_default))
+        os.replace(tmp, directory / METADATA_FILE)
+        return directory
+
+    @staticmethod
+    def load(directory: str | Path) -> Potential:
+        """Load a potential saved by :meth:`save` (any backbone)."""
+        from atomtune.models.registry import load_potential
+
+        return load_potential(str(directory))
+
+
+class PotentialCalculator(Calculator):
+    """ASE calculator over :meth:`Potential.forward` (energy, free_energy, forces, stress)."""
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, potential: Potential, **kwargs):
+        super().__init__(**kwargs)
+        self.potential = potential
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        want_stress = "stress" in properties and bool(self.atoms.pbc.all())
+        (record,) = self.potential.predict([self.atoms], batch_size=1, forces=True, stress=want_stress)
+        self.results["energy"] = record["energy"]
+        self.results["free_energy"] = record["energy"]
+        self.results["forces"] = record["forces"]
+        if want_stress:
+            from ase.stress import full_3x3_to_voigt_6_stress
+
+            self.results["stress"] = full_3x3_to_voigt_6_stress(record["stress"])
+
+
+def _json_default(value):
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,130 @@
+"""Registry of backbones and named checkpoints: resolves what a user types after ``--model`` into a Potential.
+
+``chgnet-0.3.0`` / ``sevennet-0`` (weights ship inside the PyPI wheels, offline), ``mace-mp-0`` (downloaded by mace's own
+loader when online), a local ``*.model`` MACE file, or a directory written by :meth:`Potential.save` (a fine-tuned model).
+One file per backbone lives beside this one; each defines a Potential subclass with ``from_checkpoint(checkpoint)``,
+``checkpoint_available(checkpoint)`` and ``checkpoint_elements(checkpoint)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from atomtune.exceptions import ModelNotFoundError
+
+#: backbone family → "module:Class"
+BACKBONES: dict[str, str] = {
+    "chgnet": "atomtune.models.chgnet:ChgnetPotential",
+    "sevennet": "atomtune.models.sevennet:SevennetPotential",
+    "mace": "atomtune.models.mace:MacePotential",
+}
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    name: str  # what users type: --model chgnet-0.3.0
+    backbone: str
+    checkpoint: str  # the backbone's own identifier
+    offline: bool  # weights ship inside the backbone's PyPI wheel
+    description: str
+
+
+CHECKPOINTS: list[CheckpointInfo] = [
+    CheckpointInfo("chgnet-0.3.0", "chgnet", "0.3.0", True, "CHGNet 0.3.0 (MPtrj, PBE/PBE+U); default CHGNet"),
+    CheckpointInfo("chgnet-0.2.0", "chgnet", "0.2.0", True, "CHGNet 0.2.0 (MPtrj, PBE/PBE+U)"),
+    CheckpointInfo("chgnet-r2scan", "chgnet", "r2scan", True, "CHGNet fine-tuned on MP r2SCAN"),
+    CheckpointInfo("sevennet-0", "sevennet", "7net-0", True, "SevenNet-0 (11Jul2024, MPtrj, PBE/PBE+U)"),
+    CheckpointInfo("sevennet-l3i5", "sevennet", "7net-l3i5", True, "SevenNet-l3i5 (MPtrj, lmax 3, 5 layers)"),
+    CheckpointInfo("mace-mp-0", "mace", "medium", False, "MACE-MP-0 medium (MPtrj); downloaded on first use"),
+    CheckpointInfo("mace-mp-0-small", "mace", "small", False, "MACE-MP-0 small (MPtrj); downloaded on first use"),
+    CheckpointInfo("mace-mp-0-large", "mace", "large", False, "MACE-MP-0 large (MPtrj); downloaded on first use"),
+    CheckpointInfo("mace-mpa-0", "mace", "medium-mpa-0", False, "MACE-MPA-0 medium (MPtrj + sAlex); downloaded"),
+    CheckpointInfo("mace-omat-0", "mace", "medium-omat-0", False, "MACE-OMAT-0 medium (OMat24); downloaded"),
+]
+
+ALIASES = {"chgnet": "chgnet-0.3.0", "sevennet": "sevennet-0", "7net-0": "sevennet-0", "mace": "mace-mp-0"}
+
+
+def backbone_class(backbone: str):
+    """The Potential subclass of a backbone family (imported lazily: each backbone's package is heavy)."""
+    try:
+        module_name, class_name = BACKBONES[backbone].split(":")
+    except KeyError:
+        raise ModelNotFoundError(f"unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}") from None
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def find_checkpoint(name: str) -> CheckpointInfo | None:
+    name = ALIASES.get(name, name)
+    return next((info for info in CHECKPOINTS if info.name == name), None)
+
+
+def load_potential(spec: str, device: str = "cpu", dtype: str = "float32"):
+    """Resolve ``spec`` (checkpoint name, ``*.model`` file or saved directory) into a Potential on ``device``."""
+    import torch
+
+    from atomtune.models.base import METADATA_FILE
+
+    path = Path(spec)
+    if path.is_dir():
+        meta_file = path / METADATA_FILE
+        if not meta_file.exists():
+            raise ModelNotFoundError(
+                f"{path}: directory has no {METADATA_FILE}; it is not a model saved by atomtune "
+                f"(`atomtune finetune --out DIR` writes one)."
+            )
+        metadata = json.loads(meta_file.read_text())
+        potential = backbone_class(metadata["backbone"]).load_weights(path, metadata)
+        potential.set_element_energy_shift(metadata.get("element_energy_shift", {}))
+        potential.training_history = list(metadata.get("training_history", []))
+    elif path.suffix == ".model" or (path.exists() and path.suffix in (".pt", ".pth")):
+        if not path.exists():
+            raise ModelNotFoundError(f"{path}: model file not found.")
+        potential = backbone_class("mace").from_checkpoint(str(path))
+    else:
+        info = find_checkpoint(spec)
+        if info is None:
+            names = [info.name for info in CHECKPOINTS] + list(ALIASES)
+            close = difflib.get_close_matches(spec, names, n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ModelNotFoundError(
+                f"unknown model {spec!r}.{hint} `atomtune models` lists the checkpoints; a path to a MACE .model "
+                f"file or a directory saved by atomtune also works."
+            )
+        potential = backbone_class(info.backbone).from_checkpoint(info.checkpoint)
+    potential = potential.to(device)
+    if dtype == "float64":
+        potential = potential.double()
+    elif dtype != "float32":
+        raise ModelNotFoundError(f"dtype {dtype!r} not supported: use float32 or float64.")
+    potential.element_energy_shift.data = potential.element_energy_shift.data.to(torch.float64)
+    return potential
+
+
+def available_models() -> list[dict]:
+    """Rows for ``atomtune models``: name, backbone, whether usable offline now, description."""
+    rows = []
+    for info in CHECKPOINTS:
+        try:
+            available = backbone_class(info.backbone).checkpoint_available(info.checkpoint)
+            status = "offline" if available else ("download on first use" if not info.offline else "missing")
+        except ImportError as error:
+            status = f"backbone not installed ({error.name})"
+        rows.append({"name": info.name, "backbone": info.backbone, "status": status, "description": info.description})
+    return rows
+
+
+def backbones_covering(elements) -> dict[str, bool]:
+    """For each named checkpoint: does it cover all ``elements``? (Used in unsupported-element errors.)"""
+    covering = {}
+    for info in CHECKPOINTS:
+        try:
+            known = backbone_class(info.backbone).checkpoint_elements(info.checkpoint)
+        except Exception:  # a backbone that is not installed cannot be suggested
+            continue
+        covering[info.name] = set(elements) <= set(known)
+    return covering
