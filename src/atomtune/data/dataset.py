@@ -300,7 +300,7 @@ class Dataset(Sequence):
         elif by == "composition":
             by_formula: dict[str, list[int]] = {}
             for i, atoms in enumerate(self.structures):
-                by_formula.setdefault(atoms.get_chemical_formula(mode="reduce", empirical=True), []).append(i)
+                by_formula.setdefault(reduced_formula(atoms), []).append(i)
             groups = [by_formula[key] for key in sorted(by_formula)]
         else:
             raise DatasetError(f"unknown split method {by!r}: use 'random' or 'composition'.")
@@ -393,3 +393,8 @@ def _min_distance(atoms: Atoms) -> float:
         return np.inf  # a periodic direction without a cell vector: nothing meaningful to measure
     distances = neighbor_list("d", atoms, MIN_DISTANCE * 1.01, self_interaction=False)
     return float(distances.min()) if len(distances) else np.inf
+
+
+def reduced_formula(atoms: Atoms) -> str:
+    """Reduced formula in metal order (``Ni3Al`` for Ni6Al2): the key of composition-grouped splits."""
+    return atoms.symbols.formula.reduce()[0].format("metal")
