@@ -99,7 +99,10 @@ def load_potential(spec: str, device: str = "cpu", dtype: str = "float32"):
     potential = potential.to(device)
     if dtype == "float64":
         potential = potential.double()
-    elif dtype != "float32":
+    elif dtype == "float32":
+        # Backbones load in the dtype their file was saved in (MACE foundation models and *.model files: float64).
+        potential = potential.float()
+    else:
         raise ModelNotFoundError(f"dtype {dtype!r} not supported: use float32 or float64.")
     potential.element_energy_shift.data = potential.element_energy_shift.data.to(torch.float64)
     return potential
