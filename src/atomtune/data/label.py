@@ -1,0 +1,498 @@
+"""Labelling: run a reference calculator (GPAW PBE, ASE EMT, or any ASE calculator) over structures → a labelled Dataset.
+
+Sits between ``data.generate`` (structures without labels) and everything that reads a :class:`Dataset`. Each finished
+structure is written to its own small JSON file in a cache directory (atomically), keyed by the structure's content hash
+and the calculator settings, so a killed run loses at most the structures in flight and a re-run skips finished work.
+Failures (SCF not converged, a crash, an element the calculator cannot treat) are recorded per structure, cached like
+results, and summarised at the end; the rest of the batch continues.
+
+Example::
+
+    from atomtune.data.label import label
+    data, failures = label(structures, "gpaw", cache_dir="cache/", workers=2)
+    data, failures = label(structures, CalculatorSpec("gpaw", {"cutoff": 400, "kpoint_density": 3.5}), "cache/")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from atomtune.data.dataset import Dataset, attach_labels, structure_id
+from atomtune.exceptions import AtomtuneError
+
+#: Bump when the meaning of a cache file changes, so old files are not reused.
+CACHE_VERSION = 1
+
+#: Elements whose ground state (or a nearby state reached from ASE's initial moments) is magnetic; a structure with any
+#: of them is computed spin-polarised. Values are the initial moments (μB) used when the structure has none set.
+MAGNETIC_MOMENTS = {"Cr": 1.0, "Mn": 2.0, "Fe": 2.5, "Co": 1.7, "Ni": 0.6, "Gd": 7.0}
+
+#: Plane-wave cutoff floor (eV) when oxygen is present: the O PAW setup needs it for converged energies and stress.
+OXIDE_CUTOFF = 700.0
+
+GPAW_INSTALL_HINT = (
+    "GPAW is not installed. Install it with `pip install 'atomtune[gpaw]'` after the system packages "
+    "(Debian/Ubuntu: `apt-get install build-essential pkg-config libxc-dev libopenblas-dev libfftw3-dev`), with "
+    "GPAW_CONFIG=.ci/gpaw_siteconfig.py set so GPAW links FFTW and OpenBLAS. Run it with OMP_NUM_THREADS=1 "
+    "OPENBLAS_NUM_THREADS=1 (threaded BLAS is many times slower for small cells)."
+)
+
+
+@dataclass(frozen=True)
+class GPAWSettings:
+    """Plane-wave PBE presets for GPAW.
+
+    ``cutoff``: plane-wave cutoff in eV (raised to :data:`OXIDE_CUTOFF` when O is present). ``kpoint_density``: k-points
+    per Å⁻¹ of reciprocal-lattice length (ASE's ``kpts={"density": ...}``, Γ-centred). ``smearing``: Fermi–Dirac width
+    in eV. ``spin``: ``"auto"`` (spin-polarised when a magnetic element is present or initial moments are set), ``True``
+    or ``False``. ``max_scf_iterations``: SCF iterations before the structure is recorded as not converged.
+    """
+
+    cutoff: float = 400.0
+    kpoint_density: float = 3.5
+    smearing: float = 0.1
+    xc: str = "PBE"
+    spin: str | bool = "auto"
+    max_scf_iterations: int = 200
+
+
+@dataclass(frozen=True)
+class CalculatorSpec:
+    """Which calculator labels the structures: ``name`` is ``"gpaw"``, ``"emt"`` or ``"module:Class"`` (any ASE
+    calculator by import path); ``kwargs`` are its settings (for ``"gpaw"`` the fields of :class:`GPAWSettings`)."""
+
+    name: str
+    kwargs: dict = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec: CalculatorSpec | str | dict, kwargs: dict | None = None) -> CalculatorSpec:
+        """Accept a spec, a name (with optional kwargs) or ``{"name": ..., "kwargs": {...}}``; check it resolves."""
+        if isinstance(spec, CalculatorSpec):
+            parsed = spec if kwargs is None else cls(spec.name, {**spec.kwargs, **kwargs})
+        elif isinstance(spec, dict):
+            if "name" not in spec:
+                raise AtomtuneError(f"calculator spec {spec} has no 'name' (use 'gpaw', 'emt' or 'module:Class').")
+            parsed = cls(str(spec["name"]), {**dict(spec.get("kwargs", {})), **(kwargs or {})})
+        elif isinstance(spec, str):
+            parsed = cls(spec.strip(), dict(kwargs or {}))
+        else:
+            raise AtomtuneError(f"calculator spec must be a name like 'gpaw', 'emt' or 'module:Class', not {spec!r}.")
+        parsed.check()
+        return parsed
+
+    def check(self) -> None:
+        """Raise :class:`AtomtuneError` when the calculator cannot be used at all (unknown name, not installed)."""
+        name = self.name.lower()
+        if name == "gpaw":
+            try:
+                import gpaw  # noqa: F401
+            except ImportError as error:
+                raise AtomtuneError(GPAW_INSTALL_HINT) from error
+            unknown = set(self.kwargs) - set(GPAWSettings.__dataclass_fields__)
+            if unknown:
+                raise AtomtuneError(
+                    f"unknown GPAW setting(s) {sorted(unknown)}; use {sorted(GPAWSettings.__dataclass_fields__)}."
+                )
+        elif name == "emt":
+            return
+        elif ":" in self.name:
+            _import_calculator_class(self.name)
+        else:
+            raise AtomtuneError(
+                f"unknown calculator {self.name!r}. Use 'gpaw' (plane-wave PBE), 'emt' (ASE EMT, for tests) or an ASE "
+                f"calculator by import path 'module:Class' (e.g. 'ase.calculators.lj:LennardJones') with --kwargs JSON."
+            )
+
+    def settings_hash(self) -> str:
+        """A short hash of the name and settings (with defaults filled in) that keys the cache."""
+        settings = {"name": self.name.lower(), "kwargs": self.resolved_kwargs(), "version": CACHE_VERSION}
+        return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+    def resolved_kwargs(self) -> dict:
+        """Settings with the defaults filled in (what the cache and provenance record)."""
+        if self.name.lower() == "gpaw":
+            return asdict(GPAWSettings(**self.kwargs))
+        return dict(self.kwargs)
+
+    def build(self, atoms: Atoms):
+        """A fresh ASE calculator for ``atoms`` (GPAW settings depend on the structure: spin, oxide cutoff)."""
+        name = self.name.lower()
+        if name == "gpaw":
+            return _build_gpaw(atoms, GPAWSettings(**self.kwargs))
+        if name == "emt":
+            from ase.calculators.emt import EMT
+
+            return EMT(**self.kwargs)
+        return _import_calculator_class(self.name)(**self.kwargs)
+
+
+@dataclass
+class LabelFailure:
+    """A structure that could not be labelled: ``id``, its formula, the error type and message, wall time in s."""
+
+    id: str
+    formula: str
+    error_type: str
+    message: str
+    wall_time_s: float = 0.0
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.formula}): {self.error_type}: {self.message}"
+
+
+def label(
+    structures: Iterable[Atoms],
+    calculator_spec: CalculatorSpec | str | dict,
+    cache_dir: str | Path,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: bool = True,
+    retry_failed: bool = False,
+) -> tuple[Dataset, list[LabelFailure]]:
+    """Label ``structures`` with a reference calculator; return the labelled Dataset (input order, failures left out)
+    and the failures.
+
+    ``calculator_spec``: ``"gpaw"``, ``"emt"``, ``"module:Class"`` or a :class:`CalculatorSpec` with settings.
+    ``cache_dir``: one JSON file per finished structure (energy eV, forces eV/Å, stress eV/Å³ Voigt ASE sign, wall time
+    s); re-running skips finished structures, and cached failures too unless ``retry_failed``. ``workers``: processes of a
+    local Dask cluster (one thread each, OMP_NUM_THREADS=1); ``1`` without a scheduler runs in this process.
+    ``scheduler``: address of a running Dask scheduler (``tcp://host:8786``) to run on instead. Each labelled structure
+    keeps its ``info`` and gets ``id`` (kept if set, else the content hash), ``source`` and ``label_wall_time_s``.
+    """
+    spec = CalculatorSpec.parse(calculator_spec)
+    structures = [atoms for atoms in structures]
+    cache = LabelCache(cache_dir, spec)
+    ids = [str(atoms.info.get("id") or structure_id(atoms)) for atoms in structures]
+
+    records: dict[int, dict] = {}
+    todo: list[int] = []
+    for index, atoms in enumerate(structures):
+        record = cache.load(atoms)
+        if record is not None and (record["status"] == "ok" or not retry_failed):
+            records[index] = record
+        else:
+            todo.append(index)
+
+    if todo:
+        bar = _progress_bar(total=len(structures), done=len(records), enabled=progress, name=spec.name)
+        try:
+            for index, record in _run(spec, structures, ids, todo, workers, scheduler):
+                cache.store(structures[index], record)
+                records[index] = record
+                if bar is not None:
+                    bar.set_postfix_str(f"last {ids[index]} {record['wall_time_s']:.0f} s")
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    labelled, failures = [], []
+    for index, atoms in enumerate(structures):
+        record = records[index]
+        if record["status"] == "ok":
+            labelled.append(_labelled_copy(atoms, ids[index], record, spec))
+        else:
+            failures.append(
+                LabelFailure(
+                    id=ids[index],
+                    formula=atoms.get_chemical_formula(),
+                    error_type=record["error_type"],
+                    message=record["message"],
+                    wall_time_s=record.get("wall_time_s", 0.0),
+                )
+            )
+    if failures and progress:
+        print(summarise_failures(failures, len(structures)))
+    return Dataset(labelled, name=f"labelled-{spec.name}"), failures
+
+
+def summarise_failures(failures: Sequence[LabelFailure], total: int) -> str:
+    """One line per failed structure, grouped under a count, for the end of a run."""
+    lines = [f"{len(failures)} of {total} structures could not be labelled:"]
+    lines += [f"  - {failure}" for failure in failures]
+    return "\n".join(lines)
+
+
+class LabelCache:
+    """One JSON file per (structure, settings) in ``directory``: ``<structure hash>-<settings hash>.json``.
+
+    Written via a temporary file and ``os.replace`` so a file is either complete or absent, even under ``kill -9``.
+    """
+
+    def __init__(self, directory: str | Path, spec: CalculatorSpec):
+        self.directory = Path(directory)
+        self.spec = spec
+        self.settings_hash = spec.settings_hash()
+
+    def path(self, atoms: Atoms) -> Path:
+        return self.directory / f"{_structure_key(atoms)}-{self.settings_hash}.json"
+
+    def load(self, atoms: Atoms) -> dict | None:
+        path = self.path(atoms)
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (json.JSONDecodeError, OSError):
+            return None  # a file from before atomic writes, or damaged: recompute
+
+    def store(self, atoms: Atoms, record: dict) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.path(atoms)
+        record = {**record, "calculator": self.spec.name, "settings": self.spec.resolved_kwargs()}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, default=_json_default))
+        os.replace(tmp, path)
+        return path
+
+    def records(self) -> list[dict]:
+        """Every finished record for these settings (for provenance and partial writes)."""
+        found = []
+        for path in sorted(self.directory.glob(f"*-{self.settings_hash}.json")):
+            try:
+                found.append(json.loads(path.read_text()))
+            except (json.JSONDecodeError, OSError):
+                continue
+        return found
+
+
+def compute_record(atoms: Atoms, spec: CalculatorSpec, structure_label: str) -> dict:
+    """Run the calculator on one structure and return a cache record; never raises (errors become failure records)."""
+    start = time.perf_counter()
+    work = Atoms(
+        numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc,
+        magmoms=atoms.get_initial_magnetic_moments() if atoms.has("initial_magmoms") else None,
+    )
+    if "kpts" in atoms.info:
+        work.info["kpts"] = atoms.info["kpts"]
+    try:
+        work.calc = spec.build(work)
+        energy = _force_consistent_energy(work)
+        forces = work.get_forces()
+        stress = work.get_stress(voigt=True) if work.pbc.all() else None
+        record = {
+            "status": "ok",
+            "energy": float(energy),
+            "forces": np.asarray(forces, dtype=float).tolist(),
+            "stress": None if stress is None else np.asarray(stress, dtype=float).tolist(),
+        }
+        magmom = _magnetic_moment(work)
+        if magmom is not None:
+            record["magnetic_moment"] = magmom
+    except AtomtuneError as error:
+        record = {"status": "failed", "error_type": type(error).__name__, "message": str(error)}
+    except Exception as error:  # any calculator crash: record it for this structure, the batch goes on
+        message = str(error).strip() or repr(error)
+        record = {
+            "status": "failed",
+            "error_type": type(error).__name__,
+            "message": f"structure {structure_label}: {message}",
+            "traceback": traceback.format_exc(limit=6),
+        }
+    record["id"] = structure_label
+    record["formula"] = atoms.get_chemical_formula()
+    record["n_atoms"] = len(atoms)
+    record["wall_time_s"] = round(time.perf_counter() - start, 3)
+    return record
+
+
+# -- running ---------------------------------------------------------------------------------------------------------
+
+
+def _run(spec: CalculatorSpec, structures, ids, todo, workers: int, scheduler: str | None):
+    """Yield ``(index, record)`` as structures finish, in this process or on a Dask cluster."""
+    if scheduler is None and workers <= 1:
+        for index in todo:
+            yield index, compute_record(structures[index], spec, ids[index])
+        return
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError as error:
+        raise AtomtuneError("parallel labelling needs dask.distributed: `pip install 'dask[distributed]'`.") from error
+    cluster = None
+    if scheduler is None:
+        # One BLAS thread per worker: threaded BLAS on small cells is many times slower and oversubscribes cores.
+        single_thread = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=single_thread
+        )
+        client = Client(cluster)
+    else:
+        try:
+            client = Client(scheduler, timeout="30s")
+        except (OSError, TimeoutError) as error:
+            raise AtomtuneError(f"could not reach the Dask scheduler at {scheduler!r}: {error}") from error
+    try:
+        futures = {
+            client.submit(compute_record, structures[index], spec, ids[index], pure=False, key=f"label-{ids[index]}-{index}"): index
+            for index in todo
+        }
+        for future in as_completed(futures):
+            index = futures[future]
+            try:
+                record = future.result()
+            except Exception as error:  # the worker died (out of memory, segfault in a C library)
+                record = {
+                    "status": "failed", "error_type": type(error).__name__,
+                    "message": f"structure {ids[index]}: worker failed: {error}",
+                    "id": ids[index], "formula": structures[index].get_chemical_formula(),
+                    "n_atoms": len(structures[index]), "wall_time_s": 0.0,
+                }
+            yield index, record
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _progress_bar(total: int, done: int, enabled: bool, name: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc=f"labelling ({name})", unit="structure", smoothing=0.1)
+
+
+# -- calculators -----------------------------------------------------------------------------------------------------
+
+
+def _import_calculator_class(path: str):
+    module_name, _, class_name = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise AtomtuneError(
+            f"calculator {path!r}: cannot import module {module_name!r} ({error}). Install it or fix the import path."
+        ) from error
+    try:
+        return getattr(module, class_name)
+    except AttributeError as error:
+        raise AtomtuneError(f"calculator {path!r}: module {module_name!r} has no {class_name!r}.") from error
+
+
+def _build_gpaw(atoms: Atoms, settings: GPAWSettings):
+    from gpaw import GPAW, PW, FermiDirac
+
+    _check_paw_setups(atoms, settings.xc)
+    cutoff = settings.cutoff
+    if "O" in atoms.get_chemical_symbols():
+        cutoff = max(cutoff, OXIDE_CUTOFF)
+    symbols = set(atoms.get_chemical_symbols())
+    has_moments = atoms.has("initial_magmoms") and np.any(atoms.get_initial_magnetic_moments() != 0)
+    spin = settings.spin
+    if spin == "auto":
+        spin = bool(has_moments or symbols & set(MAGNETIC_MOMENTS))
+    if spin and not has_moments:
+        atoms.set_initial_magnetic_moments([MAGNETIC_MOMENTS.get(s, 0.0) for s in atoms.get_chemical_symbols()])
+    if not spin and has_moments:
+        atoms.set_initial_magnetic_moments(None)
+    if not atoms.pbc.all():
+        raise AtomtuneError(
+            f"GPAW plane-wave mode needs periodic boundaries in all directions (pbc={atoms.pbc.tolist()}); "
+            f"add vacuum to the cell and set pbc=True."
+        )
+    return GPAW(
+        mode=PW(cutoff),
+        xc=settings.xc,
+        kpts=_kpoint_mesh(atoms, settings.kpoint_density),
+        occupations=FermiDirac(settings.smearing),
+        maxiter=settings.max_scf_iterations,
+        txt=None,
+    )
+
+
+def kpoint_mesh(atoms: Atoms, kpoint_density: float) -> list[int]:
+    """The Γ-centred Monkhorst–Pack mesh ASE's ``kpts={"density": ...}`` gives ``atoms`` (k-points per Å⁻¹).
+
+    Pin it in ``info["kpts"]`` of strained or rattled copies of a cell so a whole family shares its parent's mesh: a
+    mesh that jumps from 8 to 7 between two strains puts a step into an equation of state."""
+    from ase.calculators.calculator import kptdensity2monkhorstpack
+
+    return [int(n) for n in kptdensity2monkhorstpack(atoms, kptdensity=kpoint_density, even=False)]
+
+
+def _kpoint_mesh(atoms: Atoms, kpoint_density: float) -> dict:
+    pinned = atoms.info.get("kpts")
+    size = [int(n) for n in np.ravel(pinned)] if pinned is not None else kpoint_mesh(atoms, kpoint_density)
+    if len(size) != 3 or min(size) < 1:
+        raise AtomtuneError(f"info['kpts'] must be three positive integers, got {pinned!r}.")
+    return {"size": size, "gamma": True}
+
+
+def _check_paw_setups(atoms: Atoms, xc: str) -> None:
+    from gpaw.setup_data import search_for_file
+
+    missing = []
+    for symbol in sorted(set(atoms.get_chemical_symbols())):
+        try:
+            search_for_file(f"{symbol}.{xc}")
+        except (FileNotFoundError, RuntimeError):
+            missing.append(symbol)
+    if missing:
+        raise AtomtuneError(
+            f"no GPAW {xc} PAW setup for element(s) {', '.join(missing)}. Install the setups (`pip install gpaw-data`, "
+            f"or `gpaw install-data DIR` and set GPAW_SETUP_PATH) or remove these structures."
+        )
+
+
+def _force_consistent_energy(atoms: Atoms) -> float:
+    """The energy whose derivatives are the forces and stress: with smearing, the free energy (Mermin), not the
+    zero-width extrapolation; fitting codes need energy, forces and stress from one consistent surface."""
+    energy = atoms.get_potential_energy()
+    free_energy = atoms.calc.results.get("free_energy")
+    return float(energy if free_energy is None else free_energy)
+
+
+def _magnetic_moment(atoms: Atoms) -> float | None:
+    try:
+        return float(atoms.calc.get_magnetic_moment())
+    except Exception:  # calculators without spin (EMT) raise various errors; the moment is optional
+        return None
+
+
+# -- records ---------------------------------------------------------------------------------------------------------
+
+
+def _structure_key(atoms: Atoms) -> str:
+    """The content hash plus what else changes the result: a pinned k-mesh and the initial magnetic moments."""
+    key = structure_id(atoms)
+    if "kpts" in atoms.info:
+        key += "k" + "x".join(str(int(n)) for n in np.ravel(atoms.info["kpts"]))
+    if atoms.has("initial_magmoms"):
+        moments = np.round(atoms.get_initial_magnetic_moments(), 3)
+        if np.any(moments != 0):
+            key += hashlib.sha1(moments.tobytes()).hexdigest()[:6]
+    return key
+
+
+def _labelled_copy(atoms: Atoms, structure_label: str, record: dict, spec: CalculatorSpec) -> Atoms:
+    copy = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    copy.info.update(atoms.info)
+    copy.info["id"] = structure_label
+    copy.info.setdefault("source", f"atomtune-label-{spec.name}")
+    copy.info["label_wall_time_s"] = float(record.get("wall_time_s", 0.0))
+    if "magnetic_moment" in record:
+        copy.info["magnetic_moment"] = float(record["magnetic_moment"])
+    if atoms.has("initial_magmoms"):
+        copy.set_initial_magnetic_moments(atoms.get_initial_magnetic_moments())
+    stress = None if record.get("stress") is None else np.asarray(record["stress"], dtype=float)
+    return attach_labels(copy, record["energy"], np.asarray(record["forces"], dtype=float), stress)
+
+
+def _json_default(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    return str(value)
