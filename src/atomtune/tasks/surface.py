@@ -1,0 +1,204 @@
+"""Surface energies of slabs cut by Miller index from a relaxed bulk.
+
+A property task (``run`` on the reference and on every model, ``compare`` side by side, ``plot``): for each structure
+the bulk is relaxed with the calculator, slabs are cut from it with pymatgen's ``SlabGenerator`` (one per termination),
+relaxed at fixed cell, and
+
+    γ = (E_slab − N · ε_bulk) / (2 A)
+
+with ε_bulk the energy per atom of the relaxed bulk from the same calculator and A the area of one face; reported in J/m².
+Miller indices refer to the conventional standard cell of the bulk (pymatgen's convention), so (1, 1, 1) of fcc Cu is the
+close-packed surface whatever cell the input comes in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms, units
+from ase.constraints import FixAtoms
+from ase.filters import FrechetCellFilter
+from ase.geometry import get_layers
+from ase.optimize import BFGS
+
+from atomtune.exceptions import AtomtuneError
+from atomtune.tasks import as_calculator, error_message, run_each
+from atomtune.tasks.comparison import compare_properties, plot_properties
+
+#: eV/Å² → J/m².
+J_PER_M2 = units.J / units.m**2
+
+#: Å: atoms whose heights differ by less than this are one atomic layer (for fixing the bottom layers); relaxed
+#: layers ripple by ~0.01 Å, while the closest distinct layers of low-index surfaces are ≥ 0.5 Å apart.
+LAYER_TOLERANCE = 0.3
+
+
+@dataclass
+class Settings:
+    """Which slabs and how they are relaxed.
+
+    ``miller_indices``: surfaces to cut, (h, k, l) of the conventional standard cell; the default is fcc's three
+    low-index surfaces.
+    ``min_slab_thickness``: Å, pymatgen's ``min_slab_size``; 10 Å (5 layers of Cu(111), 6 of Cu(100)) converges γ of
+    metals to ~1%.
+    ``min_vacuum``: Å between periodic slab images; 15 Å keeps faces apart beyond any ML cutoff (≤ 6 Å) twice over.
+    ``fixed_bottom_layers``: atomic layers at the bottom held at their bulk positions. 0 (default) relaxes both faces, as
+    the formula's 2A assumes; with fixed layers γ is the mean of one relaxed and one bulk-terminated face.
+    ``relax_bulk``: relax cell and positions of the input first (ε_bulk and the slab's lattice are the calculator's own).
+    ``relax``: relax slab positions (fixed cell); False gives the unrelaxed γ only.
+    ``fmax``: eV/Å, force convergence of every relaxation. ``max_steps``: optimizer steps per relaxation.
+    ``symprec``: Å, tolerance for finding the conventional standard cell of the bulk.
+    """
+
+    miller_indices: list[tuple[int, int, int]] = field(default_factory=lambda: [(1, 1, 1), (1, 0, 0), (1, 1, 0)])
+    min_slab_thickness: float = 10.0
+    min_vacuum: float = 15.0
+    fixed_bottom_layers: int = 0
+    relax_bulk: bool = True
+    relax: bool = True
+    fmax: float = 0.01
+    max_steps: int = 500
+    symprec: float = 0.01
+
+
+def run(structures: Sequence[Atoms], calculator, settings: Settings | None = None, progress: bool = True) -> list[dict]:
+    """One record per structure, Miller index and termination.
+
+    Record: ``id`` (``"<structure id>:(h,k,l)"``, ``"/t<k>"`` appended for terminations after the first), ``structure``,
+    ``miller_index``, ``termination``, ``symmetric`` (both faces equivalent), ``n_atoms``, ``n_layers``,
+    ``surface_area`` (Å², one face), ``slab_thickness`` (Å), ``energy_per_atom_bulk`` (eV/atom), ``energy_slab`` (eV),
+    ``surface_energy_j_per_m2`` (relaxed), ``surface_energy_unrelaxed_j_per_m2``, ``relaxation_steps``,
+    ``converged``. A structure that cannot be cut (not 3D-periodic, bulk relaxation fails) gives one record with
+    ``"error"``; a Miller index that yields no slab, that index's record with it.
+    """
+    settings = settings or Settings()
+    calculator = as_calculator(calculator)
+    return run_each(structures, lambda atoms, label: _surfaces(atoms, label, calculator, settings), "surface", progress)
+
+
+def _surfaces(bulk: Atoms, label: str, calculator, settings: Settings) -> list[dict]:
+    if not bulk.pbc.all():
+        raise AtomtuneError(
+            f"structure {label} is not periodic in all three directions (pbc={bulk.pbc.tolist()}); slabs are cut from "
+            "a 3D-periodic bulk: give the bulk crystal, not a slab or molecule"
+        )
+    bulk.calc = calculator
+    if settings.relax_bulk:
+        optimizer = BFGS(FrechetCellFilter(bulk), logfile=None)
+        if not optimizer.run(fmax=settings.fmax, steps=settings.max_steps):
+            raise AtomtuneError(
+                f"structure {label}: bulk relaxation did not converge to fmax {settings.fmax} eV/Å in "
+                f"{settings.max_steps} steps"
+            )
+    energy_per_atom_bulk = bulk.get_potential_energy() / len(bulk)
+    records = []
+    for miller in settings.miller_indices:
+        miller = tuple(int(index) for index in miller)
+        miller_id = f"{label}:({','.join(map(str, miller))})"
+        try:
+            slabs = cut_slabs(bulk, miller, settings.min_slab_thickness, settings.min_vacuum, settings.symprec)
+        except Exception as error:  # a bad index fails alone; the other surfaces still run
+            records.append({"id": miller_id, "structure": label, "miller_index": list(miller),
+                            "error": error_message(error)})
+            continue
+        for termination, (slab, symmetric) in enumerate(slabs):
+            record = {
+                "id": miller_id if termination == 0 else f"{miller_id}/t{termination}",
+                "structure": label,
+                "miller_index": list(miller),
+                "termination": termination,
+                "symmetric": symmetric,
+                "energy_per_atom_bulk": energy_per_atom_bulk,
+            }
+            try:
+                record.update(_surface_energy(slab, calculator, energy_per_atom_bulk, settings))
+            except Exception as error:  # one slab failing keeps the other slabs' records
+                record["error"] = error_message(error)
+            records.append(record)
+    return records
+
+
+def cut_slabs(
+    bulk: Atoms, miller: tuple[int, int, int], min_thickness: float, min_vacuum: float, symprec: float = 0.01
+) -> list[tuple[Atoms, bool]]:
+    """Slabs of ``bulk`` with face (h, k, l) of its conventional standard cell, one per termination, as
+    (atoms with c normal to the surface and the slab centred in the vacuum, whether both faces are equivalent).
+
+    Raises :class:`AtomtuneError` for an index that gives no slab (e.g. (0, 0, 0)).
+    """
+    from pymatgen.core.surface import SlabGenerator
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    if not any(miller):
+        raise AtomtuneError(f"Miller index {miller} is not a plane: give at least one non-zero index")
+    structure = AseAtomsAdaptor.get_structure(bulk)
+    conventional = SpacegroupAnalyzer(structure, symprec=symprec).get_conventional_standard_structure()
+    generator = SlabGenerator(conventional, miller, min_thickness, min_vacuum, center_slab=True, primitive=True)
+    slabs = generator.get_slabs()
+    if not slabs:
+        raise AtomtuneError(f"Miller index {miller} gives no slab of {bulk.get_chemical_formula()}")
+    cut = []
+    for slab in slabs:
+        atoms = AseAtomsAdaptor.get_atoms(slab.get_orthogonal_c_slab())
+        atoms.pbc = True
+        cut.append((atoms, bool(slab.is_symmetric())))
+    return cut
+
+
+def _surface_energy(slab: Atoms, calculator, energy_per_atom_bulk: float, settings: Settings) -> dict:
+    """Relax one slab and return its surface energy fields (J/m²)."""
+    normal = np.cross(slab.cell[0], slab.cell[1])
+    area = float(np.linalg.norm(normal))
+    heights = slab.positions @ (normal / area)
+    layer_of_atom, layer_heights = get_layers(slab, (0, 0, 1), tolerance=LAYER_TOLERANCE)
+    if settings.fixed_bottom_layers:
+        slab.set_constraint(FixAtoms(indices=np.flatnonzero(layer_of_atom < settings.fixed_bottom_layers)))
+    slab.calc = calculator
+    n_atoms = len(slab)
+    energy_unrelaxed = slab.get_potential_energy()
+    steps, converged = 0, True
+    if settings.relax:
+        optimizer = BFGS(slab, logfile=None)
+        converged = bool(optimizer.run(fmax=settings.fmax, steps=settings.max_steps))
+        steps = optimizer.nsteps
+    energy = slab.get_potential_energy()
+    fields = {
+        "n_atoms": n_atoms,
+        "n_layers": len(layer_heights),
+        "surface_area": area,
+        "slab_thickness": float(heights.max() - heights.min()),
+        "energy_slab": energy,
+        "surface_energy_j_per_m2": surface_energy_j_per_m2(energy, n_atoms, energy_per_atom_bulk, area),
+        "surface_energy_unrelaxed_j_per_m2": surface_energy_j_per_m2(
+            energy_unrelaxed, n_atoms, energy_per_atom_bulk, area
+        ),
+        "relaxation_steps": steps,
+        "converged": converged,
+    }
+    if not converged:
+        fields["error"] = f"slab relaxation did not converge to fmax {settings.fmax} eV/Å in {settings.max_steps} steps"
+    return fields
+
+
+def surface_energy_j_per_m2(energy_slab: float, n_atoms: int, energy_per_atom_bulk: float, area: float) -> float:
+    """γ = (E_slab − N·ε_bulk) / (2A) in J/m², from eV, eV/atom and the area of one face in Å²."""
+    return (energy_slab - n_atoms * energy_per_atom_bulk) / (2.0 * area) / J_PER_M2
+
+
+#: Scalar properties of a record that ``compare`` and ``plot`` show.
+PROPERTIES = ("surface_energy_j_per_m2", "surface_energy_unrelaxed_j_per_m2")
+
+
+def compare(results: dict[str, list[dict]], reference: str | None = None) -> list[dict]:
+    """Rows per surface (``id`` = structure:(h,k,l)) and property (J/m²), a column per model, differences and MAE vs
+    ``reference``."""
+    return compare_properties(results, PROPERTIES, reference)
+
+
+def plot(results: dict[str, list[dict]], out_dir: Path) -> list[Path]:
+    """Bar charts of relaxed and unrelaxed γ (J/m²) per surface, bars grouped by model."""
+    return plot_properties(results, PROPERTIES, out_dir, "surface")

@@ -1,0 +1,171 @@
+"""Vacancy formation energy, per symmetry-distinct site, in a periodic supercell with relaxed positions.
+
+A property task (``run`` on the reference and on every model, ``compare`` side by side, ``plot``):
+
+    E_f = E(N−1) − (N−1)/N · E(N)
+
+with E(N) the perfect supercell and E(N−1) the same supercell with one atom removed, both at the bulk lattice the
+calculator itself relaxes to (so each model is judged at its own equilibrium, as DFT would be). For an elemental solid
+this is the usual formation energy with the bulk as the atom reservoir; for a compound it refers the removed atom to the
+average energy per atom of the bulk (no chemical potentials), which ranks sites but is not a formation energy in a
+grand-canonical sense.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import spglib
+from ase import Atoms
+from ase.filters import FrechetCellFilter
+from ase.optimize import BFGS
+
+from atomtune.exceptions import AtomtuneError
+from atomtune.tasks import as_calculator, error_message, run_each
+from atomtune.tasks.comparison import compare_properties, plot_properties
+
+
+@dataclass
+class Settings:
+    """How vacancies are made and relaxed.
+
+    ``supercell``: repetitions of the input cell (n1, n2, n3); None picks the smallest that makes every perpendicular
+    width of the supercell ≥ ``min_supercell_width``.
+    ``min_supercell_width``: Å. 10 Å keeps a vacancy ≥ 10 Å from its periodic images (108 atoms for fcc Cu from the
+    conventional cell, 125 from the primitive), where E_f of simple metals is converged to ~0.02 eV.
+    ``relax_bulk``: relax cell and positions of the input first, so E_f is at the calculator's own lattice constant.
+    ``relax``: relax the positions of the vacancy supercell (fixed cell, the dilute limit); False gives the unrelaxed E_f.
+    ``fmax``: eV/Å, force convergence of every relaxation; 0.01 resolves E_f to ~1 meV.
+    ``max_steps``: optimizer steps per relaxation before the record is marked not converged.
+    ``symprec``: Å, spglib tolerance for deciding which sites are equivalent; 0.01 tolerates relaxation noise.
+    """
+
+    supercell: tuple[int, int, int] | None = None
+    min_supercell_width: float = 10.0
+    relax_bulk: bool = True
+    relax: bool = True
+    fmax: float = 0.01
+    max_steps: int = 500
+    symprec: float = 0.01
+
+
+def run(structures: Sequence[Atoms], calculator, settings: Settings | None = None, progress: bool = True) -> list[dict]:
+    """One record per symmetry-distinct site of each structure.
+
+    Record: ``id`` (``"<structure id>:<element><site_index>"``), ``structure``, ``site_index`` (index in the input cell
+    of the representative atom), ``element``, ``multiplicity`` (equivalent atoms in the input cell), ``supercell``,
+    ``n_atoms_supercell``, ``volume_per_atom`` (Å³, of the bulk used), ``energy_perfect_supercell`` and
+    ``energy_vacancy_supercell`` (eV), ``vacancy_formation_energy`` (eV, relaxed),
+    ``vacancy_formation_energy_unrelaxed`` (eV), ``relaxation_energy`` (eV, unrelaxed − relaxed), ``relaxation_steps``,
+    ``converged``. A failed structure gives one record with ``"error"``; a failed site, that site's record with it.
+    """
+    settings = settings or Settings()
+    calculator = as_calculator(calculator)
+    return run_each(structures, lambda atoms, label: _vacancies(atoms, label, calculator, settings), "vacancy", progress)
+
+
+def _vacancies(unit: Atoms, label: str, calculator, settings: Settings) -> list[dict]:
+    if not unit.pbc.all():
+        raise AtomtuneError(
+            f"structure {label} is not periodic in all three directions (pbc={unit.pbc.tolist()}); vacancies are made "
+            "in a bulk supercell: give a 3D-periodic bulk structure"
+        )
+    unit.calc = calculator
+    if settings.relax_bulk:
+        optimizer = BFGS(FrechetCellFilter(unit), logfile=None)
+        if not optimizer.run(fmax=settings.fmax, steps=settings.max_steps):
+            raise AtomtuneError(
+                f"structure {label}: bulk relaxation did not converge to fmax {settings.fmax} eV/Å in "
+                f"{settings.max_steps} steps"
+            )
+    repeats = tuple(settings.supercell or supercell_repeats(unit, settings.min_supercell_width))
+    perfect = unit.repeat(repeats)
+    perfect.calc = calculator
+    if settings.relax:
+        # the perfect supercell of a relaxed bulk has no forces; one made from an unrelaxed input (relax_bulk=False) may
+        BFGS(perfect, logfile=None).run(fmax=settings.fmax, steps=settings.max_steps)
+    energy_perfect = perfect.get_potential_energy()
+    n_atoms = len(perfect)
+    reference = (n_atoms - 1) / n_atoms * energy_perfect
+
+    records = []
+    for site_index, multiplicity in distinct_sites(unit, settings.symprec):
+        element = unit[site_index].symbol
+        record = {
+            "id": f"{label}:{element}{site_index}",
+            "structure": label,
+            "site_index": site_index,
+            "element": element,
+            "multiplicity": multiplicity,
+            "supercell": list(repeats),
+            "n_atoms_supercell": n_atoms,
+            "volume_per_atom": unit.get_volume() / len(unit),
+            "energy_perfect_supercell": energy_perfect,
+        }
+        try:
+            # atoms.repeat puts the input cell's atoms first, so site_index is also the representative's supercell index
+            defect = perfect.copy()
+            del defect[site_index]
+            defect.calc = calculator
+            energy_unrelaxed = defect.get_potential_energy()
+            steps, converged = 0, True
+            if settings.relax:
+                optimizer = BFGS(defect, logfile=None)
+                converged = bool(optimizer.run(fmax=settings.fmax, steps=settings.max_steps))
+                steps = optimizer.nsteps
+            energy_defect = defect.get_potential_energy()
+            record.update(
+                energy_vacancy_supercell=energy_defect,
+                vacancy_formation_energy=energy_defect - reference,
+                vacancy_formation_energy_unrelaxed=energy_unrelaxed - reference,
+                relaxation_energy=energy_unrelaxed - energy_defect,
+                relaxation_steps=steps,
+                converged=converged,
+            )
+            if not converged:
+                record["error"] = (
+                    f"vacancy relaxation did not converge to fmax {settings.fmax} eV/Å in {settings.max_steps} steps"
+                )
+        except Exception as error:  # one site failing keeps the other sites' records
+            record["error"] = error_message(error)
+        records.append(record)
+    return records
+
+
+def supercell_repeats(atoms: Atoms, min_width: float) -> tuple[int, int, int]:
+    """Smallest (n1, n2, n3) with every perpendicular width of ``atoms.repeat((n1, n2, n3))`` ≥ ``min_width`` (Å).
+
+    The perpendicular width along cell vector i is 1/|b_i| (b the reciprocal vectors without 2π): the distance between
+    the two faces of the cell it crosses, which bounds how close a defect comes to its own image.
+    """
+    widths = 1.0 / np.linalg.norm(atoms.cell.reciprocal(), axis=1)
+    return tuple(max(1, math.ceil(min_width / width - 1e-9)) for width in widths)
+
+
+def distinct_sites(atoms: Atoms, symprec: float) -> list[tuple[int, int]]:
+    """(representative atom index, multiplicity) of each set of symmetry-equivalent atoms (spglib), in index order."""
+    dataset = spglib.get_symmetry_dataset(
+        (np.asarray(atoms.cell[:]), atoms.get_scaled_positions(), atoms.numbers), symprec=symprec
+    )
+    equivalent = np.arange(len(atoms)) if dataset is None else np.asarray(dataset.equivalent_atoms)
+    representatives, counts = np.unique(equivalent, return_counts=True)
+    return [(int(index), int(count)) for index, count in zip(representatives, counts)]
+
+
+#: Scalar properties of a record that ``compare`` and ``plot`` show (eV).
+PROPERTIES = ("vacancy_formation_energy", "vacancy_formation_energy_unrelaxed")
+
+
+def compare(results: dict[str, list[dict]], reference: str | None = None) -> list[dict]:
+    """Rows per site (``id`` = structure:element+index) and property (eV), a column per model, differences and MAE vs
+    ``reference``."""
+    return compare_properties(results, PROPERTIES, reference)
+
+
+def plot(results: dict[str, list[dict]], out_dir: Path) -> list[Path]:
+    """Bar charts of relaxed and unrelaxed E_f (eV) per site, bars grouped by model."""
+    return plot_properties(results, PROPERTIES, out_dir, "vacancy")
