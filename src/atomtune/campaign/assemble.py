@@ -1,0 +1,73 @@
+"""Collect the step results of a campaign into one ``results.json`` (the input of the HTML report)."""
+
+from __future__ import annotations
+
+import os
+
+from atomtune import __version__
+from atomtune.campaign.config import Campaign
+
+
+def assemble(campaign: Campaign, steps: list, models: dict[str, dict], results: dict[str, dict]) -> dict:
+    """The report's input: data overview, models, errors, fine-tunes, scans, task tables, failures."""
+    summary: dict = {
+        "name": campaign.name,
+        "title": campaign.report.title or campaign.name,
+        "atomtune_version": __version__,
+        "machine": f"{os.cpu_count()} CPU cores, device {campaign.device}",
+        "models": [],
+        "errors": {},
+        "error_plots": {},
+        "finetune": {},
+        "scans": {},
+        "tasks": {},
+        "failures": [],
+    }
+    data = results.get("data", {})
+    split = results.get("split", {})
+    if "dataset" in data:
+        summary["data"] = {
+            "n_structures": data["n_structures"],
+            "n_atoms": data["n_atoms"],
+            "elements": data["elements"],
+            "sources": data["sources"],
+            "plots": data.get("plots", []),
+            "splits": split.get("counts", {}),
+            "split_by": split.get("by"),
+            "label_failures": data.get("label_failures", []),
+        }
+    for label, model in models.items():
+        entry = {"label": label, "kind": model["kind"], "backbone": (model.get("backbone_spec") or model.get("base"))}
+        for key in ("strategy", "base", "scan"):
+            if model.get(key):
+                entry[key] = model[key]
+        summary["models"].append(entry)
+    for step in steps:
+        result = results.get(step.name)
+        if result is None:
+            continue
+        if "error" in result or "skipped" in result:
+            dependants = [s.name for s in steps if step.name in s.depends]
+            summary["failures"].append({
+                "step": step.name,
+                "error": result.get("error") or result.get("skipped"),
+                "skipped_dependants": dependants if "error" in result else [],
+            })
+            continue
+        if step.kind == "errors":
+            summary["errors"][result["label"]] = result["metrics"]
+            if result.get("plot"):
+                summary["error_plots"][result["label"]] = result["plot"]
+        elif step.kind == "finetune":
+            label = step.name.removeprefix("finetune ")
+            summary["finetune"][label] = {k: v for k, v in result.items() if k != "model_dir"}
+        elif step.kind == "scan":
+            summary["scans"][step.name.removeprefix("scan ")] = result
+        elif step.kind == "compare":
+            summary["tasks"][step.name.removeprefix("compare ")] = {
+                "rows": result["rows"],
+                "plots": result["plots"],
+                "reference": result.get("reference"),
+                "missing": result.get("missing", []),
+            }
+    return summary

@@ -1,0 +1,302 @@
+"""The campaign file: one YAML from data to verdict, validated before any work starts.
+
+Validated with pydantic. Every error names the file and line and says what to do: unknown keys get the nearest valid key,
+wrong types the expected type, missing files the path tried, unknown backbones and tasks the known ones.
+
+Example (the shipped demo, ``atomtune demo --print`` shows it in full)::
+
+    name: ni-alloy
+    data:
+      sources: [{path: ni_alloy_pbe.extxyz}]
+    split: {fractions: {train: 0.7, valid: 0.1, test: 0.2}, by: composition}
+    models: [chgnet-0.3.0, sevennet-0]
+    finetune:
+      - {name: lora, strategy: lora, lora_rank: 8, epochs: 5}
+    tasks:
+      - {task: eos, structures: ni_alloy_reference.extxyz}
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from atomtune.exceptions import AtomtuneError
+
+
+class CampaignError(AtomtuneError):
+    """An invalid campaign file (names file:line and the fix)."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source(Strict):
+    """One data source. ``path``: extxyz / ASE db / parquet / MPtrj JSON / vasprun.xml / OC22 db (by ``reader``)."""
+
+    path: str
+    reader: str = "auto"
+    options: dict[str, Any] = Field(default_factory=dict)
+    energy_key: str | None = None
+    forces_key: str | None = None
+    stress_key: str | None = None
+    limit: int | None = Field(default=None, gt=0)
+
+
+class Label(Strict):
+    """Relabel the data with a reference calculator (``gpaw``, ``emt`` or ``module:Class``) before splitting."""
+
+    calculator: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    workers: int = Field(default=1, gt=0)
+
+
+class Data(Strict):
+    sources: list[Source] = Field(min_length=1)
+    label: Label | None = None
+    show: bool = True  # data overview plots in the report
+
+
+class Split(Strict):
+    """``by: composition`` keeps every reduced formula in one part (no composition leaks from train into test)."""
+
+    fractions: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "valid": 0.1, "test": 0.1})
+    by: Literal["random", "composition"] = "composition"
+    seed: int = 0
+
+    @field_validator("fractions")
+    @classmethod
+    def _needs_train_and_test(cls, value: dict[str, float]) -> dict[str, float]:
+        for name in ("train", "test"):
+            if name not in value:
+                raise ValueError(f"fractions must include '{name}' (have {sorted(value)})")
+        if any(v < 0 for v in value.values()):
+            raise ValueError("fractions must be non-negative")
+        return value
+
+
+class Finetune(Strict):
+    """One fine-tuning run per backbone in ``models``. ``scan``: ``{freeze_depth: [1, 2, all]}`` → one run per value."""
+
+    name: str
+    strategy: Literal["full", "freeze", "lora", "replay"]
+    epochs: int = Field(default=5, gt=0)
+    learning_rate: float = Field(default=1e-3, gt=0, lt=1)
+    batch_size: int = Field(default=8, gt=0)
+    freeze_depth: int | Literal["all"] | None = None
+    lora_rank: int | None = Field(default=None, gt=0)
+    lora_alpha: float | None = Field(default=None, gt=0)
+    replay_data: str | None = None
+    replay_weight: float | None = Field(default=None, ge=0)
+    energy_weight: float | None = Field(default=None, ge=0)
+    forces_weight: float | None = Field(default=None, ge=0)
+    stress_weight: float | None = Field(default=None, ge=0)
+    e0: bool = True
+    seed: int = 0
+    scan: dict[str, list[Any]] | None = None
+    models: list[str] | None = None  # restrict to these backbones (default: all in `models`)
+
+
+class Task(Strict):
+    """A property task run on the reference and on every model. ``structures``: file of input structures
+    (default: the campaign's relaxed reference structures, or the test split for ``errors``)."""
+
+    task: str
+    structures: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    limit: int | None = Field(default=None, gt=0)
+
+
+class Reference(Strict):
+    """Reference column of the property tasks: a calculator run live (``emt``, ``gpaw``, ``module:Class``) and/or
+    precomputed reference task results (JSON written by the same task functions, e.g. shipped GPAW numbers)."""
+
+    calculator: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    results: str | None = None
+    label: str = "reference"
+
+
+class Report(Strict):
+    title: str | None = None
+    file: str = "report.html"
+
+
+class Campaign(Strict):
+    name: str
+    data: Data
+    split: Split = Field(default_factory=Split)
+    models: list[str] = Field(min_length=1)
+    finetune: list[Finetune] = Field(default_factory=list)
+    tasks: list[Task] = Field(default_factory=list)
+    reference: Reference = Field(default_factory=Reference)
+    report: Report = Field(default_factory=Report)
+    workers: int | None = Field(default=None, gt=0)  # Dask workers (default: cores)
+    device: str = "cpu"
+
+    # Set by load_campaign: the folder relative paths are resolved against.
+    base_dir: Path | None = Field(default=None, exclude=True)
+
+    def resolve(self, path: str) -> Path:
+        """A path from the file, relative to the campaign file's folder (``package:`` = atomtune's shipped resources)."""
+        if path.startswith("package:"):
+            from importlib.resources import files
+
+            return Path(str(files("atomtune") / "resources" / path.removeprefix("package:")))
+        candidate = Path(path).expanduser()
+        if not candidate.is_absolute() and self.base_dir is not None:
+            candidate = self.base_dir / candidate
+        return candidate
+
+
+def load_campaign(path: str | Path, check_files: bool = True) -> Campaign:
+    """Read and validate a campaign file; raise :class:`CampaignError` with ``file:line`` and the fix."""
+    path = Path(path)
+    if not path.exists():
+        raise CampaignError(f"{path}: campaign file not found.")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise CampaignError(f"{path}{line}: not valid YAML ({getattr(error, 'problem', error)}).") from None
+    if not isinstance(raw, dict):
+        raise CampaignError(f"{path}:1: a campaign file is a mapping (name:, data:, models:, …).")
+    try:
+        campaign = Campaign.model_validate(raw)
+    except ValidationError as error:
+        raise CampaignError(_explain(error, path, root)) from None
+    campaign.base_dir = path.resolve().parent
+    problems = []
+    if check_files:
+        problems += _check_references(campaign, path, root)
+    if problems:
+        raise CampaignError("\n".join(problems))
+    return campaign
+
+
+def _explain(error: ValidationError, path: Path, root) -> str:
+    lines = []
+    for item in error.errors():
+        location = [part for part in item["loc"] if not (isinstance(part, str) and "[" in part)]
+        line = _line_of(root, location)
+        where = ".".join(str(part) for part in location)
+        if item["type"] == "extra_forbidden":
+            key = location[-1]
+            valid = _fields_at(location[:-1])
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            parent = ".".join(str(part) for part in location[:-1])
+            lines.append(f"{path}:{line}: unknown key '{key}' {'in ' + parent if parent else 'at the top level'}.{hint} "
+                         f"Valid keys: {', '.join(valid)}.")
+        elif item["type"] == "missing":
+            lines.append(f"{path}:{line}: '{where}' is required; add it.")
+        else:
+            lines.append(f"{path}:{line}: {where}: {item['msg']} (got {item.get('input')!r}).")
+    return "\n".join(lines)
+
+
+def _fields_at(location) -> list[str]:
+    """Field names of the model reached by ``location`` from Campaign."""
+    model: type[BaseModel] = Campaign
+    for part in location:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation
+        found = None
+        for candidate in _model_types(annotation):
+            found = candidate
+        if found is None:
+            return []
+        model = found
+    return [name for name in model.model_fields if name != "base_dir"]
+
+
+def _model_types(annotation):
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for argument in typing.get_args(annotation):
+        yield from _model_types(argument)
+
+
+def _line_of(root, location) -> int:
+    """1-based line of the YAML node at ``location`` (the deepest node that exists)."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else 1
+    for part in location:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == str(part):
+                    child = (key, value)
+                    break
+            if child is None:
+                break
+            line = child[0].start_mark.line + 1
+            node = child[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _check_references(campaign: Campaign, path: Path, root) -> list[str]:
+    """Missing files, unknown backbones and unknown tasks, each with file:line."""
+    from atomtune.models.registry import ALIASES, CHECKPOINTS
+    from atomtune.tasks import TASKS
+
+    problems = []
+    for k, source in enumerate(campaign.data.sources):
+        if source.reader in ("lematerial",) and not Path(source.path).suffix:
+            continue  # a hub config name, resolved online
+        if not any(campaign.resolve(p).exists() for p in _glob_or_path(campaign, source.path)):
+            line = _line_of(root, ["data", "sources", k, "path"])
+            problems.append(f"{path}:{line}: data file {source.path!r} not found (looked in {campaign.base_dir}).")
+    names = [info.name for info in CHECKPOINTS] + list(ALIASES)
+    for k, model in enumerate(campaign.models):
+        as_path = campaign.resolve(model)
+        if model in names or as_path.exists():
+            continue
+        line = _line_of(root, ["models", k])
+        close = difflib.get_close_matches(model, names, n=2)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        problems.append(f"{path}:{line}: unknown model {model!r}.{hint} `atomtune models` lists them; a .model file "
+                        f"or a fine-tuned directory also works.")
+    for k, task in enumerate(campaign.tasks):
+        if task.task not in TASKS:
+            line = _line_of(root, ["tasks", k, "task"])
+            close = difflib.get_close_matches(task.task, list(TASKS), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            problems.append(f"{path}:{line}: unknown task {task.task!r}.{hint} Known: {', '.join(TASKS)}.")
+        if task.structures and not campaign.resolve(task.structures).exists():
+            line = _line_of(root, ["tasks", k, "structures"])
+            problems.append(f"{path}:{line}: structures file {task.structures!r} not found.")
+    for k, run in enumerate(campaign.finetune):
+        if run.replay_data and not campaign.resolve(run.replay_data).exists():
+            line = _line_of(root, ["finetune", k, "replay_data"])
+            problems.append(f"{path}:{line}: replay data {run.replay_data!r} not found.")
+        if run.strategy == "replay" and not run.replay_data:
+            line = _line_of(root, ["finetune", k])
+            problems.append(f"{path}:{line}: strategy 'replay' needs replay_data (a labelled file to mix in).")
+    if campaign.reference.results and not campaign.resolve(campaign.reference.results).exists():
+        line = _line_of(root, ["reference", "results"])
+        problems.append(f"{path}:{line}: reference results {campaign.reference.results!r} not found.")
+    return problems
+
+
+def _glob_or_path(campaign: Campaign, pattern: str) -> list[str]:
+    if any(char in pattern for char in "*?["):
+        base = campaign.resolve(".")
+        return [str(p) for p in sorted(base.glob(pattern))] or [pattern]
+    return [pattern]

@@ -1,0 +1,228 @@
+"""The work of each campaign step, as plain functions ``step(directory, inputs, **settings) -> dict``.
+
+Run on Dask workers by :mod:`atomtune.campaign.runner`. ``directory`` is the step's own cache folder (outputs and
+resumable work in progress go there), ``inputs`` the results of the steps it depends on, keyed by step name. Every result
+is small JSON (paths to files, metrics, records) so it can be cached and shipped between processes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from atomtune.exceptions import AtomtuneError
+
+
+def prepare_data(directory: Path, inputs: dict, sources: list[dict], label: dict | None, show: bool) -> dict:
+    """Read every source (extxyz, db, parquet, MPtrj, VASP, OC22), optionally relabel, write ``dataset.extxyz``."""
+    from atomtune.data.dataset import Dataset
+
+    parts = []
+    for source in sources:
+        dataset = _read_source(source)
+        if source.get("limit"):
+            dataset = dataset[: source["limit"]]
+        parts.append(dataset)
+    dataset = parts[0]
+    for part in parts[1:]:
+        dataset = dataset + part
+    failures = []
+    if label:
+        from atomtune.data.label import label as run_label
+
+        dataset, failures = run_label(list(dataset), label["calculator"] if not label.get("kwargs") else
+                                      {"name": label["calculator"], "kwargs": label["kwargs"]},
+                                      cache_dir=directory / "label-cache", workers=label.get("workers", 1),
+                                      progress=False)
+        failures = [str(f) for f in failures]
+    path = dataset.write(directory / "dataset.extxyz")
+    plots = []
+    if show:
+        plots = _data_plots(dataset, directory / "plots")
+    return {
+        "dataset": str(path),
+        "n_structures": len(dataset),
+        "n_atoms": dataset.n_atoms,
+        "elements": dataset.elements,
+        "sources": [Path(s["path"]).name for s in sources],
+        "label_failures": failures,
+        "plots": plots,
+    }
+
+
+def _read_source(source: dict):
+    from atomtune.data.dataset import Dataset
+
+    keys = {k: source.get(k) for k in ("energy_key", "forces_key", "stress_key")}
+    try:
+        from atomtune.data.readers import read_any
+    except ImportError:
+        read_any = None
+    if read_any is not None and source.get("reader", "auto") != "auto":
+        return read_any(source["path"], reader=source["reader"], **source.get("options", {}))
+    if read_any is not None and not Path(source["path"]).suffix in (".xyz", ".extxyz", ".db"):
+        return read_any(source["path"], **source.get("options", {}))
+    return Dataset.read(source["path"], **keys)
+
+
+def _data_plots(dataset, directory: Path) -> list[str]:
+    """Overview plots from :mod:`atomtune.data.show` (no embeddings: they need a model and are optional here)."""
+    try:
+        from atomtune.data import show
+    except ImportError:
+        return []
+    try:
+        written = show.show(dataset, directory, embeddings=None) if hasattr(show, "show") else []
+    except TypeError:
+        written = show.show(dataset, directory)
+    paths = written.get("plots", written) if isinstance(written, dict) else written
+    return [str(p) for p in paths if str(p).endswith(".png")]
+
+
+def split_data(directory: Path, inputs: dict, fractions: dict, by: str, seed: int) -> dict:
+    """Deterministic split of the prepared dataset into train / valid / test files."""
+    from atomtune.data.dataset import Dataset
+
+    dataset = Dataset.read(inputs["data"]["dataset"], require=("energy", "forces"))
+    parts = dataset.split(fractions, by=by, seed=seed)
+    result = {"by": by, "counts": {}}
+    for name, part in parts.items():
+        if len(part) == 0:
+            raise AtomtuneError(
+                f"split part {name!r} is empty ({len(dataset)} structures, {fractions}); give more data or larger "
+                f"fractions."
+            )
+        result[name] = str(part.write(directory / f"{name}.extxyz"))
+        result["counts"][name] = len(part)
+    return result
+
+
+def finetune_model(directory: Path, inputs: dict, model: str, device: str, **settings) -> dict:
+    """Fine-tune ``model`` on the train split (validation on valid); the model is saved in ``directory/model``.
+
+    Resumes from the checkpoint in ``directory`` when the step was interrupted.
+    """
+    from atomtune.finetune.api import finetune
+
+    split = inputs["split"]
+    valid = split.get("valid") or split["test"]
+    summary = finetune(model=model, train=split["train"], valid=valid, out=directory / "model", device=device,
+                       resume=True, progress=False, **settings)
+    summary["model_dir"] = str(directory / "model")
+    return summary
+
+
+def _model_spec(model: str | None, inputs: dict) -> str:
+    if model:
+        return model
+    for name, result in inputs.items():
+        if name.startswith("finetune ") and "model_dir" in result:
+            return result["model_dir"]
+    raise AtomtuneError("no model to evaluate: the fine-tuning step produced no model directory.")
+
+
+def evaluate_errors(directory: Path, inputs: dict, model: str | None, label: str, device: str) -> dict:
+    """Error benchmark of one model on the test split (with the per-element E0-aligned numbers)."""
+    from atomtune.data.dataset import Dataset
+    from atomtune.models import load_potential
+    from atomtune.tasks import errors
+
+    test = Dataset.read(inputs["split"]["test"])
+    potential = load_potential(_model_spec(model, inputs), device=device)
+    records = errors.run(list(test), potential, progress=False)
+    (directory / "records.json").write_text(json.dumps(records))
+    metrics = errors.metrics(records, align_e0=True)
+    plots = errors.plot({label: records}, directory)
+    return {"label": label, "metrics": metrics, "plot": str(plots[0]) if plots else None}
+
+
+def run_task(
+    directory: Path,
+    inputs: dict,
+    task: str,
+    settings: dict,
+    structures: str | None,
+    limit: int | None,
+    device: str,
+    label: str,
+    model: str | None = None,
+    calculator: str | None = None,
+    calculator_kwargs: dict | None = None,
+    structures_fingerprint: str | None = None,
+) -> dict:
+    """One property task on one model (or the reference calculator): records written to ``records.json``."""
+    from atomtune.data.dataset import Dataset
+    from atomtune.tasks import load_task
+
+    module = load_task(task)
+    path = structures or inputs["split"]["test"]
+    data = list(Dataset.read(path, require=()))
+    if limit:
+        data = data[:limit]
+    task_settings = module.Settings(**settings)
+    if calculator:
+        from atomtune.data.label import CalculatorSpec
+
+        spec = CalculatorSpec.parse(calculator, calculator_kwargs or {})
+        records = []
+        for atoms in data:  # a DFT calculator's settings depend on the structure (k-points, spin)
+            records.extend(module.run([atoms], spec.build(atoms), task_settings, progress=False))
+    else:
+        from atomtune.models import load_potential
+
+        potential = load_potential(_model_spec(model, inputs), device=device)
+        records = module.run(data, potential, task_settings, progress=False)
+    (directory / "records.json").write_text(json.dumps(records))
+    return {"label": label, "records": records}
+
+
+def compare_task(
+    directory: Path,
+    inputs: dict,
+    task: str,
+    labels: list[str],
+    reference: str | None,
+    reference_results: dict | None,
+) -> dict:
+    """Side-by-side table and plots of one task over the reference and every model that finished."""
+    from atomtune.tasks import load_task
+
+    module = load_task(task)
+    results = {}
+    for result in inputs.values():
+        results[result["label"]] = result["records"]
+    if reference_results:
+        shipped = json.loads(Path(reference_results["path"]).read_text())
+        if task in shipped and reference and reference not in results:
+            results = {reference: shipped[task], **results}
+    present_reference = reference if reference in results else None
+    rows = module.compare(results, reference=present_reference)
+    plots = [str(p) for p in module.plot(results, directory)]
+    missing = [label for label in labels if label not in results]
+    return {"task": task, "rows": rows, "plots": plots, "reference": present_reference, "missing": missing}
+
+
+def summarise_scan(directory: Path, inputs: dict, parameter: str, labels: list[str], values: list) -> dict:
+    """Table and plot of validation errors against a scanned fine-tuning setting (e.g. freeze depth)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for label, value in zip(labels, values):
+        result = inputs.get(f"finetune {label}", {})
+        final = result.get("valid_metrics", {})
+        rows.append({"value": value, "label": label, **{k: v for k, v in final.items() if isinstance(v, (int, float))},
+                     "trainable_parameters": result.get("trainable_parameters")})
+    keys = [k for k in ("force_mae_mev_per_a", "energy_mae_mev_per_atom") if any(k in r for r in rows)]
+    figure, axes = plt.subplots(1, max(1, len(keys)), figsize=(4.5 * max(1, len(keys)), 3.6), squeeze=False)
+    for axis, key in zip(axes[0], keys):
+        axis.plot([str(r["value"]) for r in rows], [r.get(key) for r in rows], "o-")
+        axis.set_xlabel(parameter)
+        axis.set_ylabel(f"valid {key}")
+    figure.tight_layout()
+    plot = directory / "scan.png"
+    figure.savefig(plot, dpi=110)
+    plt.close(figure)
+    return {"parameter": parameter, "rows": rows, "plot": str(plot)}

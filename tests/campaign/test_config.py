@@ -1,0 +1,78 @@
+"""Campaign files: invalid input is one error with file:line and the fix, before any work starts."""
+
+import pytest
+
+from atomtune.campaign.config import CampaignError, load_campaign
+
+GOOD = """\
+name: t
+data:
+  sources:
+    - path: data.extxyz
+models: [chgnet-0.3.0]
+finetune:
+  - {name: lora, strategy: lora, lora_rank: 4}
+tasks:
+  - {task: eos}
+"""
+
+
+@pytest.fixture
+def folder(tmp_path, emt_dataset):
+    emt_dataset.write(tmp_path / "data.extxyz")
+    return tmp_path
+
+
+def _write(folder, text):
+    path = folder / "campaign.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_valid_file_loads_and_resolves_paths(folder):
+    campaign = load_campaign(_write(folder, GOOD))
+    assert campaign.resolve("data.extxyz") == folder / "data.extxyz"
+    assert campaign.finetune[0].lora_rank == 4
+
+
+def test_unknown_key_names_line_and_nearest_key(folder):
+    text = GOOD.replace("  - {name: lora, strategy: lora, lora_rank: 4}", "  - {name: lora, strategy: lora, lora_rnak: 4}")
+    with pytest.raises(CampaignError, match=r"campaign.yaml:7: unknown key 'lora_rnak'.*Did you mean 'lora_rank'"):
+        load_campaign(_write(folder, text))
+
+
+def test_top_level_typo(folder):
+    with pytest.raises(CampaignError, match=r"campaign.yaml:8: unknown key 'taks' at the top level.*Did you mean 'tasks'"):
+        load_campaign(_write(folder, GOOD.replace("tasks:", "taks:")))
+
+
+def test_wrong_type_names_line(folder):
+    text = GOOD.replace("lora_rank: 4", "lora_rank: four")
+    with pytest.raises(CampaignError, match=r"campaign.yaml:7: finetune.0.lora_rank: .*integer"):
+        load_campaign(_write(folder, text))
+
+
+def test_missing_file_unknown_model_and_task(folder):
+    text = GOOD.replace("data.extxyz", "nope.extxyz").replace("chgnet-0.3.0", "chgnet-0.3").replace("task: eos", "task: eso")
+    with pytest.raises(CampaignError) as error:
+        load_campaign(_write(folder, text))
+    message = str(error.value)
+    assert "campaign.yaml:4: data file 'nope.extxyz' not found" in message
+    assert "campaign.yaml:5: unknown model 'chgnet-0.3'. Did you mean chgnet-0.3.0" in message
+    assert "campaign.yaml:9: unknown task 'eso'. Did you mean 'eos'" in message
+
+
+def test_missing_required_key(folder):
+    with pytest.raises(CampaignError, match=r"'models' is required"):
+        load_campaign(_write(folder, GOOD.replace("models: [chgnet-0.3.0]\n", "")))
+
+
+def test_shipped_demo_campaign_is_valid():
+    from importlib.resources import files
+
+    from atomtune.cli.run import DEMO_CAMPAIGN
+
+    path = files("atomtune") / "resources" / DEMO_CAMPAIGN
+    campaign = load_campaign(str(path), check_files=False)
+    assert campaign.models == ["chgnet-0.3.0", "sevennet-0"]
+    assert {run.strategy for run in campaign.finetune} == {"full", "freeze", "lora"}
