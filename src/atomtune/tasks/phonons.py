@@ -1,0 +1,262 @@
+"""Harmonic phonons by finite displacements (phonopy): band structure, DOS, frequencies at high-symmetry points and
+imaginary-mode detection.
+
+A property task (``run`` on the reference and on every model, ``compare`` side by side, ``plot``). Each structure is
+relaxed with the calculator, phonopy displaces atoms of a supercell by ``displacement_distance`` and the calculator's
+forces give the force constants (symmetrised, so the acoustic sum rule holds and acoustic modes vanish at Γ). Bands follow
+the standard high-symmetry path of the primitive cell's Bravais lattice (Setyawan & Curtarolo, Comput. Mater. Sci. 49,
+299 (2010), as tabulated by ASE's ``Cell.bandpath``), so every model's bands are on the same path and can be compared
+point by point. Frequencies are in THz; an imaginary mode is a negative frequency (phonopy's convention).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.dft.kpoints import parse_path_string
+from ase.filters import FrechetCellFilter
+from ase.optimize import BFGS
+
+from atomtune.exceptions import AtomtuneError
+from atomtune.tasks import as_calculator, run_each
+from atomtune.tasks.comparison import compare_properties, safe_filename
+from atomtune.tasks.vacancy import supercell_repeats
+
+
+@dataclass
+class Settings:
+    """Supercell, displacements, the path and what counts as imaginary.
+
+    ``supercell_matrix``: 3×3 (or 3 diagonal) integers applied to the input cell; None picks the diagonal supercell
+    whose perpendicular widths are all ≥ ``min_supercell_width``.
+    ``min_supercell_width``: Å; 10 Å holds the force constants of metals and simple ionic solids to the accuracy of the
+    potentials being compared (125 atoms for primitive fcc Cu).
+    ``displacement_distance``: Å, phonopy's default; small enough to stay harmonic, large enough for float32 models'
+    force noise (~1e-4 eV/Å) to stay far below the ~0.01 eV/Å forces it makes.
+    ``relax``: relax cell and positions first (phonons of a strained cell are not the model's phonons).
+    ``fmax``: eV/Å for that relaxation; residual forces enter the force constants, hence tighter than other tasks.
+    ``max_steps``: optimizer steps before the record is marked failed.
+    ``band_points``: q-points along the whole path. ``dos_mesh``: phonopy mesh (a length in Å: q-mesh numbers are
+    length × |b_i|; or three integers).
+    ``imaginary_threshold_thz``: a mode counts as imaginary below −this; 0.1 THz sits above the numerical noise of finite
+    displacements near Γ and below any real instability.
+    ``symprec``: Å, symmetry tolerance for phonopy and for recognising the Bravais lattice.
+    """
+
+    supercell_matrix: list | None = None
+    min_supercell_width: float = 10.0
+    displacement_distance: float = 0.01
+    relax: bool = True
+    fmax: float = 0.001
+    max_steps: int = 500
+    band_points: int = 150
+    dos_mesh: float | list = 50.0
+    imaginary_threshold_thz: float = 0.1
+    symprec: float = 1e-3
+
+
+def run(structures: Sequence[Atoms], calculator, settings: Settings | None = None, progress: bool = True) -> list[dict]:
+    """One record per structure.
+
+    Record: ``id``, ``formula``, ``n_atoms_primitive``, ``supercell_matrix``, ``n_displacements``, ``volume_per_atom``
+    (Å³), ``band_path`` (ASE's path string, ``G`` is Γ), ``special_points`` (label → q in reduced coordinates of the
+    primitive reciprocal cell), ``frequencies_at_special_points_thz`` (label → ascending frequencies), ``band_distances``
+    (1/Å, incl. 2π), ``band_frequencies_thz`` (q × branch), ``band_label_distances`` and ``band_labels`` (ticks),
+    ``dos_frequencies_thz`` and ``dos_states_per_thz`` (per primitive cell), ``min_frequency_thz`` (most negative over
+    path and mesh) and ``min_frequency_qpoint``, ``max_frequency_thz``, ``has_imaginary_modes``, ``relaxation_steps``.
+    """
+    settings = settings or Settings()
+    calculator = as_calculator(calculator)
+    return run_each(structures, lambda atoms, label: _phonons(atoms, label, calculator, settings), "phonons", progress)
+
+
+def _phonons(atoms: Atoms, label: str, calculator, settings: Settings) -> dict:
+    from phonopy import Phonopy
+    from phonopy.structure.atoms import PhonopyAtoms
+    from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
+
+    if not atoms.pbc.all():
+        raise AtomtuneError(
+            f"structure {label} is not periodic in all three directions (pbc={atoms.pbc.tolist()}); phonons here are "
+            "those of a 3D crystal"
+        )
+    atoms.calc = calculator
+    steps = 0
+    if settings.relax:
+        optimizer = BFGS(FrechetCellFilter(atoms), logfile=None)
+        converged = optimizer.run(fmax=settings.fmax, steps=settings.max_steps)
+        steps = optimizer.nsteps
+        if not converged:
+            raise AtomtuneError(
+                f"structure {label}: relaxation did not converge to fmax {settings.fmax} eV/Å in {settings.max_steps} "
+                "steps; phonons of an unrelaxed structure would carry spurious imaginary modes"
+            )
+    supercell_matrix = settings.supercell_matrix
+    if supercell_matrix is None:
+        supercell_matrix = np.diag(supercell_repeats(atoms, settings.min_supercell_width))
+    unitcell = PhonopyAtoms(
+        symbols=atoms.get_chemical_symbols(), cell=np.asarray(atoms.cell[:]), scaled_positions=atoms.get_scaled_positions()
+    )
+    with warnings.catch_warnings():
+        # "auto" is asked for on purpose (bands on the primitive cell's path); phonopy warns that v3 defaulted otherwise
+        warnings.simplefilter("ignore", PrimitiveMatrixAutoDefaultWarning)
+        phonon = Phonopy(unitcell, supercell_matrix=supercell_matrix, primitive_matrix="auto", symprec=settings.symprec)
+    phonon.generate_displacements(distance=settings.displacement_distance)
+    forces = []
+    for displaced in phonon.supercells_with_displacements:
+        supercell = Atoms(
+            displaced.symbols, cell=displaced.cell, scaled_positions=displaced.scaled_positions, pbc=True
+        )
+        supercell.calc = calculator
+        forces.append(supercell.get_forces())
+    phonon.forces = np.array(forces)
+    phonon.produce_force_constants(show_drift=False)
+    phonon.symmetrize_force_constants(show_drift=False)
+
+    primitive_cell = np.asarray(phonon.primitive.cell)
+    path = Atoms(cell=primitive_cell, pbc=True).cell.bandpath(npoints=settings.band_points, eps=settings.symprec)
+    band_frequencies = phonon.run_qpoints(path.kpts).frequencies
+    band_distances, label_distances, band_labels = path.get_linear_kpoint_axis()
+    on_path = [name for segment in parse_path_string(path.path) for name in segment]
+    special_labels = list(dict.fromkeys(on_path))
+    special_points = {name: np.asarray(path.special_points[name]) for name in special_labels}
+    special_frequencies = phonon.run_qpoints([special_points[name] for name in special_labels]).frequencies
+
+    phonon.run_mesh(settings.dos_mesh)
+    mesh = phonon.get_mesh_dict()
+    phonon.run_total_dos()
+    dos = phonon.get_total_dos_dict()
+
+    candidates = [(band_frequencies, path.kpts), (mesh["frequencies"], mesh["qpoints"])]
+    lowest = min(candidates, key=lambda pair: pair[0].min())
+    q_index = int(np.unravel_index(np.argmin(lowest[0]), lowest[0].shape)[0])
+    min_frequency = float(lowest[0].min())
+    return {
+        "id": label,
+        "formula": atoms.get_chemical_formula(),
+        "n_atoms_primitive": len(phonon.primitive),
+        "supercell_matrix": np.asarray(phonon.supercell_matrix).tolist(),
+        "n_displacements": len(forces),
+        "volume_per_atom": atoms.get_volume() / len(atoms),
+        "relaxation_steps": steps,
+        "band_path": path.path,
+        "special_points": special_points,
+        "frequencies_at_special_points_thz": dict(zip(special_labels, special_frequencies)),
+        "band_distances": band_distances,
+        "band_frequencies_thz": band_frequencies,
+        "band_label_distances": label_distances,
+        "band_labels": band_labels,
+        "dos_frequencies_thz": dos["frequency_points"],
+        "dos_states_per_thz": dos["total_dos"],
+        "min_frequency_thz": min_frequency,
+        "min_frequency_qpoint": lowest[1][q_index],
+        "max_frequency_thz": float(max(band_frequencies.max(), mesh["frequencies"].max())),
+        "has_imaginary_modes": min_frequency < -settings.imaginary_threshold_thz,
+    }
+
+
+#: Scalar properties ``compare`` tabulates per structure (THz; the flag as 0/1).
+PROPERTIES = ("max_frequency_thz", "min_frequency_thz", "has_imaginary_modes")
+
+
+def frequency_mae_thz(record: dict, reference: dict) -> float | None:
+    """Mean |Δω| (THz) over the high-symmetry points both records have, branch by branch (ascending order)."""
+    mine = record.get("frequencies_at_special_points_thz") or {}
+    theirs = reference.get("frequencies_at_special_points_thz") or {}
+    differences = [
+        np.asarray(mine[name], dtype=float) - np.asarray(theirs[name], dtype=float)
+        for name in mine
+        if name in theirs and len(mine[name]) == len(theirs[name])
+    ]
+    if not differences:
+        return None
+    return float(np.mean(np.abs(np.concatenate(differences))))
+
+
+def compare(results: dict[str, list[dict]], reference: str | None = None) -> list[dict]:
+    """Rows per structure id: max/min frequency (THz), the imaginary-mode flag, and with ``reference`` the MAE (THz) of
+    every model's frequencies at the high-symmetry points against the reference's (``frequency_mae_thz``)."""
+    rows = compare_properties(results, PROPERTIES, reference)
+    if reference is None:
+        return rows
+    by_id = {model: {str(r["id"]): r for r in records} for model, records in results.items()}
+    maes: dict[str, list[float]] = {model: [] for model in results if model != reference}
+    for structure, reference_record in by_id[reference].items():
+        row = {"id": structure, "property": "frequency_mae_thz", reference: 0.0}
+        for model in maes:
+            record = by_id[model].get(structure)
+            row[model] = None if record is None else frequency_mae_thz(record, reference_record)
+            if row[model] is not None:
+                maes[model].append(row[model])
+        rows.append(row)
+    rows.append(
+        {
+            "id": "MAE",
+            "property": "frequency_mae_thz",
+            reference: 0.0,
+            **{model: (float(np.mean(values)) if values else None) for model, values in maes.items()},
+        }
+    )
+    return rows
+
+
+def plot(results: dict[str, list[dict]], out_dir: Path) -> list[Path]:
+    """One PNG per structure: band structure of every model on the same path (left) and DOS (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_structure: dict[str, dict[str, dict]] = {}
+    for model, records in results.items():
+        for record in records:
+            if record.get("band_frequencies_thz") is not None:
+                by_structure.setdefault(str(record["id"]), {})[model] = record
+    paths = []
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for structure, models in by_structure.items():
+        figure, (bands, density) = plt.subplots(
+            1, 2, figsize=(9.0, 4.2), sharey=True, gridspec_kw={"width_ratios": [3, 1]}
+        )
+        first = next(iter(models.values()))
+        ticks = np.asarray(first["band_label_distances"], dtype=float)
+        for k, (model, record) in enumerate(models.items()):
+            colour = colours[k % len(colours)]
+            # each model relaxes to its own lattice constant: map its path onto the first model's tick positions
+            own_ticks = np.asarray(record["band_label_distances"], dtype=float)
+            distances = np.asarray(record["band_distances"], dtype=float)
+            if len(own_ticks) == len(ticks):
+                distances = np.interp(distances, own_ticks, ticks)
+            frequencies = np.asarray(record["band_frequencies_thz"], dtype=float)
+            # a path jump (",", e.g. K|U) repeats the distance: break the lines there instead of joining across
+            jumps = np.flatnonzero(np.diff(distances) == 0) + 1
+            distances = np.insert(distances, jumps, np.nan)
+            frequencies = np.insert(frequencies, jumps, np.nan, axis=0)
+            for branch, line in enumerate(frequencies.T):
+                bands.plot(distances, line, color=colour, lw=1.0, label=model if branch == 0 else None)
+            density.plot(record["dos_states_per_thz"], record["dos_frequencies_thz"], color=colour, lw=1.0)
+        for tick in ticks:
+            bands.axvline(tick, color="0.7", lw=0.6)
+        bands.axhline(0.0, color="0.5", lw=0.6, ls="--")
+        tick_labels: dict[float, list[str]] = {}
+        for tick, name in zip(ticks, first["band_labels"]):
+            tick_labels.setdefault(float(tick), []).append("Γ" if name == "G" else name)
+        bands.set_xticks(list(tick_labels), ["|".join(names) for names in tick_labels.values()])
+        bands.set_xlim(ticks[0], ticks[-1])
+        bands.set_ylabel("frequency (THz)")
+        bands.set_title(f"phonons: {structure}")
+        bands.legend(fontsize="small")
+        density.set_xlabel("DOS (states/THz)")
+        figure.tight_layout()
+        path = out_dir / f"phonons_{safe_filename(structure)}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        paths.append(path)
+    return paths
