@@ -1,0 +1,380 @@
+"""MACE backbone: MACE-MP-0 / MPA-0 / OMAT-0 foundation models and any pickled MACE ``*.model`` file behind the Potential
+protocol.
+
+Sits in ``models/`` beside the other backbones: the registry resolves ``mace-mp-0`` (downloaded by mace's own loader when
+online) or ``path/to/model.model`` into a :class:`MacePotential`, which the fine-tuning strategies and every task then use
+through the shared batched forward.
+
+The graph is mace's own ``AtomicData`` (same neighbour list, one-hot over the model's ``z_table``, cutoff ``r_max``) and
+the forward is the model's own ``forward``, so energies, forces and stresses are the ones ``MACECalculator`` gives. MACE
+already works in eV and Å, and its stress is the strain derivative over the volume with ASE's sign, so no unit conversion
+is needed.
+
+MACE quirks worth knowing when fine-tuning:
+
+- The per-element reference energies (E0s) are a buffer inside the model, ``model.atomic_energies_fn.atomic_energies``
+  (``(n_heads, n_elements)`` or ``(n_elements,)``), not a parameter: no optimiser moves them. mace's single-head
+  fine-tuning prints the ``--E0s`` it was given but keeps the foundation model's atomic energies, so an E0 shift has to be
+  written into the model itself (:meth:`MacePotential.set_native_atomic_energies`) for a saved ``.model`` file to carry it
+  when loaded natively by ``MACECalculator``. :meth:`MacePotential.save_weights` does that for atomtune's
+  ``element_energy_shift`` (``mace-native.model``).
+- ``ScaleShiftMACE`` rescales the interaction energy with a fixed per-head ``scale_shift`` buffer; it is not trainable
+  either and is left as trained.
+- Multi-head models (replay fine-tunes, some MPA/OMAT releases) predict one energy per head. Like ``MACECalculator`` we
+  use the only head, or else the head called ``default``; pass ``head=`` to choose another.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import socket
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from ase import Atoms
+from ase.data import chemical_symbols
+
+from atomtune.exceptions import AtomtuneError, ModelNotFoundError
+from atomtune.models.base import Potential
+
+logger = logging.getLogger(__name__)
+
+#: Named foundation checkpoints → mace's key in ``mace.calculators.foundations_models.mace_mp_urls``.
+FOUNDATION_CHECKPOINTS = ("small", "medium", "large", "medium-mpa-0", "medium-omat-0")
+#: MACE-MP-0 and its MPA/OMAT successors were trained on H…Ac (Z = 1–89).
+FOUNDATION_ELEMENTS = frozenset(chemical_symbols[1:90])
+#: Seconds to wait for the download host before declaring the machine offline (mace's own read timeout is 120 s).
+NETWORK_PROBE_TIMEOUT = 10.0
+
+MODEL_FILE = "mace.model"
+NATIVE_MODEL_FILE = "mace-native.model"
+
+
+class MacePotential(Potential):
+    """A pickled MACE model (``MACE`` / ``ScaleShiftMACE``) behind the batched Potential protocol.
+
+    Build it with :meth:`from_checkpoint` (``"medium"``, ``"medium-mpa-0"``, … or a ``*.model`` path) or through
+    :func:`atomtune.models.load_potential`. ``head`` selects the readout head of a multi-head model (default: the only
+    head, else the one called ``default``).
+    """
+
+    backbone = "mace"
+    # Measured with benchmarks/bench_predict_mace.py (CPU, 1 thread, 8–32-atom cells): batching several structures
+    # amortises mace's per-call overhead; beyond ~8 the gain is flat and memory grows.
+    cpu_batch_size = 8
+    gpu_batch_size = 32
+
+    def __init__(self, model: torch.nn.Module, checkpoint: str, head: str | None = None):
+        super().__init__(checkpoint)
+        self.model = model
+        self.heads = [str(name) for name in getattr(model, "heads", ["Default"])]
+        self.head = _choose_head(self.heads, head, checkpoint)
+
+    # -- construction ----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str, head: str | None = None) -> MacePotential:
+        """Load a named foundation checkpoint (downloaded on first use) or a local pickled ``*.model`` file.
+
+        The model keeps the dtype it was saved in (foundation models: float64); :func:`load_potential` converts it to
+        the requested dtype. All parameters are made trainable; strategies freeze what they need.
+        """
+        if checkpoint in FOUNDATION_CHECKPOINTS:
+            path = _download_foundation(checkpoint)
+        else:
+            path = Path(checkpoint)
+            if not path.is_file():
+                raise ModelNotFoundError(
+                    f"{path}: MACE model file not found. Pass a *.model file written by mace_run_train or one of the "
+                    f"named checkpoints {', '.join(FOUNDATION_CHECKPOINTS)}."
+                )
+        model = _load_model_file(Path(path))
+        model.requires_grad_(True)
+        return cls(model, checkpoint, head=head)
+
+    @classmethod
+    def checkpoint_available(cls, checkpoint: str) -> bool:
+        """True if ``checkpoint`` can be loaded without network: a named one already in mace's cache, or a file."""
+        if checkpoint in FOUNDATION_CHECKPOINTS:
+            return _cached_foundation_path(checkpoint).is_file()
+        return Path(checkpoint).is_file()
+
+    @classmethod
+    def checkpoint_elements(cls, checkpoint: str) -> frozenset[str]:
+        """Chemical symbols a checkpoint covers (named foundation models: Z = 1–89; a file: its ``atomic_numbers``)."""
+        if checkpoint in FOUNDATION_CHECKPOINTS:
+            return FOUNDATION_ELEMENTS
+        model = _load_model_file(Path(checkpoint))
+        return frozenset(chemical_symbols[int(z)] for z in model.atomic_numbers)
+
+    # -- protocol --------------------------------------------------------------------------------------------------
+    def featurize(self, atoms: Atoms):
+        """mace's ``AtomicData`` for ``atoms`` (float64 on CPU; :meth:`collate` casts to the model's dtype).
+
+        Built exactly as ``MACECalculator`` builds it, except that no ``atoms.info`` / ``atoms.arrays`` keys are read
+        (charges, spin and fields only matter for PolarMACE/OMOL-style models, which this backbone does not target).
+        """
+        from mace import data as mace_data
+        from mace.tools.torch_tools import default_dtype
+
+        with default_dtype(torch.float64):
+            config = mace_data.config_from_atoms(
+                atoms, key_specification=mace_data.KeySpecification(), head_name=self.head
+            )
+            return mace_data.AtomicData.from_config(
+                config, z_table=self.z_table, cutoff=self.cutoff, heads=self.heads
+            )
+
+    def collate(self, graphs: Sequence) -> dict[str, torch.Tensor]:
+        """mace's torch_geometric batch of ``graphs`` as the dict its models read, floats in the model's dtype."""
+        from mace.tools import torch_geometric
+
+        batch = torch_geometric.Batch.from_data_list(list(graphs))
+        dtype, device = self.dtype, self.device
+        inputs = {}
+        for key, value in batch.to_dict().items():
+            if torch.is_tensor(value):
+                value = value.to(device=device, dtype=dtype if value.is_floating_point() else None)
+            inputs[key] = value
+        return inputs
+
+    def compute(self, data: dict, forces: bool = True, stress: bool = True) -> dict[str, torch.Tensor]:
+        """Energies ``(B,)`` eV (E0s included), forces ``(N, 3)`` eV/Å, stresses ``(B, 3, 3)`` eV/Å³, ASE sign.
+
+        Stress is mace's symmetric-displacement derivative divided by the cell volume, which is ASE's convention
+        (``MACECalculator`` returns it unchanged). It is only computed when asked: the displacement costs ~10–20 %.
+        ``self.training`` keeps the autograd graph of forces/stress so a loss on them reaches the parameters.
+        """
+        # mace's forward sets requires_grad on data["positions"] and writes displaced positions back into the dict: give
+        # it a private dict and a fresh leaf so cached graphs and the caller's batch stay untouched.
+        inputs = dict(data)
+        inputs["positions"] = data["positions"].detach()
+        output = self.model(inputs, training=self.training, compute_force=forces, compute_stress=stress)
+        result = {"energy": output["energy"]}
+        if forces:
+            result["forces"] = output["forces"]
+        if stress:
+            result["stress"] = output["stress"]
+        return result
+
+    def blocks(self) -> list[tuple[str, torch.nn.Module]]:
+        """Named blocks, input to output: ``node_embedding``, then ``interaction_k`` and ``product_k`` per layer, then
+        ``readout_k`` (readouts last, so freezing by depth trains the readouts first, as in MACE fine-tuning practice).
+
+        Only modules holding parameters are listed: the spherical harmonics, the Bessel radial basis, the atomic
+        energies (E0s) and ``scale_shift`` are buffers. Any other top-level module with parameters (a variant this list
+        does not know) becomes its own block before the readouts, so every parameter is in exactly one block.
+        """
+        model = self.model
+        first = [("node_embedding", model.node_embedding)]
+        layers = []
+        for k, (interaction, product) in enumerate(zip(model.interactions, model.products)):
+            layers += [(f"interaction_{k}", interaction), (f"product_{k}", product)]
+        readouts = [(f"readout_{k}", readout) for k, readout in enumerate(model.readouts)]
+        known = {"node_embedding", "interactions", "products", "readouts"}
+        others = [
+            (name, module)
+            for name, module in model.named_children()
+            if name not in known and any(True for _ in module.parameters())
+        ]
+        return [(name, module) for name, module in first + others + layers + readouts if _has_parameters(module)]
+
+    @property
+    def supported_elements(self) -> frozenset[str]:
+        return frozenset(chemical_symbols[z] for z in self.z_table.zs)
+
+    @property
+    def cutoff(self) -> float:
+        """``r_max`` in Å."""
+        return float(self.model.r_max)
+
+    def atom_features(self, data: dict) -> torch.Tensor:
+        """Invariant (0e) node features of the last MACE layer, ``(N, F)``."""
+        from e3nn import o3
+
+        inputs = dict(data)
+        inputs["positions"] = data["positions"].detach()
+        output = self.model(inputs, training=False, compute_force=False, compute_stress=False)
+        last_irreps = o3.Irreps(str(self.model.products[-1].linear.irreps_out))
+        last = output["node_feats"][:, -last_irreps.dim :]
+        scalars = [last[:, piece] for (_, irrep), piece in zip(last_irreps, last_irreps.slices()) if irrep == o3.Irrep("0e")]
+        return torch.cat(scalars, dim=1)
+
+    def save_weights(self, directory: Path) -> dict:
+        """Pickle the model as ``mace.model`` (``torch.save(model)``, what ``MACECalculator(model_paths=...)`` reads).
+
+        With a non-zero ``element_energy_shift`` a second file, ``mace-native.model``, carries the shift inside the
+        model's own atomic energies, so mace's calculator on that file gives atomtune's energies; ``mace.model`` stays
+        the bare backbone so :meth:`load_weights` reloads it exactly.
+        """
+        directory = Path(directory)
+        torch.save(self.model, directory / MODEL_FILE)
+        weights = {"file": MODEL_FILE, "head": self.head, "native_model": MODEL_FILE}
+        shift = self.get_element_energy_shift()
+        if shift:
+            torch.save(self.native_model(), directory / NATIVE_MODEL_FILE)
+            weights["native_model"] = NATIVE_MODEL_FILE
+        return weights
+
+    @classmethod
+    def load_weights(cls, directory: Path, metadata: dict) -> MacePotential:
+        weights = metadata["weights"]
+        model = _load_model_file(Path(directory) / weights["file"])
+        return cls(model, metadata["checkpoint"], head=weights.get("head"))
+
+    def backbone_version(self) -> str:
+        import mace
+
+        return str(mace.__version__)
+
+    # -- MACE specifics --------------------------------------------------------------------------------------------
+    @property
+    def z_table(self):
+        """mace's ``AtomicNumberTable`` of the model (order of the one-hot node attributes)."""
+        from mace.tools.utils import AtomicNumberTable
+
+        return AtomicNumberTable([int(z) for z in self.model.atomic_numbers])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for tensor in self.model.parameters():
+            return tensor.dtype
+        return torch.get_default_dtype()
+
+    def set_native_atomic_energies(self, shifts: dict[str, float]) -> None:
+        """Add per-element offsets (eV/atom) to the model's own atomic energies (E0s) of the selected head.
+
+        Unlike :meth:`set_element_energy_shift` (applied by atomtune on top of the model) this changes the model, so a
+        ``.model`` file saved afterwards and loaded by ``MACECalculator`` includes the shift. mace's own single-head
+        fine-tuning does not do this: it keeps the foundation model's E0s whatever ``--E0s`` says.
+        """
+        unknown = sorted(set(shifts) - self.supported_elements)
+        if unknown:
+            raise AtomtuneError(
+                f"cannot shift the atomic energies of {', '.join(unknown)}: {self.name} has no such element "
+                f"(it has {', '.join(sorted(self.supported_elements, key=chemical_symbols.index))})."
+            )
+        _add_to_atomic_energies(self.model, self.heads.index(self.head), shifts)
+
+    def get_native_atomic_energies(self) -> dict[str, float]:
+        """The model's own atomic energies (E0s) of the selected head, eV/atom per element."""
+        energies = self.model.atomic_energies_fn.atomic_energies.detach().double().cpu()
+        if energies.dim() > 1:
+            energies = energies[self.heads.index(self.head)]
+        return {chemical_symbols[z]: float(e) for z, e in zip(self.z_table.zs, energies)}
+
+    def native_model(self) -> torch.nn.Module:
+        """A copy of the MACE model with atomtune's ``element_energy_shift`` folded into its atomic energies.
+
+        ``MACECalculator(models=potential.native_model())`` gives the same energies as this potential. Shifts of
+        elements the model lacks are dropped (no structure can contain them).
+        """
+        native = copy.deepcopy(self.model)
+        shifts = {s: v for s, v in self.get_element_energy_shift().items() if s in self.supported_elements}
+        _add_to_atomic_energies(native, self.heads.index(self.head), shifts)
+        return native
+
+
+def _add_to_atomic_energies(model: torch.nn.Module, head_index: int, shifts: dict[str, float]) -> None:
+    """Add ``shifts`` (eV/atom by element) to ``model.atomic_energies_fn.atomic_energies`` of one head, in place."""
+    energies = model.atomic_energies_fn.atomic_energies  # (n_elements,) or (n_heads, n_elements)
+    zs = [int(z) for z in model.atomic_numbers]
+    with torch.no_grad():
+        for symbol, value in shifts.items():
+            column = zs.index(chemical_symbols.index(symbol))
+            if energies.dim() == 1:
+                energies[column] += float(value)
+            else:
+                energies[head_index, column] += float(value)
+
+
+def _has_parameters(module: torch.nn.Module) -> bool:
+    return any(True for _ in module.parameters())
+
+
+def _choose_head(heads: list[str], head: str | None, checkpoint: str) -> str:
+    """The readout head to use: ``head`` if given, the only head, else the one named ``default`` (as MACECalculator)."""
+    if head is not None:
+        if head not in heads:
+            raise AtomtuneError(f"MACE model {checkpoint} has no head {head!r}; its heads are {', '.join(heads)}.")
+        return head
+    if len(heads) == 1:
+        return heads[0]
+    defaults = [name for name in heads if name.lower() == "default"]
+    if not defaults:
+        raise AtomtuneError(
+            f"MACE model {checkpoint} has several heads ({', '.join(heads)}) and none is called 'default'; "
+            f"choose one with head=..."
+        )
+    logger.info("MACE model %s: using head %r of %s", checkpoint, defaults[0], heads)
+    return defaults[0]
+
+
+def _load_model_file(path: Path) -> torch.nn.Module:
+    """Unpickle a MACE ``*.model`` file on CPU (``torch.load`` of a whole module, as ``MACECalculator`` does)."""
+    import mace.modules  # noqa: F401  (the pickle refers to mace's classes)
+
+    try:
+        model = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # unpickling errors come in many types (zip, pickle, attribute)
+        raise ModelNotFoundError(
+            f"{path}: could not load it as a MACE model ({type(error).__name__}: {error}). A MACE model file is the "
+            f"pickled *.model that mace_run_train writes (not the *.pt training checkpoint)."
+        ) from error
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "atomic_numbers") or not hasattr(model, "r_max"):
+        raise ModelNotFoundError(
+            f"{path}: holds a {type(model).__name__}, not a pickled MACE model; pass the *.model file that "
+            f"mace_run_train writes next to its *.pt checkpoints."
+        )
+    return model
+
+
+def _foundation_url(checkpoint: str) -> str:
+    from mace.calculators.foundations_models import mace_mp_urls
+
+    return mace_mp_urls[checkpoint]
+
+
+def _cached_foundation_path(checkpoint: str) -> Path:
+    """Where mace's downloader keeps ``checkpoint`` (same naming as ``download_mace_mp_checkpoint``)."""
+    from mace.calculators import foundations_models
+    from mace.tools.utils import get_cache_dir
+
+    if checkpoint == "medium-mpa-0" and Path(foundations_models.local_model_path).is_file():
+        return Path(foundations_models.local_model_path)
+    name = "".join(c for c in Path(_foundation_url(checkpoint)).name if c.isalnum() or c == "_")
+    return Path(get_cache_dir()) / name
+
+
+def _download_foundation(checkpoint: str) -> Path:
+    """Path of a named foundation model, downloaded by mace's own loader if it is not cached yet."""
+    from mace.calculators.foundations_models import download_mace_mp_checkpoint
+
+    cached = _cached_foundation_path(checkpoint)
+    if cached.is_file():
+        return cached
+    url = _foundation_url(checkpoint)
+    try:
+        # Fail within seconds on an offline machine rather than after mace's 120 s read timeout.
+        _probe_network(url)
+        return Path(download_mace_mp_checkpoint(checkpoint))
+    except (OSError, RuntimeError) as error:  # URLError, socket errors and timeouts are OSErrors
+        name = _registry_name(checkpoint)
+        raise ModelNotFoundError(
+            f"could not download {name} ({url}): no network ({error}); download it on a machine with internet and "
+            f"pass the .model path (--model path/to/{Path(url).name}), or copy the file to {cached}."
+        ) from error
+
+
+def _probe_network(url: str) -> None:
+    host = urllib.parse.urlsplit(url).hostname or "github.com"
+    with socket.create_connection((host, 443), timeout=NETWORK_PROBE_TIMEOUT):
+        pass
+
+
+def _registry_name(checkpoint: str) -> str:
+    from atomtune.models.registry import CHECKPOINTS
+
+    return next((info.name for info in CHECKPOINTS if info.backbone == "mace" and info.checkpoint == checkpoint), checkpoint)
