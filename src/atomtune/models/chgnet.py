@@ -1,0 +1,419 @@
+"""CHGNet backbone (Deng et al., Nat. Mach. Intell. 2023): the ``chgnet-*`` checkpoints behind the Potential protocol.
+
+Sits in ``models/``: the registry resolves ``chgnet-0.3.0`` (default), ``chgnet-0.2.0`` and ``chgnet-r2scan`` to a
+:class:`ChgnetPotential`, whose weights ship inside the chgnet wheel. ``featurize`` builds CHGNet's own ``CrystalGraph``
+(atom graph within 6 Å, bond graph within 3 Å); ``compute`` runs CHGNet's own layers on a batch of them.
+
+CHGNet quirks handled here so the rest of atomtune sees ASE units:
+
+- the network predicts energy *per atom*; ``compute`` returns the total (sum of site energies plus the per-element
+  composition reference, ``AtomRef``), in eV;
+- ``CHGNet.predict_graph`` returns stress in GPa as ``(160.2/V) dE/dε`` and its ASE calculator multiplies by ``units.GPa``
+  (no sign change), so ASE stress is ``(1/V) dE/dε`` with CHGNet's strain ``lattice @ (1 + ε)``; computed here directly;
+- magnetic moments (CHGNet's ``site_wise`` head) are not part of the protocol and are not computed.
+
+Compared with CHGNet's own calculator, ``compute`` takes forces and stress in one backward pass without ``create_graph``
+(CHGNet takes two, each keeping a double-backward graph) and skips magmoms and crystal features; this is where the
+inference speed-up measured in ``benchmarks/bench_predict_chgnet.py`` comes from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.data import chemical_symbols
+
+from atomtune.exceptions import AtomtuneError, ModelNotFoundError
+from atomtune.models.base import Potential
+
+#: Checkpoints that ``chgnet.model.CHGNet.load(model_name=...)`` reads from the chgnet wheel.
+CHECKPOINTS = ("0.3.0", "0.2.0", "r2scan")
+#: CHGNet embeds atomic numbers 1..94 (``AtomEmbedding(max_num_elements=94)``) for every released checkpoint.
+CHECKPOINT_ELEMENTS = frozenset(chemical_symbols[1:95])
+#: File name of the saved model; CHGNet's own trainer format, so ``CHGNet.from_file(path)`` reads it too.
+WEIGHTS_FILE = "chgnet.pth.tar"
+
+
+@dataclass
+class ChgnetGraphBatch:
+    """CHGNet crystal graphs of several structures concatenated, with indices offset into the batch.
+
+    Geometry is kept as fractional coordinates and lattices (CHGNet's parametrisation), so that strain and positions can be
+    made differentiable inside :meth:`ChgnetPotential.compute`.
+    """
+
+    atomic_numbers: torch.Tensor  # (N,) long
+    frac_coords: torch.Tensor  # (N, 3)
+    lattices: torch.Tensor  # (B, 3, 3) Å, lattice vectors as rows
+    atom_owner: torch.Tensor  # (N,) structure of each atom
+    atom_graph: torch.Tensor  # (E, 2) directed bonds (center, neighbor) within the atom-graph cutoff
+    neighbor_image: torch.Tensor  # (E, 3) periodic image of the neighbor, in lattice vectors
+    bond_owner: torch.Tensor  # (E,) structure of each directed bond
+    directed2undirected: torch.Tensor  # (E,)
+    undirected2directed: torch.Tensor  # (U,)
+    bond_graph: torch.Tensor  # (A, 3) angles: (center atom, undirected bond 1, undirected bond 2)
+    angle_directed_bonds: torch.Tensor  # (A, 2) the two directed bonds of each angle
+    n_atoms: torch.Tensor  # (B,)
+
+    @property
+    def num_structures(self) -> int:
+        return int(self.n_atoms.shape[0])
+
+
+class ChgnetPotential(Potential):
+    """A pretrained or fine-tuned CHGNet behind the batched Potential interface.
+
+    Build it with :meth:`from_checkpoint` (``"0.3.0"``, ``"0.2.0"``, ``"r2scan"``) or ``load_potential("chgnet-0.3.0")``.
+    The wrapped ``chgnet.model.CHGNet`` is ``self.model``.
+    """
+
+    backbone = "chgnet"
+    #: One structure per forward pass on CPU: measured faster than batches of 2–16 with one thread
+    #: (benchmarks/bench_predict_chgnet.py; CHGNet's message passing gains nothing from wider matrices on CPU).
+    cpu_batch_size = 1
+    gpu_batch_size = 32
+
+    def __init__(self, model, checkpoint: str):
+        super().__init__(checkpoint)
+        self.model = model
+        # Isolated atoms (no neighbour within 6 Å) are reported by featurize with the structure's name instead of
+        # CHGNet's converter raising a bare ValueError.
+        self.model.graph_converter.set_isolated_atom_response("ignore")
+
+    # -- construction ----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str = "0.3.0") -> ChgnetPotential:
+        """Load a released CHGNet checkpoint from the chgnet wheel (offline) onto CPU."""
+        cls._check_checkpoint(checkpoint)
+        from chgnet.model import CHGNet
+
+        with contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints its parameter count on construction
+            model = CHGNet.load(model_name=checkpoint, use_device="cpu", verbose=False)
+        return cls(model, checkpoint)
+
+    @classmethod
+    def checkpoint_available(cls, checkpoint: str) -> bool:
+        """Whether the chgnet wheel holds this checkpoint's weights (looked up without importing chgnet)."""
+        cls._check_checkpoint(checkpoint)
+        spec = importlib.util.find_spec("chgnet")
+        if spec is None or not spec.submodule_search_locations:
+            return False
+        pretrained = Path(next(iter(spec.submodule_search_locations))) / "pretrained" / checkpoint
+        return any(pretrained.glob("*.pth.tar"))
+
+    @classmethod
+    def checkpoint_elements(cls, checkpoint: str) -> frozenset[str]:
+        """Chemical symbols a checkpoint embeds (H to Pu for every released CHGNet)."""
+        cls._check_checkpoint(checkpoint)
+        return CHECKPOINT_ELEMENTS
+
+    @staticmethod
+    def _check_checkpoint(checkpoint: str) -> None:
+        if checkpoint not in CHECKPOINTS:
+            raise ModelNotFoundError(
+                f"unknown CHGNet checkpoint {checkpoint!r}; the chgnet wheel ships {', '.join(CHECKPOINTS)} "
+                f"(`atomtune models` lists them as chgnet-<checkpoint>)."
+            )
+
+    # -- protocol --------------------------------------------------------------------------------------------------
+    def featurize(self, atoms: Atoms):
+        """CHGNet's ``CrystalGraph`` of one structure, from ``CrystalGraphConverter`` on its pymatgen ``Structure``.
+
+        This is the slow, cacheable part of a CHGNet evaluation (a few ms per structure). The graph's fractional
+        coordinates and lattice are kept in float64 (CHGNet stores float32) so a float64 model sees exact geometry;
+        ``collate`` casts them to the model's dtype.
+        """
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        if atoms.cell.rank < 3:
+            raise AtomtuneError(
+                f"structure {_structure_name(atoms)} has no 3D cell; CHGNet is a crystal model: give molecules and "
+                f"clusters a box (e.g. atoms.center(vacuum=10)) before evaluating them."
+            )
+        structure = AseAtomsAdaptor.get_structure(atoms)
+        graph = self.model.graph_converter(structure)
+        if graph.atom_graph.dim() == 1:  # no bond at all: CHGNet's converter returns a flat empty tensor
+            graph.atom_graph = graph.atom_graph.reshape(0, 2)
+        if graph.bond_graph.dim() == 1:
+            graph.bond_graph = graph.bond_graph.reshape(0, 5)
+        isolated = len(atoms) - int(torch.unique(graph.atom_graph[:, 0]).numel())
+        if isolated:
+            warnings.warn(
+                f"structure {_structure_name(atoms)}: {isolated} atom(s) have no neighbour within "
+                f"{self.cutoff:g} Å; CHGNet gives them no interaction energy and zero force.",
+                stacklevel=2,
+            )
+        graph.atom_frac_coord = torch.tensor(structure.frac_coords, dtype=torch.float64)
+        graph.lattice = torch.tensor(structure.lattice.matrix, dtype=torch.float64)
+        return graph
+
+    def collate(self, graphs: Sequence) -> ChgnetGraphBatch:
+        """Concatenate CrystalGraphs into one :class:`ChgnetGraphBatch` on ``self.device`` in the model's dtype."""
+        dtype = self._dtype
+        n_atoms = [len(graph.atomic_number) for graph in graphs]
+        n_directed = [len(graph.atom_graph) for graph in graphs]
+        n_undirected = [len(graph.undirected2directed) for graph in graphs]
+        atom_offset = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
+        directed_offset = np.concatenate([[0], np.cumsum(n_directed)[:-1]])
+        undirected_offset = np.concatenate([[0], np.cumsum(n_undirected)[:-1]])
+        index_offset = torch.as_tensor(np.stack([atom_offset, undirected_offset, directed_offset]), dtype=torch.long)
+
+        bond_graphs, angle_bonds = [], []
+        for k, graph in enumerate(graphs):
+            atom, undirected, directed = index_offset[:, k]
+            angles = graph.bond_graph.long()
+            # CHGNet's bond_graph columns: atom, undirected bond 1, directed bond 1, undirected bond 2, directed bond 2
+            bond_graphs.append(torch.stack([angles[:, 0] + atom, angles[:, 1] + undirected, angles[:, 3] + undirected], 1))
+            angle_bonds.append(torch.stack([angles[:, 2] + directed, angles[:, 4] + directed], 1))
+
+        def repeat(counts):
+            return torch.repeat_interleave(torch.arange(len(graphs)), torch.as_tensor(counts, dtype=torch.long))
+
+        batch = ChgnetGraphBatch(
+            atomic_numbers=torch.cat([graph.atomic_number for graph in graphs]).long(),
+            frac_coords=torch.cat([graph.atom_frac_coord for graph in graphs]).to(dtype),
+            lattices=torch.stack([graph.lattice for graph in graphs]).to(dtype),
+            atom_owner=repeat(n_atoms),
+            atom_graph=torch.cat([graph.atom_graph.long() + index_offset[0, k] for k, graph in enumerate(graphs)]),
+            neighbor_image=torch.cat([graph.neighbor_image for graph in graphs]).to(dtype),
+            bond_owner=repeat(n_directed),
+            directed2undirected=torch.cat(
+                [graph.directed2undirected.long() + index_offset[1, k] for k, graph in enumerate(graphs)]
+            ),
+            undirected2directed=torch.cat(
+                [graph.undirected2directed.long() + index_offset[2, k] for k, graph in enumerate(graphs)]
+            ),
+            bond_graph=torch.cat(bond_graphs),
+            angle_directed_bonds=torch.cat(angle_bonds),
+            n_atoms=torch.as_tensor(n_atoms, dtype=torch.long),
+        )
+        device = self.device
+        if device.type != "cpu":
+            batch = ChgnetGraphBatch(**{name: value.to(device) for name, value in vars(batch).items()})
+        return batch
+
+    def compute(self, data: ChgnetGraphBatch, forces: bool = True, stress: bool = True) -> dict[str, torch.Tensor]:
+        """Total energies ``(B,)`` eV, forces ``(N, 3)`` eV/Å and stress ``(B, 3, 3)`` eV/Å³ (ASE sign) of a batch."""
+        # Forces are -dE/d(positions) and stress (1/V) dE/dε with CHGNet's strain convention lattice @ (1 + ε); both
+        # gradients come from one backward pass. The double-backward graph is only kept while training.
+        positions = torch.einsum("ni,nij->nj", data.frac_coords, data.lattices[data.atom_owner])
+        lattices = data.lattices
+        if forces:
+            positions.requires_grad_(True)
+        strain = None
+        if stress:
+            strain = torch.zeros_like(lattices, requires_grad=True)
+            deformation = torch.eye(3, dtype=lattices.dtype, device=lattices.device) + strain
+            lattices = lattices @ deformation
+            strained_positions = torch.einsum("ni,nij->nj", positions, deformation[data.atom_owner])
+        else:
+            strained_positions = positions
+        atom_features = self._atom_features(data, strained_positions, lattices)
+        energy = self._energy(data, atom_features)
+        output = {"energy": energy}
+        inputs = [tensor for tensor, wanted in ((positions, forces), (strain, stress)) if wanted]
+        if inputs:
+            gradients = torch.autograd.grad(energy.sum(), inputs, create_graph=self.training)
+            if forces:
+                output["forces"] = -gradients[0]
+            if stress:
+                volumes = torch.linalg.det(data.lattices).abs()
+                output["stress"] = gradients[-1] / volumes[:, None, None]
+        return output
+
+    def blocks(self) -> list[tuple[str, torch.nn.Module]]:
+        """Named blocks from the composition reference and embeddings to the readout (magmom head included there)."""
+        model = self.model
+        blocks: list[tuple[str, torch.nn.Module]] = []
+        if model.composition_model is not None:
+            # Per-element reference energies (a fixed linear fit in CHGNet, requires_grad=False): input side, so
+            # freezing by depth never reaches it before the embeddings.
+            blocks.append(("atom_reference", model.composition_model))
+        blocks.append(
+            (
+                "embedding",
+                torch.nn.ModuleDict(
+                    {
+                        "atom_embedding": model.atom_embedding,
+                        "bond_basis_expansion": model.bond_basis_expansion,
+                        "bond_embedding": model.bond_embedding,
+                        "bond_weights_ag": model.bond_weights_ag,
+                        "bond_weights_bg": model.bond_weights_bg,
+                        "angle_basis_expansion": model.angle_basis_expansion,
+                        "angle_embedding": model.angle_embedding,
+                    }
+                ),
+            )
+        )
+        for index, atom_conv in enumerate(model.atom_conv_layers):
+            layer = torch.nn.ModuleDict({"atom_conv": atom_conv})
+            if index < model.n_conv - 1:
+                for name, layers in (("bond_conv", model.bond_conv_layers), ("angle_update", model.angle_layers)):
+                    if layers[index] is not None:
+                        layer[name] = layers[index]
+            blocks.append((f"interaction_{index}", layer))
+        readout = torch.nn.ModuleDict({"mlp": model.mlp, "pooling": model.pooling})
+        if model.readout_norm is not None:
+            readout["readout_norm"] = model.readout_norm
+        # The magmom head reads the features before the last interaction but never feeds the energy; it is grouped
+        # with the readout so that every parameter has a block without adding a block that energy training cannot move.
+        readout["magmom_head"] = model.site_wise
+        blocks.append(("readout", readout))
+        return blocks
+
+    @property
+    def supported_elements(self) -> frozenset[str]:
+        return frozenset(chemical_symbols[1 : 1 + self.model.atom_embedding.embedding.num_embeddings])
+
+    @property
+    def cutoff(self) -> float:
+        """Atom-graph cutoff in Å (the bond graph, for angles, uses ``bond_graph_cutoff`` = 3 Å)."""
+        return float(self.model.graph_converter.atom_graph_cutoff)
+
+    @property
+    def bond_graph_cutoff(self) -> float:
+        """Bond length in Å below which a bond takes part in CHGNet's angle (bond-graph) messages."""
+        return float(self.model.graph_converter.bond_graph_cutoff)
+
+    def atom_features(self, data: ChgnetGraphBatch) -> torch.Tensor:
+        """Per-atom features ``(N, 64)`` after the last interaction layer, before the readout norm and MLP."""
+        positions = torch.einsum("ni,nij->nj", data.frac_coords, data.lattices[data.atom_owner])
+        return self._atom_features(data, positions, data.lattices)
+
+    def save_weights(self, directory: Path) -> dict:
+        """Write ``chgnet.pth.tar`` in CHGNet's own format, with the element energy shift folded into ``AtomRef``.
+
+        ``CHGNet.from_file(directory / "chgnet.pth.tar")`` therefore reproduces atomtune's energies natively. The
+        unshifted reference energies go into the metadata so :meth:`load_weights` restores the weights bit for bit.
+        """
+        state = {key: value.detach().cpu() for key, value in self.model.state_dict().items()}
+        metadata: dict = {"file": WEIGHTS_FILE, "model_args": _json_model_args(self.model.model_args)}
+        key = "composition_model.fc.weight"
+        if key in state:
+            reference = state[key]
+            metadata["atom_reference_energy"] = reference.double().flatten().tolist()  # eV/atom, Z = 1, 2, ...
+            shift = self.element_energy_shift.detach().cpu()[1 : 1 + reference.shape[1]]
+            state[key] = (reference.double() + shift.double()).to(reference.dtype)
+        torch.save({"model": {"state_dict": state, "model_args": self.model.model_args}}, directory / WEIGHTS_FILE)
+        return metadata
+
+    @classmethod
+    def load_weights(cls, directory: Path, metadata: dict) -> ChgnetPotential:
+        """Rebuild the potential saved by :meth:`save_weights` (CHGNet model, source checkpoint name)."""
+        from chgnet.model import CHGNet
+
+        weights = metadata["weights"]
+        path = Path(directory) / weights.get("file", WEIGHTS_FILE)
+        if not path.exists():
+            raise ModelNotFoundError(f"{path}: CHGNet weights file missing from the saved model directory.")
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = CHGNet.from_file(str(path))
+        reference = weights.get("atom_reference_energy")
+        if reference is not None and model.composition_model is not None:
+            weight = model.composition_model.fc.weight
+            weight.data.copy_(torch.tensor(reference, dtype=torch.float64).reshape(weight.shape))
+        model.eval()
+        return cls(model, metadata.get("checkpoint", model.version or "custom"))
+
+    def backbone_version(self) -> str:
+        return importlib.metadata.version("chgnet")
+
+    # -- CHGNet's forward, batched -----------------------------------------------------------------------------------
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.model.atom_embedding.embedding.weight.dtype
+
+    def _atom_features(self, data: ChgnetGraphBatch, positions: torch.Tensor, lattices: torch.Tensor) -> torch.Tensor:
+        """CHGNet's embeddings and interaction layers (as in ``CHGNet._compute``) → atom features after the last one."""
+        model = self.model
+        center, neighbor = data.atom_graph[:, 0], data.atom_graph[:, 1]
+        image_shift = torch.einsum("ei,eij->ej", data.neighbor_image, lattices[data.bond_owner])
+        bond_vectors = positions[center] - (positions[neighbor] + image_shift)  # CHGNet's sign: center − neighbor
+        bond_lengths = torch.linalg.vector_norm(bond_vectors, dim=1)
+        bond_vectors = bond_vectors / bond_lengths[:, None]
+        undirected_lengths = bond_lengths[data.undirected2directed]
+        bond_bases_ag = model.bond_basis_expansion.rbf_expansion_ag(undirected_lengths)
+        bond_bases_bg = model.bond_basis_expansion.rbf_expansion_bg(undirected_lengths)
+        has_angles = len(data.bond_graph) > 0
+
+        atom_feas = model.atom_embedding(data.atomic_numbers - 1)  # row 0 is H
+        bond_feas = model.bond_embedding(bond_bases_ag)
+        bond_weights_ag = model.bond_weights_ag(bond_bases_ag)
+        bond_weights_bg = model.bond_weights_bg(bond_bases_bg)
+        if has_angles:
+            angle_bases = model.angle_basis_expansion(
+                bond_vectors[data.angle_directed_bonds[:, 0]], bond_vectors[data.angle_directed_bonds[:, 1]]
+            )
+            angle_feas = model.angle_embedding(angle_bases)
+
+        for atom_layer, bond_layer, angle_layer in zip(
+            model.atom_conv_layers[:-1], model.bond_conv_layers, model.angle_layers, strict=False
+        ):
+            atom_feas = atom_layer(
+                atom_feas=atom_feas,
+                bond_feas=bond_feas,
+                bond_weights=bond_weights_ag,
+                atom_graph=data.atom_graph,
+                directed2undirected=data.directed2undirected,
+            )
+            if has_angles and bond_layer is not None:
+                bond_feas = bond_layer(
+                    atom_feas=atom_feas,
+                    bond_feas=bond_feas,
+                    bond_weights=bond_weights_bg,
+                    angle_feas=angle_feas,
+                    bond_graph=data.bond_graph,
+                )
+                if angle_layer is not None:
+                    angle_feas = angle_layer(
+                        atom_feas=atom_feas, bond_feas=bond_feas, angle_feas=angle_feas, bond_graph=data.bond_graph
+                    )
+        return model.atom_conv_layers[-1](
+            atom_feas=atom_feas,
+            bond_feas=bond_feas,
+            bond_weights=bond_weights_ag,
+            atom_graph=data.atom_graph,
+            directed2undirected=data.directed2undirected,
+        )
+
+    def _energy(self, data: ChgnetGraphBatch, atom_features: torch.Tensor) -> torch.Tensor:
+        """Total energy per structure (eV): readout of the atom features plus the AtomRef composition energy."""
+        model = self.model
+        if model.readout_norm is not None:
+            atom_features = model.readout_norm(atom_features)
+        n_structures = data.num_structures
+        if model.mlp_first:  # the released checkpoints: an energy per site, summed
+            site_energy = model.mlp(atom_features).view(-1)
+            energy = site_energy.new_zeros(n_structures).index_add(0, data.atom_owner, site_energy)
+        else:  # pooled crystal feature → energy per atom (intensive) or per structure
+            energy = model.mlp(model.pooling(atom_features, data.atom_owner)).view(-1)
+            if model.is_intensive:
+                energy = energy * data.n_atoms.to(energy.dtype)
+        if model.composition_model is not None:
+            # AtomRef is linear in the composition: its total is the sum of per-element references over the atoms
+            # (CHGNet averages them per atom and its calculator multiplies back by the atom count).
+            reference = model.composition_model.fc.weight.view(-1)[data.atomic_numbers - 1].to(energy.dtype)
+            energy = energy + torch.zeros_like(energy).index_add(0, data.atom_owner, reference)
+        return energy
+
+
+def _structure_name(atoms: Atoms) -> str:
+    return str(atoms.info.get("id", atoms.get_chemical_formula()))
+
+
+def _json_model_args(model_args: dict) -> dict:
+    """CHGNet's constructor arguments, readable in atomtune.json (modules stand in by their class name)."""
+    return {
+        key: value if isinstance(value, (str, int, float, bool, type(None), list, tuple)) else type(value).__name__
+        for key, value in model_args.items()
+    }
