@@ -136,7 +136,7 @@ class Campaign(Strict):
     tasks: list[Task] = Field(default_factory=list)
     reference: Reference = Field(default_factory=Reference)
     report: Report = Field(default_factory=Report)
-    workers: int | None = Field(default=None, gt=0)  # Dask workers (default: cores)
+    workers: int | None = Field(default=None, ge=0)  # Dask workers (default: cores); 0 = all steps in this process
     device: str = "cpu"
 
     # Set by load_campaign: the folder relative paths are resolved against.

@@ -169,7 +169,7 @@ def execute(steps: list[Step], scheduler: str | None = None, workers: int | None
 
     client = cluster = None
     remote = [s for s in pending.values() if not s.local]
-    if remote:
+    if remote and workers != 0:
         client, cluster = _start_dask(scheduler, workers)
     bar = _progress(len(steps), len(steps) - len(pending), progress)
     running: dict = {}  # future → step
