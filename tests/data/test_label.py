@@ -1,0 +1,160 @@
+"""Labelling: cache resume, per-structure failures, bad calculator specs, and one real GPAW run."""
+
+import json
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from atomtune.data import generate
+from atomtune.data.label import CalculatorSpec, LabelCache, kpoint_mesh, label
+from atomtune.exceptions import AtomtuneError
+
+
+def _cu_frames(count=3):
+    return generate.rattles(generate.bulk_prototype("fcc", "Cu", 3.61, cubic=True), count, 0.05)
+
+
+def test_emt_labels_match_direct_emt(tmp_path):
+    frames = _cu_frames(2)
+    data, failures = label(frames, "emt", tmp_path, progress=False)
+    assert failures == [] and len(data) == 2
+    direct = frames[0].copy()
+    direct.calc = EMT()
+    assert data[0].get_potential_energy() == pytest.approx(direct.get_potential_energy())
+    assert np.allclose(data[0].get_forces(), direct.get_forces())
+    assert data[0].info["id"] == frames[0].info["id"] and data[0].info["generator"] == "rattle"
+    data.validate(require=("energy", "forces", "stress"))
+
+
+def test_second_run_does_no_work(tmp_path, monkeypatch):
+    frames = _cu_frames(3)
+    first, _ = label(frames, "emt", tmp_path, progress=False)
+    assert len(list(tmp_path.glob("*.json"))) == 3
+
+    def no_calculation(*args, **kwargs):
+        raise AssertionError("a cached structure was computed again")
+
+    monkeypatch.setattr("atomtune.data.label.compute_record", no_calculation)
+    second, failures = label(frames, "emt", tmp_path, progress=False)
+    assert failures == [] and second.fingerprint() == first.fingerprint()
+
+
+def test_interrupted_run_resumes_with_only_the_missing_structures(tmp_path, monkeypatch):
+    frames = _cu_frames(3)
+    label(frames[:2], "emt", tmp_path, progress=False)
+    (tmp_path / ".partial.tmp").write_text("{")  # what a kill -9 mid-write leaves: ignored
+    import atomtune.data.label as label_module
+
+    computed = []
+    original = label_module.compute_record
+    monkeypatch.setattr(
+        label_module, "compute_record", lambda atoms, spec, name: computed.append(name) or original(atoms, spec, name)
+    )
+    data, _ = label(frames, "emt", tmp_path, progress=False)
+    assert computed == [frames[2].info["id"]] and len(data) == 3
+
+
+def test_settings_change_is_a_cache_miss(tmp_path):
+    frames = _cu_frames(1)
+    label(frames, "emt", tmp_path, progress=False)
+    label(frames, CalculatorSpec("emt", {"asap_cutoff": True}), tmp_path, progress=False)
+    assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_failing_structure_is_recorded_and_the_rest_finish(tmp_path):
+    good = _cu_frames(2)
+    bad = Atoms("U2", positions=[[0, 0, 0], [1.5, 1.5, 1.5]], cell=[4, 4, 4], pbc=True)  # EMT has no uranium
+    bad.info["id"] = "uranium-dimer"
+    data, failures = label([good[0], bad, good[1]], "emt", tmp_path, progress=False)
+    assert len(data) == 2 and len(failures) == 1
+    assert failures[0].id == "uranium-dimer" and "uranium-dimer" in failures[0].message
+    assert failures[0].error_type == "NotImplementedError"
+    record = json.loads(next(tmp_path.glob(f"*{CalculatorSpec('emt').settings_hash()}.json")).read_text())
+    assert record["status"] in ("ok", "failed")
+    # cached failures are not retried by default, but are with retry_failed
+    again, failures_again = label([bad], "emt", tmp_path, progress=False)
+    assert len(failures_again) == 1
+
+
+def test_unknown_calculator_name_says_what_to_use(tmp_path):
+    with pytest.raises(AtomtuneError, match="unknown calculator 'vasp'.*gpaw.*emt.*module:Class"):
+        label(_cu_frames(1), "vasp", tmp_path, progress=False)
+
+
+def test_import_path_calculator_with_kwargs(tmp_path):
+    spec = CalculatorSpec.parse("ase.calculators.lj:LennardJones", {"sigma": 2.3, "epsilon": 0.1})
+    data, failures = label(_cu_frames(1), spec, tmp_path, progress=False)
+    assert failures == [] and np.isfinite(data[0].get_potential_energy())
+    with pytest.raises(AtomtuneError, match="cannot import module 'not_a_module'"):
+        CalculatorSpec.parse("not_a_module:Calc")
+    with pytest.raises(AtomtuneError, match="has no 'Nope'"):
+        CalculatorSpec.parse("ase.calculators.emt:Nope")
+
+
+def test_gpaw_missing_says_how_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without_gpaw(name, *args, **kwargs):
+        if name == "gpaw" or name.startswith("gpaw."):
+            raise ImportError("No module named 'gpaw'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_gpaw)
+    with pytest.raises(AtomtuneError, match=r"pip install 'atomtune\[gpaw\]'.*libxc-dev.*GPAW_CONFIG"):
+        CalculatorSpec.parse("gpaw")
+
+
+def test_unknown_gpaw_setting_is_rejected():
+    pytest.importorskip("gpaw")
+    with pytest.raises(AtomtuneError, match="unknown GPAW setting"):
+        CalculatorSpec.parse("gpaw", {"ecut": 400})
+
+
+def test_pinned_kpoint_mesh_is_part_of_the_cache_key(tmp_path):
+    atoms = bulk("Al", "fcc", a=4.05)
+    cache = LabelCache(tmp_path, CalculatorSpec("emt"))
+    pinned = atoms.copy()
+    pinned.info["kpts"] = [4, 4, 4]
+    assert cache.path(atoms) != cache.path(pinned)
+    assert kpoint_mesh(atoms, 2.5) == [7, 7, 7]  # 2π·√3/4.05 Å⁻¹ × 2.5 = 6.7 → 7
+
+
+def test_dask_local_cluster_gives_the_same_labels(tmp_path):
+    pytest.importorskip("dask.distributed")
+    frames = _cu_frames(2)
+    serial, _ = label(frames, "emt", tmp_path / "serial", progress=False)
+    parallel, failures = label(frames, "emt", tmp_path / "dask", workers=2, progress=False)
+    assert failures == [] and parallel.fingerprint() == serial.fingerprint()
+
+
+@pytest.mark.gpaw
+def test_gpaw_labels_one_aluminium_atom(tmp_path):
+    pytest.importorskip("gpaw")
+    atoms = bulk("Al", "fcc", a=4.05)
+    spec = CalculatorSpec("gpaw", {"cutoff": 200, "kpoint_density": 1.0, "smearing": 0.2})
+    data, failures = label([atoms], spec, tmp_path, progress=False)
+    assert failures == []
+    energy = data[0].get_potential_energy()
+    assert -5.0 < energy < -2.0  # PBE Al cohesive-scale total energy relative to GPAW's atomic reference
+    assert np.allclose(data[0].get_forces(), 0.0, atol=1e-3)
+    assert data[0].get_stress().shape == (6,)
+
+
+@pytest.mark.gpaw
+def test_gpaw_element_without_setup_is_a_clear_failure(tmp_path, monkeypatch):
+    pytest.importorskip("gpaw")
+    import gpaw.setup_data
+
+    def missing(name, *args, **kwargs):
+        raise FileNotFoundError(f'Could not find required PAW dataset file "{name}".')
+
+    monkeypatch.setattr(gpaw.setup_data, "search_for_file", missing)
+    atoms = bulk("Al", "fcc", a=4.05)
+    atoms.info["id"] = "al-no-setup"
+    _, failures = label([atoms], CalculatorSpec("gpaw", {"cutoff": 200}), tmp_path, progress=False)
+    assert len(failures) == 1 and "no GPAW PBE PAW setup for element(s) Al" in failures[0].message
