@@ -11,7 +11,7 @@ def test_verdict_names_best_model_and_ratio(campaign_results):
     force = next(line for line in lines if line.startswith("force MAE"))
     assert "best chgnet-0.3.0+lora 40" in force
     assert "vs zero-shot chgnet-0.3.0 180 (4.5× lower)" in force
-    eos = next(line for line in lines if line.startswith("eos"))
+    eos = next(line for line in lines if line.startswith("eos bulk_modulus_gpa"))
     assert "closest to GPAW PBE: chgnet-0.3.0+lora" in eos
     assert any("1 step(s) failed" in line for line in lines)
 

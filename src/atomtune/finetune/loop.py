@@ -173,8 +173,8 @@ class Trainer:
                         f"{name} structure {k} ({atoms.info.get('id', k)}, {atoms.get_chemical_formula()}) has no "
                         f"{' or '.join(missing)} label; label it or remove it."
                     )
-        if loss_weights.stress > 0:
-            for name, structures in (("training set", train), ("validation set", valid)):
+        for name, structures in (("training set", train), ("validation set", valid)):
+            if loss_weights.stress > 0:
                 without = [k for k, atoms in enumerate(structures) if labels_of(atoms).stress is None]
                 if not without:
                     continue
@@ -413,7 +413,7 @@ class Trainer:
                 loss, terms = loss_function(prediction, labelled.target, labelled.batch.n_atoms)
                 if not torch.isfinite(loss):
                     raise TrainingDivergedError(
-                        f"loss is {float(loss)} at epoch {epoch}, step {step + 1} ({data.name} batch of structures "
+                        f"loss is {loss.item()} at epoch {epoch}, step {step + 1} ({data.name} batch of structures "
                         f"{', '.join(labelled.ids)}). {self._checkpoint_note(out)}"
                     )
                 (data.weight * loss).backward()
@@ -423,7 +423,7 @@ class Trainer:
                     )
                     if not torch.isfinite(norm):
                         raise TrainingDivergedError(
-                            f"gradient norm is {float(norm)} at epoch {epoch}, step {step + 1} ({data.name} batch of "
+                            f"gradient norm is {norm.item()} at epoch {epoch}, step {step + 1} ({data.name} batch of "
                             f"structures {', '.join(labelled.ids)}). {self._checkpoint_note(out)}"
                         )
                 optimizer.step()

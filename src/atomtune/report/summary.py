@@ -47,26 +47,28 @@ def verdict(results: dict) -> list[str]:
         lines.append(line)
     for task, table in results.get("tasks", {}).items():
         reference = table.get("reference")
-        rows = table.get("rows", [])
-        if not reference or not rows:
+        if not reference:
             continue
-        deviations: dict[str, list[float]] = {}
-        for row in rows:
+        # one verdict per property: deviations of different properties (GPa, Å) are never averaged together
+        by_property: dict[str, dict[str, list[float]]] = {}
+        for row in table.get("rows", []):
             if not _number(row.get(reference)):
                 continue
+            name = str(row.get("property") or task)
             for label in models:
                 if _number(row.get(label)):
-                    deviations.setdefault(label, []).append(abs(row[label] - row[reference]))
-        if not deviations:
-            continue
-        mean = {label: sum(v) / len(v) for label, v in deviations.items()}
-        best = min(mean, key=mean.get)
-        line = f"{task}: closest to {reference}: {best} (mean |deviation| {mean[best]:.3g} over {len(deviations[best])} values)"
-        zero = [lab for lab in mean if models.get(lab, {}).get("kind") == "zero-shot"]
-        if zero and best not in zero:
-            worst_zero = min(zero, key=mean.get)
-            line += f"; best zero-shot {worst_zero} {mean[worst_zero]:.3g} ({_ratio(mean[worst_zero], mean[best])})"
-        lines.append(line)
+                    by_property.setdefault(name, {}).setdefault(label, []).append(abs(row[label] - row[reference]))
+        for name, deviations in by_property.items():
+            mean = {label: sum(v) / len(v) for label, v in deviations.items()}
+            best = min(mean, key=mean.get)
+            title = task if name == task else f"{task} {name}"
+            line = (f"{title}: closest to {reference}: {best} (mean |deviation| {mean[best]:.3g} over "
+                    f"{len(deviations[best])} value(s))")
+            zero = [lab for lab in mean if models.get(lab, {}).get("kind") == "zero-shot"]
+            if zero and best not in zero:
+                best_zero = min(zero, key=mean.get)
+                line += f"; best zero-shot {best_zero} {mean[best_zero]:.3g} ({_ratio(mean[best_zero], mean[best])})"
+            lines.append(line)
     failures = results.get("failures", [])
     if failures:
         lines.append(f"{len(failures)} step(s) failed or were skipped: see Failures.")
