@@ -346,7 +346,8 @@ def md_snapshots(
     rng = np.random.default_rng(seed)
     MaxwellBoltzmannDistribution(work, temperature_K=temperature_k, rng=rng)
     dynamics = Langevin(
-        work, timestep=timestep_fs * units.fs, temperature_K=temperature_k, friction=0.01 / units.fs, rng=rng
+        work, timestep=timestep_fs * units.fs, temperature_K=temperature_k, friction=0.01 / units.fs, rng=rng,
+        fixcm=False,
     )
     frames = []
     for step in range(1, count + 1):
