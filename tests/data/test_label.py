@@ -158,3 +158,47 @@ def test_gpaw_element_without_setup_is_a_clear_failure(tmp_path, monkeypatch):
     atoms.info["id"] = "al-no-setup"
     _, failures = label([atoms], CalculatorSpec("gpaw", {"cutoff": 200}), tmp_path, progress=False)
     assert len(failures) == 1 and "no GPAW PBE PAW setup for element(s) Al" in failures[0].message
+
+
+def _cli():
+    import typer
+
+    from atomtune.cli import generate as generate_cli
+    from atomtune.cli import label as label_cli
+
+    app = typer.Typer()
+    generate_cli.register(app)
+    label_cli.register(app)
+    return app
+
+
+def test_cli_generate_then_label_with_emt(tmp_path):
+    from typer.testing import CliRunner
+
+    from atomtune.data.dataset import Dataset
+
+    runner, app = CliRunner(), _cli()
+    bulk_file, rattled, labelled = tmp_path / "cu.extxyz", tmp_path / "r.extxyz", tmp_path / "l.extxyz"
+    steps = [
+        ["generate", "bulk", "--prototype", "fcc", "--elements", "Cu", "--a", "3.61", "--cubic", "--out", str(bulk_file)],
+        ["generate", "rattle", "--data", str(bulk_file), "--count", "2", "--out", str(rattled)],
+        ["label", "--calculator", "emt", "--data", str(rattled), "--out", str(labelled), "--cache", str(tmp_path / "c")],
+    ]
+    for step in steps:
+        result = runner.invoke(app, step)
+        assert result.exit_code == 0, result.output
+    data = Dataset.read(labelled, require=("energy", "forces", "stress"))
+    assert len(data) == 2 and data[0].info["generator"] == "rattle"
+    for command in (["label", "--help"], ["generate", "slab", "--help"]):
+        assert "Example: atomtune" in runner.invoke(app, command).output
+
+
+def test_cli_label_bad_calculator_raises_atomtune_error(tmp_path):
+    from typer.testing import CliRunner
+
+    structures = tmp_path / "s.extxyz"
+    from atomtune.data.dataset import Dataset
+
+    Dataset([generate.bulk_prototype("fcc", "Cu", 3.61)]).write(structures)
+    result = CliRunner().invoke(_cli(), ["label", "--calculator", "nosuch", "--data", str(structures), "--out", "x"])
+    assert isinstance(result.exception, AtomtuneError) and "unknown calculator 'nosuch'" in str(result.exception)
