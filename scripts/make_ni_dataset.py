@@ -6,8 +6,9 @@ REF_energy / REF_forces / REF_stress, ``info["config_type"]`` says which stage m
 (settings, versions, the cutoff / k-point convergence check, per-structure timings) and ``cache/`` (one JSON per
 finished structure, committed so the run resumes in another session).
 
-Order of work, most important first: convergence check → equations of state and equilibria → random strains → rattles
-→ Ni–Cu solid solutions → (111) slab → vacancy → stacking faults → extra rattles while time remains. The outputs are
+Order of work, most important first: convergence check → equations of state and equilibria → a first pass of random
+strains, rattles and Ni–Cu solid solutions → (111) slab → vacancy → stacking faults → Ni-rich B2 → the rest of the
+strains, rattles and solid solutions → extra rattles while time remains. The outputs are
 rewritten from the cache every ``--write-every`` structures, so a partial dataset exists whenever the run stops.
 
 Run (single-threaded BLAS: threaded BLAS made one 8-atom cell 14× slower)::
@@ -35,8 +36,8 @@ OUTPUT = Path(__file__).resolve().parents[1] / "src" / "atomtune" / "resources" 
 
 # Chosen from the convergence check this script records (fcc Ni, 1 atom, spin-polarised): 450 eV is ~15 meV/atom above
 # 600 eV, an offset nearly constant per Ni atom that cancels in energy differences; k-point density 2.5 Å⁻¹ is within
-# ~1-2 meV/atom of 3-4.5 Å⁻¹. Denser settings would not fit the ~90 min single-core budget (a 1-atom cell without
-# symmetry costs ~30 s here, a rattled 4-atom cell ~60 s).
+# ~4 meV/atom of 4.5 Å⁻¹. Denser settings would not fit the ~90 min single-core budget (a 1-atom cell without symmetry
+# costs ~30 s here, a rattled 4-atom cell ~60 s).
 SETTINGS = {"cutoff": 450.0, "kpoint_density": 2.5, "smearing": 0.1, "max_scf_iterations": 200}
 
 CONVERGENCE_CUTOFFS = [300.0, 350.0, 400.0, 450.0, 500.0, 600.0]
@@ -249,13 +250,13 @@ class Run:
         names = [n for n in ("Ni", "NiAl", "Ni3Al", "Cu", "Al") if n in equilibria]
         counts = {"Ni": 5, "NiAl": 5, "Ni3Al": 4, "Cu": 3, "Al": 3}
         random_strain = [
-            frame for i, n in enumerate(names)
-            for frame in family(equilibria[n], generate.random_strains(equilibria[n], counts[n], 0.03, seed=10 + i))
+            family(equilibria[n], generate.random_strains(equilibria[n], counts[n], 0.03, seed=10 + i))
+            for i, n in enumerate(names)
         ]
         rattle_counts = {"Ni": 8, "Ni3Al": 8, "NiAl": 6, "Cu": 3, "Al": 3}
         rattled = [
-            frame for i, n in enumerate(rattle_counts)
-            for frame in family(cubic(n), strained_rattles(cubic(n), rattle_counts[n], 0.06, 0.015, seed=100 + 10 * i))
+            family(cubic(n), strained_rattles(cubic(n), rattle_counts[n], 0.06, 0.015, seed=100 + 10 * i))
+            for i, n in enumerate(rattle_counts)
         ]
 
         # Ni–Cu solid solutions: every Ni/Cu arrangement of the 4-atom cubic cell at x(Cu) = ¼, ½, ¾ (Vegard a).
@@ -267,7 +268,7 @@ class Run:
             alloy.info["system"] = "NiCu"
             frames = [alloy] + generate.isotropic_strains(alloy, [-0.02, 0.02])
             frames += strained_rattles(alloy, 3, 0.06, 0.015, seed=200 + 10 * j)
-            solid_solutions += family(alloy, frames)
+            solid_solutions.append(family(alloy, frames))
 
         # Ni-rich B2: one Al site of the 4-atom NiAl cell taken by Ni (an antisite defect at 75 % Ni).
         b2 = cubic("NiAl")
@@ -297,14 +298,26 @@ class Run:
             frame for i, n in enumerate(("Ni", "Ni3Al", "NiAl"))
             for frame in family(cubic(n), strained_rattles(cubic(n), 6, 0.12, 0.02, seed=600 + 10 * i))
         ]
+
+        def first(groups: list[list[Atoms]], count: int) -> list[Atoms]:
+            return [atoms for group in groups for atoms in group[:count]]
+
+        def rest(groups: list[list[Atoms]], count: int) -> list[Atoms]:
+            return [atoms for group in groups for atoms in group[count:]]
+
+        # Two passes over the bulk families: a few of each system first, then the slab, vacancy and stacking fault
+        # (the property tasks need them), then the rest, so an interrupted run still covers every kind of structure.
         return [
-            ("random_strain", random_strain),
-            ("rattle", rattled),
-            ("solid_solution", solid_solutions),
-            ("off_stoichiometry", off_stoichiometry),
+            ("random_strain", first(random_strain, 2)),
+            ("rattle", first(rattled, 3)),
+            ("solid_solution", first(solid_solutions, 2)),
             ("slab", slabs),
             ("vacancy", vacancies),
             ("stacking_fault", faults),
+            ("off_stoichiometry", off_stoichiometry),
+            ("random_strain", rest(random_strain, 2)),
+            ("rattle", rest(rattled, 3)),
+            ("solid_solution", rest(solid_solutions, 2)),
             ("extra_rattle", extra),
         ]
 
@@ -352,7 +365,7 @@ class Run:
             "convergence_check": self.convergence or previous.get("convergence_check", {}),
             "n_structures": len(labelled),
             "n_reference_structures": len(self.references),
-            "config_types": {name: len(frames) for name, frames in self.stages},
+            "config_types": _count_by_name(self.stages),
             "total_label_wall_time_s": round(sum(r.get("wall_time_s", 0.0) for r in cache_records), 1),
             "total_label_cpu_time_s": round(sum(r.get("cpu_time_s", 0.0) for r in cache_records), 1),
             "timing_note": (
@@ -371,6 +384,13 @@ class Run:
 
     def log(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _count_by_name(stages: list[tuple[str, list[Atoms]]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for name, frames in stages:
+        counts[name] = counts.get(name, 0) + len(frames)
+    return counts
 
 
 if __name__ == "__main__":
