@@ -244,16 +244,10 @@ def md_command(
 
     Example: atomtune generate md --data cu_333.extxyz --calculator emt --count 20 --temperature 800 --out md.extxyz
     """
-    import json
-
     from atomtune.data import generate
     from atomtune.data.label import CalculatorSpec
 
-    try:
-        settings = json.loads(kwargs)
-    except json.JSONDecodeError as error:
-        raise AtomtuneError(f"--kwargs is not valid JSON ({error}): {kwargs!r}") from error
-    spec = CalculatorSpec.parse(calculator, settings)
+    spec = CalculatorSpec.from_json(calculator, kwargs)
     frames = []
     for atoms in _read(data):
         frames += generate.md_snapshots(atoms, spec.build(atoms.copy()), count, interval, temperature, timestep, seed)

@@ -39,13 +39,7 @@ def register(app: typer.Typer) -> None:
         from atomtune.data.dataset import Dataset
         from atomtune.data.label import CalculatorSpec, label, summarise_failures
 
-        try:
-            settings = json.loads(kwargs)
-        except json.JSONDecodeError as error:
-            raise AtomtuneError(f"--kwargs is not valid JSON ({error}): {kwargs!r}") from error
-        if not isinstance(settings, dict):
-            raise AtomtuneError(f"--kwargs must be a JSON object like '{{\"cutoff\": 450}}', got {kwargs!r}.")
-        spec = CalculatorSpec.parse(calculator, settings)
+        spec = CalculatorSpec.from_json(calculator, kwargs)
         structures = Dataset.read(data, require=())
         cache = cache or out.with_name(out.name + ".cache")
         labelled, failures = label(

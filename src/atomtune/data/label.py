@@ -91,6 +91,17 @@ class CalculatorSpec:
         parsed.check()
         return parsed
 
+    @classmethod
+    def from_json(cls, name: str, kwargs_json: str) -> CalculatorSpec:
+        """A spec from a name and a JSON object of settings, as given on the command line (``--kwargs``)."""
+        try:
+            kwargs = json.loads(kwargs_json or "{}")
+        except json.JSONDecodeError as error:
+            raise AtomtuneError(f"--kwargs is not valid JSON ({error}): {kwargs_json!r}") from error
+        if not isinstance(kwargs, dict):
+            raise AtomtuneError(f"--kwargs must be a JSON object like '{{\"cutoff\": 450}}', got {kwargs_json!r}.")
+        return cls.parse(name, kwargs)
+
     def check(self) -> None:
         """Raise :class:`AtomtuneError` when the calculator cannot be used at all (unknown name, not installed)."""
         name = self.name.lower()
@@ -164,8 +175,9 @@ def label(
     and the failures.
 
     ``calculator_spec``: ``"gpaw"``, ``"emt"``, ``"module:Class"`` or a :class:`CalculatorSpec` with settings.
-    ``cache_dir``: one JSON file per finished structure (energy eV, forces eV/Å, stress eV/Å³ Voigt ASE sign, wall time
-    s); re-running skips finished structures, and cached failures too unless ``retry_failed``. ``workers``: processes of a
+    ``cache_dir``: one JSON file per finished structure (energy eV, forces eV/Å, stress eV/Å³ Voigt ASE sign, wall and
+    CPU time s); re-running skips finished structures, and cached failures too unless ``retry_failed``. With smearing
+    the energy label is the force-consistent free energy (what forces and stress are derivatives of). ``workers``: processes of a
     local Dask cluster (one thread each, OMP_NUM_THREADS=1); ``1`` without a scheduler runs in this process.
     ``scheduler``: address of a running Dask scheduler (``tcp://host:8786``) to run on instead. Each labelled structure
     keeps its ``info`` and gets ``id`` (kept if set, else the content hash), ``source`` and ``label_wall_time_s``.
