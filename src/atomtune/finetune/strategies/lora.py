@@ -45,7 +45,7 @@ class LowRankMatrix(torch.nn.Module):
 
 
 class LinearUpdate(torch.nn.Module):
-    """Parametrization ``W (out × in) ↦ W + scale · B·A`` for ``torch.nn.Linear``."""
+    """Parametrization ``W ↦ W + scale · B·A`` of a weight matrix (``torch.nn.Linear``, e3nn MLP layers)."""
 
     def __init__(self, weight: torch.Tensor, rank: int, scale: float, generator=None):
         super().__init__()
@@ -118,7 +118,8 @@ class LoRA(Strategy):
         layers = self.adapted_layers(potential)
         if not layers:
             raise AtomtuneError(
-                f"LoRA found no layer of kinds {', '.join(self.targets)} in {potential.name}; use --strategy freeze."
+                f"LoRA found no layer of kinds {', '.join(self.targets)} in {getattr(potential, 'name', potential)}; "
+                f"use --strategy freeze."
             )
         for _, kind, module in layers:
             if parametrize.is_parametrized(module, "weight"):
@@ -126,9 +127,7 @@ class LoRA(Strategy):
             weight = module.weight
             if kind == "e3nn_linear":
                 update = IrrepPathUpdate(weight, _path_shapes(module), self.rank, scale, generator)
-            elif kind == "e3nn_mlp":  # e3nn _Layer weight is (in × out): same low-rank form, transposed meaning
-                update = LinearUpdate(weight, self.rank, scale, generator)
-            else:
+            else:  # a plain matrix: nn.Linear's (out × in) or an e3nn MLP layer's (in × out)
                 update = LinearUpdate(weight, self.rank, scale, generator)
             parametrize.register_parametrization(module, "weight", update)
             module.parametrizations.weight.original.requires_grad_(False)

@@ -119,6 +119,7 @@ def generate_around(structures: Sequence[Atoms], count: int, seed: int = 0, max_
         (strained,) = generate.random_strains(plain, 1, max_strain=max_strain, seed=int(rng.integers(1 << 30)))
         atoms = generate.rattle(strained, rattle_stdev, seed=int(rng.integers(1 << 30)))
         atoms.info["id"] = f"replay-{k}"
+        atoms.info["parent"] = str(plain.info["id"])  # the training structure, not the intermediate strained copy
         result.append(atoms)
     return result
 

@@ -1,0 +1,63 @@
+"""Fixtures of the fine-tuning tests: EMT train/valid splits, a toy potential registered as a backbone (so saved models
+reload through ``load_potential``), and a ToyPotential whose labels are exactly known (for E0 tests)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def _root_conftest():
+    # Both conftest files are modules named "conftest"; load the root one by path to reuse its EMT generator.
+    spec = importlib.util.spec_from_file_location("atomtune_tests_root_conftest", Path(__file__).parents[1] / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+emt_structures = _root_conftest().emt_structures
+
+
+@pytest.fixture
+def emt_split():
+    structures = emt_structures(16, seed=3)
+    return structures[:12], structures[12:]
+
+
+@pytest.fixture
+def toy_backbone(monkeypatch):
+    """Register the toy potential as backbone ``toy`` and return a fresh, seeded instance factory."""
+    from toy_potential import ToyPotential
+
+    from atomtune.models import registry
+
+    monkeypatch.setitem(registry.BACKBONES, "toy", "toy_potential:ToyPotential")
+
+    def make(seed: int = 0):
+        torch.manual_seed(seed)
+        return ToyPotential(seed=seed)
+
+    return make
+
+
+@pytest.fixture
+def make_emt():
+    """``make_emt(count, seed)`` → EMT-labelled Cu/Ni/Al cells (see tests/conftest.py)."""
+    return emt_structures
+
+
+def shifted_toy_labels(structures, potential, offsets):
+    """Copies of ``structures`` labelled by ``potential`` plus per-element ``offsets`` (eV/atom): E0 is then exact."""
+    from atomtune.data.dataset import attach_labels
+
+    labelled = []
+    for atoms, record in zip(structures, potential.predict(structures)):
+        copy = atoms.copy()
+        copy.info.update(atoms.info)
+        shift = sum(offsets[symbol] for symbol in copy.get_chemical_symbols())
+        attach_labels(copy, record["energy"] + shift, record["forces"], record["stress"])
+        labelled.append(copy)
+    return labelled
