@@ -90,7 +90,8 @@ class Run:
         equilibria = self.equations_of_state(dry_run)
         plan = self.plan(equilibria)
         total = sum(len(frames) for _, frames in plan)
-        self.log(f"plan: {total} structures after the equations of state: " + ", ".join(f"{n} {len(f)}" for n, f in plan))
+        stages = ", ".join(f"{name} {len(frames)}" for name, frames in plan)
+        self.log(f"plan: {total} structures after the equations of state: {stages}")
         if dry_run:
             for name, frames in plan:
                 for atoms in frames:
@@ -121,7 +122,8 @@ class Run:
                 if not cached:
                     self.log(
                         f"{name} {position}/{len(frames)} {result.get_chemical_formula()} k={atoms.info.get('kpts')}: "
-                        f"{result.info['label_wall_time_s']:.0f} s wall, {result.info.get('label_cpu_time_s', 0):.0f} s cpu"
+                        f"{result.info['label_wall_time_s']:.0f} s wall, "
+                        f"{result.info.get('label_cpu_time_s', 0):.0f} s cpu"
                     )
             done.extend(labelled)
             self.failures.extend(failures)
@@ -169,7 +171,8 @@ class Run:
             reference = rows[key][-1]["energy_per_atom"] if rows[key] else 0.0
             for row in rows[key]:
                 row["delta_mev_per_atom"] = round(1000 * (row["energy_per_atom"] - reference), 2)
-            self.log(f"convergence vs {key}: " + ", ".join(f"{r[key]}: {r['delta_mev_per_atom']} meV" for r in rows[key]))
+            deltas = ", ".join(f"{row[key]}: {row['delta_mev_per_atom']} meV" for row in rows[key])
+            self.log(f"convergence vs {key}: {deltas}")
         return rows
 
     def equations_of_state(self, dry_run: bool) -> dict[str, Atoms]:
@@ -340,8 +343,8 @@ class Run:
         sessions.append({"started": self.started, "wall_time_s": round(time.time() - self.started, 1), "final": final})
         timings = [
             {
-                "id": atoms.info["id"], "config_type": atoms.info.get("config_type"), "formula": atoms.get_chemical_formula(),
-                "n_atoms": len(atoms), "kpts": list(atoms.info.get("kpts", [])),
+                "id": atoms.info["id"], "config_type": atoms.info.get("config_type"),
+                "formula": atoms.get_chemical_formula(), "n_atoms": len(atoms), "kpts": list(atoms.info.get("kpts", [])),
                 "wall_time_s": atoms.info.get("label_wall_time_s"),
                 "cpu_time_s": atoms.info.get("label_cpu_time_s"),
             }
@@ -349,7 +352,7 @@ class Run:
         ]
         cache_records = LabelCache(self.cache_dir, self.spec).records()
         provenance = {
-            "description": "Ni / Ni–Al / Ni–Cu PBE dataset for atomtune demos and tests, made by scripts/make_ni_dataset.py",
+            "description": "Ni / Ni–Al / Ni–Cu PBE dataset for atomtune demos and tests (scripts/make_ni_dataset.py)",
             "calculator": "GPAW plane-wave PBE",
             "settings": self.spec.resolved_kwargs(),
             "settings_notes": (
@@ -370,7 +373,7 @@ class Run:
             "total_label_cpu_time_s": round(sum(r.get("cpu_time_s", 0.0) for r in cache_records), 1),
             "timing_note": (
                 "wall times were measured on a 2-core machine shared with other jobs; cpu_time_s (one process, one "
-                "thread) is what a structure costs on a dedicated core. Records from before cpu times were kept lack it."
+                "thread) is what a structure costs on a dedicated core (records written before it was kept lack it)."
             ),
             "sessions": sessions,
             "complete": final and not self.stopped_early,

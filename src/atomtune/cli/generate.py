@@ -1,4 +1,4 @@
-"""``atomtune generate …``: build unlabelled structures (bulk, strains, rattles, defects, slabs, faults, adsorbates, MD).
+"""``atomtune generate …``: build unlabelled structures (bulk, strain, rattle, defects, slabs, faults, adsorbates, MD).
 
 Each subcommand writes an extxyz; the transformations read one (``--data``) and apply themselves to every structure
 in it, so they chain: ``bulk`` → ``supercell`` → ``rattle`` → ``atomtune label``.

@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         structures = Dataset.read(data, require=())
         cache = cache or out.with_name(out.name + ".cache")
         labelled, failures = label(
-            list(structures), spec, cache, workers=workers, scheduler=scheduler, progress=True, retry_failed=retry_failed
+            list(structures), spec, cache, workers=workers, scheduler=scheduler, retry_failed=retry_failed
         )
         if labelled:
             labelled.write(out)
@@ -53,4 +53,4 @@ def register(app: typer.Typer) -> None:
             failure_path.write_text(json.dumps([vars(f) for f in failures], indent=1))
             typer.echo(summarise_failures(failures, len(structures)).splitlines()[0] + f" Details: {failure_path}")
         if not labelled:
-            raise AtomtuneError(f"none of the {len(structures)} structures in {data} could be labelled; see {failure_path}.")
+            raise AtomtuneError(f"none of the {len(structures)} structures in {data} was labelled; see {failure_path}.")

@@ -234,7 +234,7 @@ def slab(
     from pymatgen.io.ase import AseAtomsAdaptor
 
     if layers < 1 or vacuum <= 0:
-        raise AtomtuneError(f"a slab needs at least one layer and positive vacuum, got layers={layers}, vacuum={vacuum}.")
+        raise AtomtuneError(f"a slab needs ≥ 1 layer and positive vacuum, got layers={layers}, vacuum={vacuum}.")
     structure = AseAtomsAdaptor.get_structure(_plain(atoms))
     structure = structure.to_conventional() if hasattr(structure, "to_conventional") else structure
     generator = SlabGenerator(
@@ -243,7 +243,7 @@ def slab(
     )
     slabs = generator.get_slabs()
     if not slabs:
-        raise AtomtuneError(f"pymatgen found no slab for Miller index {tuple(miller)} of {atoms.get_chemical_formula()}.")
+        raise AtomtuneError(f"pymatgen found no slab for {tuple(miller)} of {atoms.get_chemical_formula()}.")
     if termination >= len(slabs):
         raise AtomtuneError(f"Miller index {tuple(miller)} has {len(slabs)} termination(s); termination={termination}.")
     chosen = slabs[termination].get_orthogonal_c_slab()
@@ -292,9 +292,9 @@ def adsorbate(
     height: float = 2.0,
     index: int = 0,
 ) -> Atoms:
-    """Place ``molecule`` (a symbol like ``"O"``, a formula ase.build.molecule knows like ``"CO"``, or Atoms) ``height`` Å
+    """Place ``molecule`` (a symbol like ``"O"``, an ase.build.molecule name like ``"CO"``, or Atoms) ``height`` Å
     above an adsorption site of a slab: ``site`` is ``ontop``, ``bridge`` or ``hollow`` (pymatgen AdsorbateSiteFinder on
-    the upper surface); ``index`` picks among sites of that kind."""
+    the upper surface; it finds no fourfold hollow on square (100) faces); ``index`` picks among sites of that kind."""
     from pymatgen.analysis.adsorption import AdsorbateSiteFinder
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -433,7 +433,7 @@ def _as_molecule(molecule: str | Atoms) -> Atoms:
     try:
         return build_molecule(molecule)
     except KeyError as error:
-        raise AtomtuneError(f"unknown adsorbate {molecule!r}: give an element, an ASE molecule name or Atoms.") from error
+        raise AtomtuneError(f"unknown adsorbate {molecule!r}: give an element, ASE molecule name or Atoms.") from error
 
 
 def _trim_layers(atoms: Atoms, layers: int, tolerance: float = 0.3) -> None:

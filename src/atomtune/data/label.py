@@ -1,4 +1,4 @@
-"""Labelling: run a reference calculator (GPAW PBE, ASE EMT, or any ASE calculator) over structures → a labelled Dataset.
+"""Labelling: run a reference calculator (GPAW PBE, ASE EMT or any ASE calculator) over structures → a labelled Dataset.
 
 Sits between ``data.generate`` (structures without labels) and everything that reads a :class:`Dataset`. Each finished
 structure is written to its own small JSON file in a cache directory (atomically), keyed by the structure's content hash
@@ -177,10 +177,11 @@ def label(
     ``calculator_spec``: ``"gpaw"``, ``"emt"``, ``"module:Class"`` or a :class:`CalculatorSpec` with settings.
     ``cache_dir``: one JSON file per finished structure (energy eV, forces eV/Å, stress eV/Å³ Voigt ASE sign, wall and
     CPU time s); re-running skips finished structures, and cached failures too unless ``retry_failed``. With smearing
-    the energy label is the force-consistent free energy (what forces and stress are derivatives of). ``workers``: processes of a
-    local Dask cluster (one thread each, OMP_NUM_THREADS=1); ``1`` without a scheduler runs in this process.
-    ``scheduler``: address of a running Dask scheduler (``tcp://host:8786``) to run on instead. Each labelled structure
-    keeps its ``info`` and gets ``id`` (kept if set, else the content hash), ``source`` and ``label_wall_time_s``.
+    the energy label is the force-consistent free energy (what forces and stress are derivatives of).
+    ``workers``: processes of a local Dask cluster (one thread each, OMP_NUM_THREADS=1); ``1`` without a scheduler runs
+    in this process. ``scheduler``: address of a running Dask scheduler (``tcp://host:8786``) to run on instead. Each
+    labelled structure keeps its ``info`` and gets ``id`` (kept if set, else the content hash), ``source`` and
+    ``label_wall_time_s`` / ``label_cpu_time_s``.
     """
     spec = CalculatorSpec.parse(calculator_spec)
     structures = [atoms for atoms in structures]
@@ -349,7 +350,7 @@ def _run(spec: CalculatorSpec, structures, ids, todo, workers: int, scheduler: s
             raise AtomtuneError(f"could not reach the Dask scheduler at {scheduler!r}: {error}") from error
     try:
         futures = {
-            client.submit(compute_record, structures[index], spec, ids[index], pure=False, key=f"label-{ids[index]}-{index}"): index
+            client.submit(compute_record, structures[index], spec, ids[index], key=f"label-{ids[index]}-{index}"): index
             for index in todo
         }
         for future in as_completed(futures):
