@@ -210,3 +210,14 @@ def test_kwargs_json_errors_are_explained():
     with pytest.raises(AtomtuneError, match="must be a JSON object"):
         CalculatorSpec.from_json("emt", "[1, 2]")
     assert CalculatorSpec.from_json("emt", "{}").name == "emt"
+
+
+@pytest.mark.gpaw
+def test_gpaw_scf_non_convergence_is_recorded_with_the_structure_id(tmp_path):
+    pytest.importorskip("gpaw")
+    atoms = bulk("Al", "fcc", a=4.05)
+    atoms.info["id"] = "al-two-iterations"
+    spec = CalculatorSpec("gpaw", {"cutoff": 200, "kpoint_density": 1.0, "max_scf_iterations": 2})
+    data, failures = label([atoms], spec, tmp_path, progress=False)
+    assert len(data) == 0 and failures[0].error_type == "KohnShamConvergenceError"
+    assert "al-two-iterations" in failures[0].message and "did not converge" in failures[0].message

@@ -307,6 +307,11 @@ def compute_record(atoms: Atoms, spec: CalculatorSpec, structure_label: str) -> 
         record = {"status": "failed", "error_type": type(error).__name__, "message": str(error)}
     except Exception as error:  # any calculator crash: record it for this structure, the batch goes on
         message = str(error).strip() or repr(error)
+        if "ConvergenceError" in type(error).__name__:  # GPAW's KohnShamConvergenceError carries no message
+            message = (
+                f"the SCF did not converge ({message}); raise max_scf_iterations or the smearing, or check the "
+                f"structure (overlapping atoms, wrong units)"
+            )
         record = {
             "status": "failed",
             "error_type": type(error).__name__,
