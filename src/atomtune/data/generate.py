@@ -52,7 +52,8 @@ def bulk_prototype(
     from ase.build import bulk
 
     elements = [elements] if isinstance(elements, str) else list(elements)
-    key = {name.lower(): name for name in PROTOTYPES}.get(prototype.lower().replace("_", "").replace("1 2", "12"))
+    spelled = prototype.lower().replace("_", "").replace("₂", "2")  # L1_2, L1₂ and L12 are one prototype
+    key = {name.lower(): name for name in PROTOTYPES}.get(spelled)
     if key is None:
         raise AtomtuneError(f"unknown prototype {prototype!r}; use one of {', '.join(PROTOTYPES)}.")
     if len(elements) != PROTOTYPES[key]:
