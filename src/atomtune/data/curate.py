@@ -11,8 +11,9 @@ default), a size cap and a force-outlier cut.
 
 Example::
 
-    curation = Curation(heo_filters(min_cation_entropy=1.5, exclude=NOBLE_METALS))
-    dataset, report = curation.run(iter_any("LeMat-Bulk/*.parquet", require=("energy",)), reader_report)
+    dataset, report = curate("LeMat-Bulk/compatible_pbe/*.parquet", heo_filters(min_cation_entropy=1.5,
+                             exclude=NOBLE_METALS))
+    print(report.to_markdown())
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -218,6 +219,8 @@ def cation_entropy(counts: Counter | dict, anions=("O",)) -> float:
 
 # -- presets ----------------------------------------------------------------------------------------------------------
 
+PRESETS = ("heo",)
+
 
 def heo_filters(
     min_cation_entropy: float | None = None,
@@ -228,7 +231,44 @@ def heo_filters(
 ) -> list[StructureFilter]:
     """The high-entropy-oxide definition (contains O; ≥ 5 elements; every non-O element a metal; has forces) plus the
     optional cuts. Composition filters come first so they can run on raw rows."""
-    filters: list[StructureFilter] = [ContainsElements(["O"]), ElementCount(minimum=5), MetalsBesides(["O"])]
+    return build_filters(
+        preset="heo",
+        min_cation_entropy=min_cation_entropy,
+        equimolar_tolerance=equimolar_tolerance,
+        exclude=exclude,
+        max_atoms=max_atoms,
+        max_force=max_force,
+    )
+
+
+def build_filters(
+    preset: str | None = None,
+    only: Sequence[str] | None = None,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    min_elements: int | None = None,
+    max_elements: int | None = None,
+    min_cation_entropy: float | None = None,
+    equimolar_tolerance: float | None = None,
+    max_atoms: int | None = None,
+    functional: Sequence[str] | None = None,
+    require_forces: bool = False,
+    max_force: float | None = None,
+) -> list[StructureFilter]:
+    """Filters from options (what ``atomtune data curate`` takes): composition filters first, in a fixed order, then
+    the ones that need labels. ``preset="heo"`` adds the high-entropy-oxide definition; ``min_elements`` below 5 cannot
+    loosen it. Options that name the same filter twice (``--include O`` with the HEO preset) are merged."""
+    if preset is not None and preset not in PRESETS:
+        raise AtomtuneError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}.")
+    filters: list[StructureFilter] = []
+    if only:
+        filters.append(OnlyElements(only))
+    if include:
+        filters.append(ContainsElements(include))
+    if preset == "heo":
+        filters += [ContainsElements(["O"]), ElementCount(max(5, min_elements or 0), max_elements), MetalsBesides(["O"])]
+    elif min_elements is not None or max_elements is not None:
+        filters.append(ElementCount(min_elements, max_elements))
     if exclude:
         filters.append(ExcludeElements(exclude))
     if max_atoms is not None:
@@ -237,13 +277,16 @@ def heo_filters(
         filters.append(CationEntropy(min_cation_entropy))
     if equimolar_tolerance is not None:
         filters.append(EquimolarCations(equimolar_tolerance))
-    filters.append(HasForces())
+    if functional:
+        filters.append(Functional(functional))
+    if require_forces or preset == "heo":
+        filters.append(HasForces())
     if max_force is not None:
         filters.append(MaxForce(max_force))
-    return filters
-
-
-PRESETS = {"heo": heo_filters}
+    unique: dict[str, StructureFilter] = {}
+    for filter_ in filters:
+        unique.setdefault(filter_.name, filter_)
+    return list(unique.values())
 
 
 # -- running ----------------------------------------------------------------------------------------------------------
@@ -363,12 +406,15 @@ def curate(
     filters: Sequence[StructureFilter],
     require: Sequence[str] = ("energy",),
     max_rows: int | None = None,
+    progress: Callable[[ReadReport, int], None] | None = None,
     **read_options,
 ) -> tuple[Dataset, CurationReport]:
     """Read ``source`` (any reader, streamed) and keep what passes ``filters``.
 
     ``require`` defaults to energy only, so structures without forces reach a :class:`HasForces` filter and are counted
-    there rather than as reader skips. Example::
+    there rather than as reader skips. ``progress(reader_report, n)`` is called every 200 structures that pass the
+    composition filters. ``read_options`` go to :func:`atomtune.data.readers.iter_any` (``format``, ``config`` …).
+    Example::
 
         data, report = curate("LeMat-Bulk/compatible_pbe/*.parquet", heo_filters(exclude=NOBLE_METALS))
         print(report.to_markdown())
@@ -379,11 +425,16 @@ def curate(
     reader_report = ReadReport()
     curation.start(reader_report)
     stream = iter_any(
-        source,
-        report=reader_report,
-        require=require,
-        keep_species=lambda species: curation.keep_species(species),
-        max_rows=max_rows,
+        source, report=reader_report, require=require, keep_species=curation.keep_species, max_rows=max_rows,
         **read_options,
     )
+    if progress is not None:
+        stream = _with_progress(stream, reader_report, progress)
     return curation.run(stream, reader_report, prefiltered=True)
+
+
+def _with_progress(stream: Iterable[Atoms], reader_report: ReadReport, progress) -> Iterator[Atoms]:
+    for number, atoms in enumerate(stream, start=1):
+        if number % 200 == 0:
+            progress(reader_report, number)
+        yield atoms

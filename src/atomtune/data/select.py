@@ -65,14 +65,15 @@ class FeatureSpace:
         scale = features.std(axis=0)
         scale[scale < 1e-12] = 1.0  # a constant feature carries no information; leave it at zero
         standardised = (features - mean) / scale
-        pca = PCA().fit(standardised)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pca = PCA().fit(standardised)
         kept = max(1, int(np.sum(pca.explained_variance_ > 1.0)))
-        ratios = pca.explained_variance_ratio_[:kept]
+        ratios = np.nan_to_num(pca.explained_variance_ratio_[:kept])  # all-constant features: no variance at all
         return cls(
             mean=mean,
             scale=scale,
             components=pca.components_[:kept],
-            weights=ratios if weight_components else np.ones(kept),
+            weights=ratios if weight_components and ratios.sum() > 0 else np.ones(kept),
             explained_variance_ratio=float(ratios.sum()),
         )
 
@@ -104,8 +105,9 @@ def birch_clusters(points: np.ndarray, n_clusters: int, threshold: float = 0.5) 
                 break
             threshold *= max(found, 1) / n_clusters
             model = Birch(n_clusters=None, threshold=threshold).fit(points)
-        n_final = min(n_clusters, len(model.subcluster_centers_))
-        model = Birch(n_clusters=n_final, threshold=threshold).fit(points)
+        if len(model.subcluster_centers_) > n_clusters:  # merge subclusters into n clusters (agglomerative step)
+            model = Birch(n_clusters=n_clusters, threshold=threshold).fit(points)
+        # else: duplicates leave no more subclusters than wanted; each subcluster is a cluster
         return np.asarray(model.predict(points), dtype=int)
 
 
