@@ -86,6 +86,41 @@ def test_other_checkpoints_match_chgnet_calculator(checkpoint):
     np.testing.assert_allclose(prediction["stress"], np.asarray(calculator.results["stress"]).reshape(3, 3), atol=1e-6)
 
 
+def graph_test_structures() -> list[Atoms]:
+    """Cells that stress graph construction: one-atom cells (bonds to own images), hcp, diamond, a slab, strained ones."""
+    from ase.build import fcc111
+
+    structures = sample_cells() + [
+        bulk("Cu", "fcc", a=3.6),
+        bulk("Fe", "bcc", a=2.87),
+        bulk("Si", "diamond", a=5.43),
+        sheared(bulk("LiF", "rocksalt", a=4.03), [[0.04, -0.03, 0.02], [0.01, 0.0, 0.0], [0.0, 0.02, -0.04]]),
+    ]
+    slab = fcc111("Pt", (2, 2, 3), vacuum=6.0)
+    slab.pbc = True
+    return structures + [slab]
+
+
+def test_graph_identical_to_chgnet_converter(potential):
+    from chgnet.graph import CrystalGraphConverter
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    converter = CrystalGraphConverter(atom_graph_cutoff=6, bond_graph_cutoff=3)
+    fields = ("atomic_number", "atom_graph", "neighbor_image", "directed2undirected", "undirected2directed", "bond_graph")
+    for atoms in graph_test_structures():
+        expected, graph = converter(AseAtomsAdaptor.get_structure(atoms)), potential.featurize(atoms)
+        for field in fields:
+            assert torch.equal(getattr(graph, field), getattr(expected, field)), (atoms.get_chemical_formula(), field)
+        assert graph.bond_graph.shape[0] > 0
+
+
+def test_isolated_atom_warns_with_structure_name(potential):
+    atoms = Atoms("CuH", positions=[[0, 0, 0], [7, 7, 7]], cell=[14, 14, 14], pbc=True, info={"id": "lonely"})
+    with pytest.warns(UserWarning, match="lonely: 2 atom"):
+        (prediction,) = potential.predict([atoms])
+    assert np.allclose(prediction["forces"], 0.0)
+
+
 def test_forces_and_stress_are_energy_derivatives(potential_float64):
     atoms = sample_cells()[3]
     (reference,) = potential_float64.predict([atoms])

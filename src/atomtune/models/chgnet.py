@@ -127,11 +127,12 @@ class ChgnetPotential(Potential):
 
     # -- protocol --------------------------------------------------------------------------------------------------
     def featurize(self, atoms: Atoms):
-        """CHGNet's ``CrystalGraph`` of one structure, from ``CrystalGraphConverter`` on its pymatgen ``Structure``.
+        """CHGNet's ``CrystalGraph`` of one structure (atom graph within ``cutoff``, bond graph within 3 Å).
 
-        This is the slow, cacheable part of a CHGNet evaluation (a few ms per structure). The graph's fractional
-        coordinates and lattice are kept in float64 (CHGNet stores float32) so a float64 model sees exact geometry;
-        ``collate`` casts them to the model's dtype.
+        Built from the pymatgen ``Structure``'s neighbour list exactly as ``CrystalGraphConverter`` builds it (same edges,
+        same order; tested against it) but with array operations instead of CHGNet's per-edge Python loops, which made
+        graph construction ~10 % of a CHGNet evaluation. Cacheable. The graph's fractional coordinates and lattice are
+        kept in float64 (CHGNet stores float32) so a float64 model sees exact geometry; ``collate`` casts them.
         """
         from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -141,11 +142,16 @@ class ChgnetPotential(Potential):
                 f"clusters a box (e.g. atoms.center(vacuum=10)) before evaluating them."
             )
         structure = AseAtomsAdaptor.get_structure(atoms)
-        graph = self.model.graph_converter(structure)
-        if graph.atom_graph.dim() == 1:  # no bond at all: CHGNet's converter returns a flat empty tensor
-            graph.atom_graph = graph.atom_graph.reshape(0, 2)
-        if graph.bond_graph.dim() == 1:
-            graph.bond_graph = graph.bond_graph.reshape(0, 5)
+        converter = self.model.graph_converter
+        graph = _crystal_graph(structure, converter.atom_graph_cutoff, converter.bond_graph_cutoff)
+        if graph is None:  # a neighbour list CHGNet's own converter must judge (it raises on asymmetric ones)
+            graph = converter(structure)
+            if graph.atom_graph.dim() == 1:  # no bond at all: CHGNet's converter returns a flat empty tensor
+                graph.atom_graph = graph.atom_graph.reshape(0, 2)
+            if graph.bond_graph.dim() == 1:
+                graph.bond_graph = graph.bond_graph.reshape(0, 5)
+            graph.atom_frac_coord = torch.tensor(structure.frac_coords, dtype=torch.float64)
+            graph.lattice = torch.tensor(structure.lattice.matrix, dtype=torch.float64)
         isolated = len(atoms) - int(torch.unique(graph.atom_graph[:, 0]).numel())
         if isolated:
             warnings.warn(
@@ -153,8 +159,6 @@ class ChgnetPotential(Potential):
                 f"{self.cutoff:g} Å; CHGNet gives them no interaction energy and zero force.",
                 stacklevel=2,
             )
-        graph.atom_frac_coord = torch.tensor(structure.frac_coords, dtype=torch.float64)
-        graph.lattice = torch.tensor(structure.lattice.matrix, dtype=torch.float64)
         return graph
 
     def collate(self, graphs: Sequence) -> ChgnetGraphBatch:
@@ -223,7 +227,9 @@ class ChgnetPotential(Potential):
         output = {"energy": energy}
         inputs = [tensor for tensor, wanted in ((positions, forces), (strain, stress)) if wanted]
         if inputs:
-            gradients = torch.autograd.grad(energy.sum(), inputs, create_graph=self.training)
+            gradients = torch.autograd.grad(
+                energy.sum(), inputs, create_graph=self.training, allow_unused=True, materialize_grads=True
+            )
             if forces:
                 output["forces"] = -gradients[0]
             if stress:
@@ -405,6 +411,74 @@ class ChgnetPotential(Potential):
             reference = model.composition_model.fc.weight.view(-1)[data.atomic_numbers - 1].to(energy.dtype)
             energy = energy + torch.zeros_like(energy).index_add(0, data.atom_owner, reference)
         return energy
+
+
+def _crystal_graph(structure, atom_graph_cutoff: float, bond_graph_cutoff: float):
+    """CHGNet's ``CrystalGraph`` of a pymatgen ``Structure``, identical to ``CrystalGraphConverter``'s, from arrays.
+
+    CHGNet's converter pairs each directed bond (i → j, image n) with its reverse (j → i, image −n) into one undirected
+    bond, numbered in order of first appearance, and forms an angle between every directed bond shorter than
+    ``bond_graph_cutoff`` and each other short bond leaving the same atom (bonds grouped by neighbour in order of first
+    appearance). Returns ``None`` when a bond has no reverse, leaving that case to CHGNet's converter.
+    """
+    from chgnet.graph import CrystalGraph
+
+    n_atoms = len(structure)
+    center, neighbor, image, distance = structure.get_neighbor_list(
+        r=atom_graph_cutoff, sites=structure.sites, numerical_tol=1e-8
+    )
+    image = np.asarray(image, dtype=np.int64)
+    n_directed = len(center)
+    edge = np.arange(n_directed)
+
+    forward = np.column_stack([center, neighbor, image])
+    reverse = np.column_stack([neighbor, center, -image])
+    forward_order = np.lexsort(forward.T[::-1])
+    reverse_order = np.lexsort(reverse.T[::-1])
+    sorted_forward = forward[forward_order]
+    if not np.array_equal(sorted_forward, reverse[reverse_order]) or (
+        n_directed > 1 and (np.diff(sorted_forward, axis=0) == 0).all(axis=1).any()
+    ):
+        return None
+    partner = np.empty(n_directed, dtype=np.int64)
+    partner[reverse_order] = forward_order
+    is_first = edge < partner
+    undirected_of = np.cumsum(is_first) - 1
+    directed2undirected = undirected_of[np.minimum(edge, partner)]
+    undirected2directed = edge[is_first]
+
+    # Each atom's outgoing short bonds in CHGNet's order: grouped by neighbour (first appearance), then by bond index.
+    _, first_of_pair, pair = np.unique(center * n_atoms + neighbor, return_index=True, return_inverse=True)
+    node_order = np.lexsort((edge, first_of_pair[pair.reshape(-1)], center))
+    node_order = node_order[distance[node_order] < bond_graph_cutoff]
+    short_per_atom = np.bincount(center[node_order], minlength=n_atoms)
+    start = np.cumsum(short_per_atom) - short_per_atom
+    # Angles are anchored on each short undirected bond (its first directed bond, then the reverse one).
+    anchored = undirected2directed[distance[undirected2directed] <= bond_graph_cutoff]
+    anchor = np.column_stack([anchored, partner[anchored]]).reshape(-1)
+    repeats = short_per_atom[center[anchor]]
+    anchor = np.repeat(anchor, repeats)
+    within = np.arange(len(anchor)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+    other = node_order[start[center[anchor]] + within]
+    keep = other != anchor
+    anchor, other = anchor[keep], other[keep]
+    bond_graph = np.column_stack(
+        [center[anchor], directed2undirected[anchor], anchor, directed2undirected[other], other]
+    ).reshape(-1, 5)
+
+    return CrystalGraph(
+        atomic_number=torch.tensor(structure.atomic_numbers, dtype=torch.int32),
+        atom_frac_coord=torch.tensor(structure.frac_coords, dtype=torch.float64),
+        atom_graph=torch.tensor(np.column_stack([center, neighbor]).reshape(-1, 2), dtype=torch.int32),
+        neighbor_image=torch.tensor(image, dtype=torch.float32).reshape(-1, 3),
+        directed2undirected=torch.tensor(directed2undirected, dtype=torch.int32),
+        undirected2directed=torch.tensor(undirected2directed, dtype=torch.int32),
+        bond_graph=torch.tensor(bond_graph, dtype=torch.int32),
+        lattice=torch.tensor(structure.lattice.matrix, dtype=torch.float64),
+        composition=structure.composition.formula,
+        atom_graph_cutoff=atom_graph_cutoff,
+        bond_graph_cutoff=bond_graph_cutoff,
+    )
 
 
 def _structure_name(atoms: Atoms) -> str:
