@@ -211,9 +211,9 @@ def _vectors(rows) -> str:
 def _structure_block(atoms: Atoms, name: str | None = None) -> str:
     label = f' name="{name}"' if name else ""
     return (
-        f"  <structure{label}>\n   <crystal>\n   <varray name=\"basis\" >\n{_vectors(atoms.cell[:])}\n   </varray>\n"
-        f"   <i name=\"volume\">{atoms.get_volume():.8f}</i>\n   </crystal>\n"
-        f"   <varray name=\"positions\" >\n{_vectors(atoms.get_scaled_positions())}\n   </varray>\n  </structure>\n"
+        f'  <structure{label}>\n   <crystal>\n   <varray name="basis" >\n{_vectors(atoms.cell[:])}\n   </varray>\n'
+        f'   <i name="volume">{atoms.get_volume():.8f}</i>\n   </crystal>\n'
+        f'   <varray name="positions" >\n{_vectors(atoms.get_scaled_positions())}\n   </varray>\n  </structure>\n'
     )
 
 
@@ -279,7 +279,8 @@ def write_outcar(path: Path, steps=None) -> Path:
     header += [
         "   ISPIN  =      1    spin polarized calculation?\n",
         f"   ions per type =              {'  '.join(str(c) for c in counts)}\n",
-        "   k-points           NKPTS =      1   k-points in BZ     NKDIM =      1   number of bands    NBANDS=     24\n",
+        "   k-points           NKPTS =      1   k-points in BZ     NKDIM =      1   "
+        "number of bands    NBANDS=     24\n",
         " k-points in reciprocal lattice and weights: fixture\n",
         "   0.00000000  0.00000000  0.00000000       1.000\n",
         "\n",
@@ -288,7 +289,7 @@ def write_outcar(path: Path, steps=None) -> Path:
     for number, (atoms, free_energy, energy_zero, forces, stress_kbar) in enumerate(steps, start=1):
         s = stress_kbar
         body += [
-            f"----------------------------------------- Iteration    {number}(   1)  ---------------------------------------\n",
+            f"{'-' * 41} Iteration    {number}(   1)  {'-' * 39}\n",
             "  FORCE on cell =-STRESS in cart. coord.  units (eV):\n",
             f"  in kB  {s[0, 0]:12.5f}{s[1, 1]:12.5f}{s[2, 2]:12.5f}{s[0, 1]:12.5f}{s[1, 2]:12.5f}{s[0, 2]:12.5f}\n",
             "\n",
@@ -296,7 +297,10 @@ def write_outcar(path: Path, steps=None) -> Path:
         ]
         reciprocal = atoms.cell.reciprocal()
         body += [
-            "    " + " ".join(f"{x:12.9f}" for x in atoms.cell[i]) + "   " + " ".join(f"{x:12.9f}" for x in reciprocal[i])
+            "    "
+            + " ".join(f"{x:12.9f}" for x in atoms.cell[i])
+            + "   "
+            + " ".join(f"{x:12.9f}" for x in reciprocal[i])
             + "\n"
             for i in range(3)
         ]
@@ -343,7 +347,7 @@ def oc22_slab(adsorbate: bool = False) -> Atoms:
 
 
 def write_oc22_db(path: Path) -> Path:
-    """Rows: a clean slab, its adslab (metadata in key-value pairs and in data), an unknown tag, a missing-forces row."""
+    """Rows: a clean slab, its adslab (metadata in key-value pairs / in data), an unknown tag, a missing-forces row."""
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.db import connect
 

@@ -80,7 +80,10 @@ def test_each_structure_is_counted_against_the_first_filter_that_drops_it():
     data, report = Curation(filters).run(structures)
     assert len(data) == 1 and report.kept == 1
     assert [(row["filter"], row["removed"], row["remaining"]) for row in report.rows()] == [
-        ("≥ 5 elements", 1, 3), ("functional pbe", 0, 3), ("has forces", 1, 2), ("|F| ≤ 10 eV/Å", 1, 1),
+        ("≥ 5 elements", 1, 3),
+        ("functional pbe", 0, 3),
+        ("has forces", 1, 2),
+        ("|F| ≤ 10 eV/Å", 1, 1),
     ]
 
 
@@ -138,8 +141,19 @@ def test_curate_command_online_and_offline(tmp_path, monkeypatch):
     seen = _fake_hub(monkeypatch, lematerial_rows())
     online = tmp_path / "online" / "heo.extxyz"
     result = runner.invoke(
-        app, ["data", "curate", "--source", "lematerial", "--config", "compatible_pbe", "--preset", "heo",
-              "--out", str(online)],
+        app,
+        [
+            "data",
+            "curate",
+            "--source",
+            "lematerial",
+            "--config",
+            "compatible_pbe",
+            "--preset",
+            "heo",
+            "--out",
+            str(online),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert seen == [("LeMaterial/LeMat-Bulk", "compatible_pbe", "train", True)]
@@ -149,8 +163,24 @@ def test_curate_command_online_and_offline(tmp_path, monkeypatch):
     write_lematerial_parquet(tmp_path / "b.parquet", lematerial_rows()[6:])
     offline = tmp_path / "offline" / "heo.extxyz"
     result = runner.invoke(
-        app, ["data", "curate", "--source", str(tmp_path / "*.parquet"), "--preset", "heo", "--exclude-noble-metals",
-              "--min-cation-entropy", "1.5", "--equimolar-tolerance", "0.05", "--max-force", "10", "--out", str(offline)],
+        app,
+        [
+            "data",
+            "curate",
+            "--source",
+            str(tmp_path / "*.parquet"),
+            "--preset",
+            "heo",
+            "--exclude-noble-metals",
+            "--min-cation-entropy",
+            "1.5",
+            "--equimolar-tolerance",
+            "0.05",
+            "--max-force",
+            "10",
+            "--out",
+            str(offline),
+        ],
     )
     assert result.exit_code == 0, result.output
     data = Dataset.read(offline)

@@ -39,7 +39,7 @@ def test_kbar_conversion_by_hand():
     np.testing.assert_allclose(vasp_kbar_to_ase_stress(STRESS_KBAR), STRESS_ASE_3X3, rtol=1e-6)
 
 
-# -- LeMat-Bulk ---------------------------------------------------------------------------------------------------------
+# -- LeMat-Bulk --------------------------------------------------------------------------------------------------------
 
 
 def test_lematerial_parquet_labels_units_and_skips(tmp_path):
@@ -48,8 +48,14 @@ def test_lematerial_parquet_labels_units_and_skips(tmp_path):
     data = read_any(path, report=report)
     rows = {row["immutable_id"]: row for row in lematerial_rows()}
     assert data.ids() == [
-        "heo-equimolar", "heo-equimolar-2", "heo-with-pt", "heo-mg-rich", "quaternary-oxide", "oxide-with-si",
-        "alloy-cunial", "heo-no-stress",
+        "heo-equimolar",
+        "heo-equimolar-2",
+        "heo-with-pt",
+        "heo-mg-rich",
+        "quaternary-oxide",
+        "oxide-with-si",
+        "alloy-cunial",
+        "heo-no-stress",
     ]
     atoms = data[0]
     labels = labels_of(atoms)
@@ -133,7 +139,9 @@ def test_parquet_in_the_wrong_layout_is_one_error(tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"formula": ["NaCl"], "energy": [1.0]}), tmp_path / "other.parquet")
-    with pytest.raises(DatasetError, match=r"other.parquet: not in the LeMat-Bulk layout: missing column\(s\) immutable_id"):
+    with pytest.raises(
+        DatasetError, match=r"other.parquet: not in the LeMat-Bulk layout: missing column\(s\) immutable_id"
+    ):
         read_any(tmp_path / "other.parquet")
     (tmp_path / "fake.parquet").write_text("not parquet at all")
     with pytest.raises(DatasetError, match="fake.parquet: not a parquet file"):
@@ -150,7 +158,7 @@ def test_parquet_glob_and_folder(tmp_path):
         read_any(str(tmp_path / "*.nothing"))
 
 
-# -- MPtrj --------------------------------------------------------------------------------------------------------------
+# -- MPtrj -------------------------------------------------------------------------------------------------------------
 
 
 def test_mptrj_layout_units_and_skips(tmp_path):
@@ -165,7 +173,9 @@ def test_mptrj_layout_units_and_skips(tmp_path):
     np.testing.assert_allclose(labels.forces, frames["mp-1"]["mp-1-0-0"]["force"])
     np.testing.assert_allclose(labels.stress, STRESS_ASE_VOIGT, rtol=1e-6)
     np.testing.assert_allclose(first.arrays["magmoms"], 0.5)
-    assert first.info["material_id"] == "mp-1" and first.info["corrected_total_energy"] == pytest.approx(labels.energy - 0.5)
+    assert first.info["material_id"] == "mp-1" and first.info["corrected_total_energy"] == pytest.approx(
+        labels.energy - 0.5
+    )
     assert "magmoms" not in data[2].arrays  # magmom null in the file
     assert report.skipped == {"missing forces": 1, "malformed forces": 1}
     assert report.examples == {"missing forces": ["mp-1-0-2"], "malformed forces": ["mp-2-0-1"]}
@@ -197,7 +207,7 @@ def test_mptrj_wrong_format_is_one_error(tmp_path, content, message):
         read_any(path)
 
 
-# -- VASP ---------------------------------------------------------------------------------------------------------------
+# -- VASP --------------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("writer, name", [(write_vasprun, "vasprun.xml"), (write_outcar, "OUTCAR")])
@@ -206,7 +216,7 @@ def test_vasp_outputs_all_steps_or_last(tmp_path, writer, name):
     steps = vasp_steps()
     data = read_any(path)
     assert data.ids() == [f"{name}:0", f"{name}:1"]
-    for atoms, (reference, free_energy, energy_zero, forces, stress_kbar) in zip(data, steps):
+    for atoms, (reference, _free_energy, energy_zero, forces, stress_kbar) in zip(data, steps):
         labels = labels_of(atoms)
         assert labels.energy == pytest.approx(energy_zero)  # σ → 0 by default
         np.testing.assert_allclose(labels.forces, forces)
@@ -233,7 +243,7 @@ def test_broken_vasp_file_is_one_error(tmp_path):
         read_any(tmp_path / "vasprun.xml")
 
 
-# -- OC22 ---------------------------------------------------------------------------------------------------------------
+# -- OC22 --------------------------------------------------------------------------------------------------------------
 
 
 def test_oc22_db_tags_and_surface_metadata(tmp_path):
@@ -262,7 +272,7 @@ def test_not_a_database_is_one_error(tmp_path):
         read_any(tmp_path / "slabs.db", format="oc22")
 
 
-# -- dispatch -----------------------------------------------------------------------------------------------------------
+# -- dispatch ----------------------------------------------------------------------------------------------------------
 
 
 def test_read_any_dispatches_extxyz_and_plain_db(tmp_path, emt_dataset):

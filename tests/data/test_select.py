@@ -106,8 +106,23 @@ def test_select_command(tmp_path, monkeypatch, toy_potential):
     data = Dataset(emt_structures(24), name="emt").write(tmp_path / "pool.extxyz")
     out = tmp_path / "chosen.extxyz"
     result = CliRunner().invoke(
-        app, ["data", "select", "--data", str(data), "--n", "6", "--model", "toy", "--out", str(out),
-              "--rest", str(tmp_path / "rest.extxyz"), "--threads", "1"],
+        app,
+        [
+            "data",
+            "select",
+            "--data",
+            str(data),
+            "--n",
+            "6",
+            "--model",
+            "toy",
+            "--out",
+            str(out),
+            "--rest",
+            str(tmp_path / "rest.extxyz"),
+            "--threads",
+            "1",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "direct" in result.output and "farthest-point" in result.output and "clusters covered" in result.output

@@ -61,7 +61,9 @@ def test_show_command(tmp_path, emt_dataset):
     from atomtune.cli import app
 
     data = emt_dataset.write(tmp_path / "emt.extxyz")
-    result = CliRunner().invoke(app, ["data", "show", "--data", str(data), "--out", str(tmp_path / "v"), "--examples", "2"])
+    result = CliRunner().invoke(
+        app, ["data", "show", "--data", str(data), "--out", str(tmp_path / "v"), "--examples", "2"]
+    )
     assert result.exit_code == 0, result.output
     assert PNGS <= {p.name for p in (tmp_path / "v").iterdir()} and (tmp_path / "v" / "summary.md").exists()
 

@@ -27,7 +27,9 @@ def register(app: typer.Typer) -> None:
     def curate_command(
         source: str = typer.Option(..., "--source", help=SOURCE_HELP),
         more_sources: list[str] = typer.Argument(None, hidden=True, help="Files a shell-expanded --source glob adds."),
-        out: Path = typer.Option(..., "--out", help="Curated structures (.extxyz or .db); a .curation.json goes beside."),
+        out: Path = typer.Option(
+            ..., "--out", help="Curated structures (.extxyz or .db); a .curation.json goes beside."
+        ),
         config: str = typer.Option("compatible_pbe", "--config", help="LeMat-Bulk config (Hub only)."),
         preset: str = typer.Option(None, "--preset", help="Named filter set: heo (high-entropy oxides)."),
         min_cation_entropy: float = typer.Option(
@@ -49,7 +51,9 @@ def register(app: typer.Typer) -> None:
         functional: str = typer.Option(None, "--functional", help="Keep these functionals: 'pbe' or 'pbe,pbesol'."),
         require_forces: bool = typer.Option(False, "--require-forces", help="Drop structures without forces."),
         max_rows: int = typer.Option(None, "--max-rows", help="Stop after reading this many rows (a quick look)."),
-        format: str = typer.Option(None, "--format", help="Force a reader: lematerial, mptrj, vasp, oc22, extxyz, ase-db."),
+        format: str = typer.Option(
+            None, "--format", help="Force a reader: lematerial, mptrj, vasp, oc22, extxyz, ase-db."
+        ),
     ) -> None:
         """Filter a source down to the system you care about; every filter reports how many structures it removed.
 
@@ -103,7 +107,9 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option("direct", "--method", help="direct, random or farthest-point."),
         per_cluster: int = typer.Option(1, "--per-cluster", help="DIRECT: structures per cluster."),
         choose: str = typer.Option("centre", "--choose", help="DIRECT: centre or random within each cluster."),
-        model: str = typer.Option("chgnet-0.3.0", "--model", help="Foundation model whose embeddings describe structures."),
+        model: str = typer.Option(
+            "chgnet-0.3.0", "--model", help="Foundation model whose embeddings describe structures."
+        ),
         rest: Path = typer.Option(None, "--rest", help="Also write the structures not selected here."),
         seed: int = typer.Option(0, "--seed", help="Random seed (random picks, farthest-point start)."),
         batch_size: int = typer.Option(16, "--batch-size", help="Structures per embedding forward pass."),
@@ -131,7 +137,9 @@ def register(app: typer.Typer) -> None:
         potential = load_potential(model, device=device)
         features = structure_features(potential, list(dataset), batch_size=batch_size, progress=True)
         selections, rows = compare_samplers(features, n, per_cluster=per_cluster, choose=choose, seed=seed)
-        table = Table(title=f"coverage of {len(dataset):,} structures ({model} embeddings, {rows[0]['n_components']} PCs)")
+        table = Table(
+            title=f"coverage of {len(dataset):,} structures ({model} embeddings, {rows[0]['n_components']} PCs)"
+        )
         for column in ("method", "selected", "clusters covered", "feature coverage"):
             table.add_column(column, justify="left" if column == "method" else "right")
         for row in rows:
@@ -199,8 +207,12 @@ def register(app: typer.Typer) -> None:
     def convert_command(
         source: str = typer.Option(..., "--source", help=SOURCE_HELP),
         more_sources: list[str] = typer.Argument(None, hidden=True, help="Files a shell-expanded --source glob adds."),
-        out: Path = typer.Option(..., "--out", help="Output file: .extxyz or .db (labels as REF_energy/forces/stress)."),
-        format: str = typer.Option(None, "--format", help="Force a reader: lematerial, mptrj, vasp, oc22, extxyz, ase-db."),
+        out: Path = typer.Option(
+            ..., "--out", help="Output file: .extxyz or .db (labels as REF_energy/forces/stress)."
+        ),
+        format: str = typer.Option(
+            None, "--format", help="Force a reader: lematerial, mptrj, vasp, oc22, extxyz, ase-db."
+        ),
         config: str = typer.Option("compatible_pbe", "--config", help="LeMat-Bulk config (Hub only)."),
         steps: str = typer.Option("all", "--steps", help="VASP: all ionic steps or last."),
         energy: str = typer.Option("energy", "--energy", help="VASP: energy (sigma→0) or free_energy."),

@@ -266,7 +266,11 @@ def build_filters(
     if include:
         filters.append(ContainsElements(include))
     if preset == "heo":
-        filters += [ContainsElements(["O"]), ElementCount(max(5, min_elements or 0), max_elements), MetalsBesides(["O"])]
+        filters += [
+            ContainsElements(["O"]),
+            ElementCount(max(5, min_elements or 0), max_elements),
+            MetalsBesides(["O"]),
+        ]
     elif min_elements is not None or max_elements is not None:
         filters.append(ElementCount(min_elements, max_elements))
     if exclude:
@@ -315,7 +319,9 @@ class CurationReport:
         for name in self.filters:
             removed = self.removed.get(name, 0)
             remaining -= removed
-            rows.append({"filter": name, "removed": removed, "remaining": remaining, "first": self.examples.get(name, [])})
+            rows.append(
+                {"filter": name, "removed": removed, "remaining": remaining, "first": self.examples.get(name, [])}
+            )
         return rows
 
     def to_dict(self) -> dict:
@@ -425,7 +431,11 @@ def curate(
     reader_report = ReadReport()
     curation.start(reader_report)
     stream = iter_any(
-        source, report=reader_report, require=require, keep_species=curation.keep_species, max_rows=max_rows,
+        source,
+        report=reader_report,
+        require=require,
+        keep_species=curation.keep_species,
+        max_rows=max_rows,
         **read_options,
     )
     if progress is not None:

@@ -253,7 +253,9 @@ SAMPLERS = {"direct": DirectSampler, "random": RandomSampler, "farthest-point": 
 def _as_features(features) -> np.ndarray:
     features = np.asarray(features, dtype=float)
     if features.ndim != 2 or len(features) == 0:
-        raise AtomtuneError(f"features must be a non-empty (n_structures, n_features) array, got shape {features.shape}.")
+        raise AtomtuneError(
+            f"features must be a non-empty (n_structures, n_features) array, got shape {features.shape}."
+        )
     if not np.all(np.isfinite(features)):
         raise AtomtuneError("features contain NaN or inf; check the model's embeddings.")
     return features

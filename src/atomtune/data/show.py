@@ -206,7 +206,9 @@ def plot_umap(points: np.ndarray, dataset: Sequence[Atoms], path: Path, selected
     figure.colorbar(mappable, ax=panels[1], label="energy per atom (eV/atom)")
     panels[1].set_title("energy per atom")
     if selected is not None:
-        panels[2].scatter(*points[~selected].T, s=8, color="lightgrey", label=f"not selected ({int((~selected).sum())})")
+        panels[2].scatter(
+            *points[~selected].T, s=8, color="lightgrey", label=f"not selected ({int((~selected).sum())})"
+        )
         panels[2].scatter(*points[selected].T, s=18, color="tab:red", label=f"selected ({int(selected.sum())})")
         panels[2].legend(fontsize=7)
         panels[2].set_title("selected or not")
@@ -238,7 +240,7 @@ def plot_examples(dataset: Sequence[Atoms], path: Path, n_examples: int = 4) -> 
     return path
 
 
-# -- everything ---------------------------------------------------------------------------------------------------------
+# -- everything --------------------------------------------------------------------------------------------------------
 
 
 def show(
@@ -291,11 +293,15 @@ def _energy_per_atom(atoms: Atoms) -> float:
 def _summary_markdown(stats: Statistics, images: dict[str, Path], notes: list[str], name: str) -> str:
     sizes = np.asarray(stats.atoms_per_structure)
     lines = [f"# Dataset {name}".rstrip(), ""]
-    lines.append(f"- {stats.n_structures:,} structures, {stats.n_atoms:,} atoms, {len(stats.structures_per_element)} elements")
+    lines.append(
+        f"- {stats.n_structures:,} structures, {stats.n_atoms:,} atoms, {len(stats.structures_per_element)} elements"
+    )
     lines.append(f"- atoms per structure: min {sizes.min()}, median {int(np.median(sizes))}, max {sizes.max()}")
     if stats.energy_per_atom:
         energies = np.asarray(stats.energy_per_atom)
-        lines.append(f"- energy per atom: {energies.min():.3f} … {energies.max():.3f} eV/atom ({len(energies):,} labelled)")
+        lines.append(
+            f"- energy per atom: {energies.min():.3f} … {energies.max():.3f} eV/atom ({len(energies):,} labelled)"
+        )
     if len(stats.force_magnitudes):
         magnitudes = stats.force_magnitudes
         lines.append(

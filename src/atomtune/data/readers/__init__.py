@@ -120,14 +120,14 @@ def _iter_dataset_files(source, report, require, keep_species, max_rows, **keys)
             if max_rows is not None and report.read >= max_rows:
                 return
             report.read += 1
-            if keep_species is not None and not keep_species(atoms.get_chemical_symbols()):
-                continue
-            record_id = atoms.info.get("id", report.read - 1)
-            if report.is_duplicate(record_id):
-                report.skip("duplicated id", record_id)
-                continue
-            report.produced += 1
-            yield atoms
+            keep = keep_species is None or keep_species(atoms.get_chemical_symbols())
+            kept = report.take(atoms.info.get("id", report.read - 1), _kept_or_none, atoms, keep)
+            if kept is not None:
+                yield kept
+
+
+def _kept_or_none(atoms: Atoms, keep: bool) -> Atoms | None:
+    return atoms if keep else None
 
 
 def _only(options: dict, *names: str) -> dict:

@@ -5,14 +5,14 @@ config never holds them in memory; offline, the same rows come from local parque
 time with pyarrow. Either way the caller may pass ``keep_species``: a cheap test on a row's ``species_at_sites`` run
 *before* the row is turned into Atoms (curation uses it so that the millions of rows it rejects cost almost nothing).
 
-Units. ``energy`` is the uncorrected total energy in eV (``energy_corrected`` adds the MP2020 corrections and is kept in
-``info``), ``forces`` eV/Å, positions and lattice in Å. ``stress_tensor`` is **kbar with VASP's sign** (positive under
-compression) and is converted to ASE's eV/Å³ (negative under compression) here. The dataset card gives no unit; this
-comes from LeMaterial's own pipeline (github.com/LeMaterial/lematerial-fetcher), which copies each source's VASP
-stress without conversion: Materials Project rows take emmet's task ``output.stress`` (documented in emmet as "the stress
-on the cell in units of kB"), Alexandria rows ``_alexandria_stress_tensor`` (from vasprun) and OQMD rows the OUTCAR
-``sxx … sxy`` values. Confidence: high that it is VASP kbar for the MP and Alexandria rows (most of the data), medium
-for the dataset as a whole since no document states it outright.
+Units. ``energy`` is the uncorrected total energy in eV (``energy_corrected``, with the compatibility corrections, is
+kept in ``info``), ``forces`` eV/Å, positions and lattice Å. ``stress_tensor`` is **kbar with VASP's sign** (positive
+under compression) and is converted here to ASE's eV/Å³ (negative under compression). The dataset card gives no unit;
+this comes from LeMaterial's own pipeline (github.com/LeMaterial/lematerial-fetcher), which copies each source's VASP
+stress without conversion: Materials Project rows take emmet's task ``output.stress`` (documented in emmet as "the
+stress on the cell in units of kB"), Alexandria rows ``_alexandria_stress_tensor`` (Alexandria's VASP output) and OQMD
+rows the ``sxx … sxy`` of its VASP runs. Confidence: high for the Materials Project rows, good for Alexandria (the bulk
+of the data), medium for the dataset as a whole, since no document states the unit outright.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 from ase import Atoms
 
 from atomtune.data.dataset import Dataset
 from atomtune.data.readers.paths import expand_paths
-from atomtune.data.readers.records import ReadReport, SkippedRecord, build_structure, vasp_kbar_to_ase_stress
+from atomtune.data.readers.records import ReadReport, build_structure, stress_from_vasp_kbar
 from atomtune.exceptions import AtomtuneError, DatasetError
 
 HUB_DATASET = "LeMaterial/LeMat-Bulk"
@@ -33,7 +32,14 @@ CONFIGS = ("compatible_pbe", "compatible_pbesol", "compatible_scan", "non_compat
 #: What users may type for ``--source`` to mean the Hub rather than local files.
 HUB_NAMES = ("lematerial", "lemat-bulk", "lemat_bulk", HUB_DATASET.lower(), "hub")
 
-REQUIRED_COLUMNS = ("immutable_id", "lattice_vectors", "species_at_sites", "cartesian_site_positions", "energy", "forces")
+REQUIRED_COLUMNS = (
+    "immutable_id",
+    "lattice_vectors",
+    "species_at_sites",
+    "cartesian_site_positions",
+    "energy",
+    "forces",
+)
 OPTIONAL_COLUMNS = (
     "stress_tensor",
     "functional",
@@ -79,16 +85,9 @@ def iter_lematerial(
     label = report.source
     for row in rows:
         record_id = row.get("immutable_id") or row.get("id") or f"row {report.read}"
-        try:
-            atoms = row_to_atoms(row, label, require)
-        except SkippedRecord as skipped:
-            report.skip(skipped.reason, record_id)
-            continue
-        if report.is_duplicate(record_id):
-            report.skip("duplicated id", record_id)
-            continue
-        report.produced += 1
-        yield atoms
+        atoms = report.take(record_id, row_to_atoms, row, label, require)
+        if atoms is not None:
+            yield atoms
 
 
 def read_lematerial(source="lematerial", config: str = "compatible_pbe", report: ReadReport | None = None, **options):
@@ -100,12 +99,6 @@ def read_lematerial(source="lematerial", config: str = "compatible_pbe", report:
 
 def row_to_atoms(row: dict, source: str, require: Sequence[str] = ("energy", "forces")) -> Atoms:
     """One LeMat-Bulk row → labelled Atoms (raises :class:`SkippedRecord` for a bad row)."""
-    stress = row.get("stress_tensor")
-    if stress is not None:
-        try:
-            stress = vasp_kbar_to_ase_stress(stress)
-        except (TypeError, ValueError):
-            raise SkippedRecord("malformed stress", "stress_tensor is not a 3×3 array") from None
     info = {"source": source}
     for column, key in (
         ("functional", "functional"),
@@ -115,21 +108,18 @@ def row_to_atoms(row: dict, source: str, require: Sequence[str] = ("energy", "fo
     ):
         if row.get(column) is not None:
             info[key] = row[column]
-    atoms = build_structure(
+    return build_structure(
         row.get("immutable_id") or row.get("id"),
         row.get("species_at_sites"),
         row.get("cartesian_site_positions"),
         row.get("lattice_vectors"),
         energy=row.get("energy"),
         forces=row.get("forces"),
-        stress=stress,
+        stress=stress_from_vasp_kbar(row.get("stress_tensor")),
         require=require,
         info=info,
+        magmoms=row.get("magnetic_moments"),
     )
-    magnetic_moments = row.get("magnetic_moments")
-    if magnetic_moments is not None and len(magnetic_moments) == len(atoms):
-        atoms.arrays["magmoms"] = np.asarray(magnetic_moments, dtype=float)  # DFT moments (μB), a label, not an input
-    return atoms
 
 
 def parquet_paths(source) -> list[Path]:
@@ -170,7 +160,8 @@ def _hub_error(config: str, error: Exception, rows_read: int) -> AtomtuneError:
         f"could not stream {HUB_DATASET} ({config}) from the Hugging Face Hub{where} "
         f"({type(error).__name__}: {error}). Without internet, download the parquet files of config {config} once "
         f"(https://huggingface.co/datasets/{HUB_DATASET}, e.g. `huggingface-cli download {HUB_DATASET} "
-        f"--repo-type dataset --local-dir LeMat-Bulk`) and pass them: --source 'LeMat-Bulk/<{config} folder>/*.parquet'."
+        f"--repo-type dataset --local-dir LeMat-Bulk`) and pass them: "
+        f"--source 'LeMat-Bulk/<{config} folder>/*.parquet'."
     )
 
 

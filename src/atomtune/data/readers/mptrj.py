@@ -19,7 +19,7 @@ import numpy as np
 from ase import Atoms
 
 from atomtune.data.dataset import Dataset
-from atomtune.data.readers.records import ReadReport, SkippedRecord, build_structure, vasp_kbar_to_ase_stress
+from atomtune.data.readers.records import ReadReport, SkippedRecord, build_structure, stress_from_vasp_kbar
 from atomtune.exceptions import DatasetError
 
 #: Frame fields copied into ``atoms.info`` when present.
@@ -59,19 +59,11 @@ def iter_mptrj(
             if max_rows is not None and report.read >= max_rows:
                 return
             report.read += 1
-            try:
-                species, positions, cell = _structure_arrays(frame)
-                if keep_species is not None and not keep_species(species):
-                    continue
-                atoms = _frame_to_atoms(frame_id, material_id, frame, species, positions, cell, path.name, require)
-            except SkippedRecord as skipped:
-                report.skip(skipped.reason, frame_id)
-                continue
-            if report.is_duplicate(frame_id):
-                report.skip("duplicated id", frame_id)
-                continue
-            report.produced += 1
-            yield atoms
+            atoms = report.take(
+                frame_id, _frame_to_atoms, frame_id, material_id, frame, path.name, require, keep_species
+            )
+            if atoms is not None:
+                yield atoms
 
 
 def read_mptrj(path: str | Path, report: ReadReport | None = None, **options) -> Dataset:
@@ -79,32 +71,26 @@ def read_mptrj(path: str | Path, report: ReadReport | None = None, **options) ->
     return Dataset(list(iter_mptrj(path, report=report, **options)), name=Path(path).stem)
 
 
-def _frame_to_atoms(frame_id, material_id, frame, species, positions, cell, source, require) -> Atoms:
+def _frame_to_atoms(frame_id, material_id, frame, source, require, keep_species) -> Atoms | None:
     if not isinstance(frame, dict):
         raise SkippedRecord("malformed frame")
-    stress = frame.get("stress")
-    if stress is not None:
-        try:
-            stress = vasp_kbar_to_ase_stress(stress)
-        except (TypeError, ValueError):
-            raise SkippedRecord("malformed stress") from None
+    species, positions, cell = _structure_arrays(frame)
+    if keep_species is not None and not keep_species(species):
+        return None
     info = {"source": source, "material_id": frame.get("mp_id") or material_id, "functional": "pbe"}
     info.update({key: frame[key] for key in INFO_FIELDS if frame.get(key) is not None})
-    atoms = build_structure(
+    return build_structure(
         frame_id,
         species,
         positions,
         cell,
         energy=frame.get("uncorrected_total_energy"),
         forces=frame.get("force"),
-        stress=stress,
+        stress=stress_from_vasp_kbar(frame.get("stress")),
         require=require,
         info=info,
+        magmoms=frame.get("magmom"),
     )
-    magmom = frame.get("magmom")
-    if magmom is not None and len(magmom) == len(atoms):
-        atoms.arrays["magmoms"] = np.asarray(magmom, dtype=float)  # DFT moments (μB), a label, not an input
-    return atoms
 
 
 def _structure_arrays(frame) -> tuple[list[str], np.ndarray, np.ndarray]:

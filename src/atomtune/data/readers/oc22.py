@@ -6,7 +6,7 @@ OC20's adsorption energies). The metadata needed for surface energies is normali
 
 - ``bulk_id``: the bulk the slab was cut from (OC22 ``bulk_id`` / ``bulk_mpid``), to find its bulk reference energy;
 - ``miller_index``: the facet as three integers (OC22 ``miller_index``, fairchem ``millers``);
-- ``system``: ``"slab"`` or ``"adslab"`` (explicit ``is_slab`` / ``system`` keys, else from whether any atom is tagged 2);
+- ``system``: ``"slab"`` or ``"adslab"`` (explicit ``is_slab`` / ``system`` keys, else whether any atom is tagged 2);
 - ``surface_area``: |a × b| of the cell in Å² (one face; a symmetric slab has two);
 - ``n_adsorbate_atoms``, and where present ``slab_sid`` (the clean slab of an adslab), ``ads_symbols``, ``sid``/``fid``.
 
@@ -53,20 +53,9 @@ def iter_oc22(
         report.read += 1
         metadata = _metadata(row)
         record_id = _record_id(path, row, metadata)
-        try:
-            frame = row.toatoms()
-            symbols = frame.get_chemical_symbols()
-            if keep_species is not None and not keep_species(symbols):
-                continue
-            atoms = _row_to_atoms(row, frame, metadata, record_id, path.name, require)
-        except SkippedRecord as skipped:
-            report.skip(skipped.reason, record_id)
-            continue
-        if report.is_duplicate(record_id):
-            report.skip("duplicated id", record_id)
-            continue
-        report.produced += 1
-        yield atoms
+        atoms = report.take(record_id, _row_to_atoms, row, metadata, record_id, path.name, require, keep_species)
+        if atoms is not None:
+            yield atoms
 
 
 def read_oc22(path: str | Path, report: ReadReport | None = None, **options) -> Dataset:
@@ -121,7 +110,10 @@ def _record_id(path: Path, row, metadata: dict) -> str:
     return f"{path.stem}-{row.id}"
 
 
-def _row_to_atoms(row, frame: Atoms, metadata: dict, record_id: str, source: str, require) -> Atoms:
+def _row_to_atoms(row, metadata: dict, record_id: str, source: str, require, keep_species) -> Atoms | None:
+    frame = row.toatoms()
+    if keep_species is not None and not keep_species(frame.get_chemical_symbols()):
+        return None
     results = frame.calc.results if frame.calc is not None else {}
     energy = results.get("energy", metadata.get("energy"))
     forces = results.get("forces", metadata.get("forces"))

@@ -8,7 +8,7 @@ the wrong format is different: that is one :class:`atomtune.exceptions.DatasetEr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +30,17 @@ def vasp_kbar_to_ase_stress(stress_kbar) -> np.ndarray:
     """VASP stress (kbar, positive under compression: VASP prints a pressure) → ASE stress (eV/Å³, negative under
     compression), the same 3×3 shape. ASE's own VASP readers apply the same factor, ``-0.1 * ase.units.GPa``."""
     return -KBAR_IN_EV_PER_A3 * np.asarray(stress_kbar, dtype=float)
+
+
+def stress_from_vasp_kbar(stress_kbar) -> np.ndarray | None:
+    """:func:`vasp_kbar_to_ase_stress` for a source record: ``None`` stays ``None``, a non-numeric or ragged value
+    is a skipped record (``malformed stress``)."""
+    if stress_kbar is None:
+        return None
+    try:
+        return vasp_kbar_to_ase_stress(stress_kbar)
+    except (TypeError, ValueError):
+        raise SkippedRecord("malformed stress", "not a 3×3 array of numbers") from None
 
 
 class SkippedRecord(Exception):
@@ -57,6 +68,23 @@ class ReadReport:
         kept = self.examples.setdefault(reason, [])
         if len(kept) < EXAMPLES_KEPT:
             kept.append(str(record_id))
+
+    def take(self, record_id, build: Callable[..., Atoms | None], *arguments) -> Atoms | None:
+        """Run ``build(*arguments)`` for one record: count it as produced, or as skipped for the reason it raised
+        (:class:`SkippedRecord`) or for a duplicated id. ``None`` when skipped, or when ``build`` itself returned
+        ``None`` (a record a ``keep_species`` test dropped, which is not a skip)."""
+        try:
+            atoms = build(*arguments)
+        except SkippedRecord as skipped:
+            self.skip(skipped.reason, record_id)
+            return None
+        if atoms is None:
+            return None
+        if self.is_duplicate(record_id):
+            self.skip("duplicated id", record_id)
+            return None
+        self.produced += 1
+        return atoms
 
     def is_duplicate(self, record_id) -> bool:
         """True if ``record_id`` was seen before in this read (the caller skips it); records it otherwise."""
@@ -98,6 +126,7 @@ def build_structure(
     pbc=True,
     require: Sequence[str] = ("energy", "forces"),
     info: dict | None = None,
+    magmoms=None,
 ) -> Atoms:
     """A labelled ``Atoms`` from raw arrays (Å, eV, eV/Å, stress already in eV/Å³ with ASE sign, 3×3 or Voigt).
 
@@ -105,6 +134,7 @@ def build_structure(
     ``missing energy`` / ``missing forces`` / ``missing stress`` (those in ``require``), ``malformed energy``,
     ``malformed forces``,
     ``malformed stress``, ``non-finite labels`` or ``invalid structure`` (e.g. atoms closer than 0.5 Å).
+    ``magmoms``: DFT magnetic moments (μB per site), kept in ``atoms.arrays["magmoms"]`` as a label, not an input.
     """
     if species is None or len(species) == 0:
         raise SkippedRecord("malformed positions", "no sites")
@@ -146,6 +176,8 @@ def build_structure(
     atoms.info.update(info or {})
     atoms.info["id"] = str(record_id)
     attach_labels(atoms, energy, forces, stress)
+    if magmoms is not None and np.shape(magmoms) == (len(atoms),):
+        atoms.arrays["magmoms"] = np.asarray(magmoms, dtype=float)
     try:
         Dataset([atoms]).validate(require=require, where=str(record_id))
     except DatasetError as error:

@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 from ase import Atoms
 
 from atomtune.data.dataset import Dataset, labels_of
 from atomtune.data.readers.paths import expand_paths
-from atomtune.data.readers.records import ReadReport, SkippedRecord, build_structure
+from atomtune.data.readers.records import ReadReport, build_structure
 from atomtune.exceptions import DatasetError
 
 ENERGIES = ("energy", "free_energy")
@@ -68,19 +67,9 @@ def iter_vasp(
                 return
             report.read += 1
             record_id = f"{name}:{step}"
-            symbols = frame.get_chemical_symbols()
-            if keep_species is not None and not keep_species(symbols):
-                continue
-            try:
-                atoms = _frame_to_atoms(frame, record_id, name, step, energy, require)
-            except SkippedRecord as skipped:
-                report.skip(skipped.reason, record_id)
-                continue
-            if report.is_duplicate(record_id):
-                report.skip("duplicated id", record_id)
-                continue
-            report.produced += 1
-            yield atoms
+            atoms = report.take(record_id, _frame_to_atoms, frame, record_id, name, step, energy, require, keep_species)
+            if atoms is not None:
+                yield atoms
 
 
 def read_vasp(source, steps: str = "all", energy: str = "energy", report: ReadReport | None = None, **options):
@@ -112,10 +101,12 @@ def _frames(path: Path, steps: str) -> list[tuple[int, Atoms]]:
     return numbered[-1:] if steps == "last" else numbered
 
 
-def _frame_to_atoms(frame: Atoms, record_id: str, source: str, step: int, energy: str, require) -> Atoms:
+def _frame_to_atoms(frame: Atoms, record_id: str, source: str, step: int, energy: str, require, keep_species):
+    if keep_species is not None and not keep_species(frame.get_chemical_symbols()):
+        return None
     results = frame.calc.results if frame.calc is not None else {}
     labels = labels_of(frame)
-    atoms = build_structure(
+    return build_structure(
         record_id,
         frame.get_chemical_symbols(),
         frame.positions,
@@ -126,8 +117,5 @@ def _frame_to_atoms(frame: Atoms, record_id: str, source: str, step: int, energy
         pbc=frame.pbc,
         require=require,
         info={"source": source, "ionic_step": step},
+        magmoms=results.get("magmoms"),
     )
-    magmoms = results.get("magmoms")
-    if magmoms is not None and np.shape(magmoms) == (len(atoms),):
-        atoms.arrays["magmoms"] = np.asarray(magmoms, dtype=float)
-    return atoms
