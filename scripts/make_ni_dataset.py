@@ -311,16 +311,16 @@ class Run:
         # Two passes over the bulk families: a few of each system first, then the slab, vacancy and stacking fault
         # (the property tasks need them), then the rest, so an interrupted run still covers every kind of structure.
         return [
-            ("random_strain", first(random_strain, 2)),
-            ("rattle", first(rattled, 3)),
-            ("solid_solution", first(solid_solutions, 2)),
+            ("random_strain", first(random_strain, 1)),
+            ("rattle", first(rattled, 2)),
+            ("solid_solution", first(solid_solutions, 1)),
             ("slab", slabs),
             ("vacancy", vacancies),
             ("stacking_fault", faults),
             ("off_stoichiometry", off_stoichiometry),
-            ("random_strain", rest(random_strain, 2)),
-            ("rattle", rest(rattled, 3)),
-            ("solid_solution", rest(solid_solutions, 2)),
+            ("random_strain", rest(random_strain, 1)),
+            ("rattle", rest(rattled, 2)),
+            ("solid_solution", rest(solid_solutions, 1)),
             ("extra_rattle", extra),
         ]
 
