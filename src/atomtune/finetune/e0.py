@@ -19,24 +19,48 @@ from atomtune.models.element_energies import fit_element_energies
 
 
 def reestimate_element_energies(potential: Potential, train: FeaturizedSet, batch_size: int = 8) -> dict:
-    """Fit per-element offsets (eV/atom) on ``train``, add them to ``potential``'s shift, return a report.
+    """Fit per-element offsets (eV/atom) on ``train``, add them to ``potential``'s fixed energies, return a report.
 
-    Report keys: ``fitted_offsets`` (this fit, eV/atom), ``element_energy_shift`` (total shift now applied, eV/atom),
+    Report keys: ``fitted_offsets`` (this fit, eV/atom), ``applied_to`` (see :func:`shift_element_energies`),
+    ``element_energy_shift`` / ``native_element_shift`` (totals now applied, eV/atom) and
     ``energy_mae_mev_per_atom_before`` / ``_after`` on the training set.
     """
     predicted = predict_set(potential, train, batch_size, stress=False)["energy"]
     reference = train.energies.numpy()
     offsets = fit_element_energies(train.structures, reference, predicted)
-    shift = potential.get_element_energy_shift()
-    for symbol, value in offsets.items():
-        shift[symbol] = shift.get(symbol, 0.0) + value
-    potential.set_element_energy_shift(shift)
+    applied_to = shift_element_energies(potential, offsets)
     n_atoms = np.array([len(atoms) for atoms in train.structures], dtype=float)
     after = predict_set(potential, train, batch_size, stress=False)["energy"]
-    return {
+    report = {
         "fitted_offsets": offsets,
+        "applied_to": applied_to,
         "element_energy_shift": potential.get_element_energy_shift(),
         "energy_mae_mev_per_atom_before": float(np.abs((predicted - reference) / n_atoms).mean() * 1000),
         "energy_mae_mev_per_atom_after": float(np.abs((after - reference) / n_atoms).mean() * 1000),
         "structures": len(train),
     }
+    if applied_to == "native":
+        report["native_element_shift"] = dict(potential.native_element_shift)
+    return report
+
+
+def shift_element_energies(potential: Potential, offsets: dict[str, float]) -> str:
+    """Add ``offsets`` (eV/atom) to the potential's fixed per-element energies; return where they went.
+
+    ``"native"``: into the backbone's own per-element shift when it has a setter for it (SevenNet's
+    ``rescale_atomic_energy``, :meth:`SevennetPotential.set_native_element_shift`) — SevenNet's fine-tuning keeps that
+    shift fixed (``train_shift_scale: False``) and cannot learn eV-sized offsets, and a shift inside the weights makes the
+    saved checkpoint right in sevenn's own calculator too. ``"atomtune"``: into :attr:`Potential.element_energy_shift`
+    (CHGNet and MACE fold that into their native files when saving).
+    """
+    if hasattr(potential, "set_native_element_shift"):
+        native = dict(getattr(potential, "native_element_shift", None) or {})
+        for symbol, value in offsets.items():
+            native[symbol] = native.get(symbol, 0.0) + value
+        potential.set_native_element_shift(native)
+        return "native"
+    shift = potential.get_element_energy_shift()
+    for symbol, value in offsets.items():
+        shift[symbol] = shift.get(symbol, 0.0) + value
+    potential.set_element_energy_shift(shift)
+    return "atomtune"

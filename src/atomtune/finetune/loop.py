@@ -29,7 +29,7 @@ from ase import Atoms
 from atomtune.data.dataset import Dataset, labels_of
 from atomtune.exceptions import AtomtuneError
 from atomtune.finetune import checkpoint as checkpoints
-from atomtune.finetune.e0 import reestimate_element_energies
+from atomtune.finetune.e0 import reestimate_element_energies, shift_element_energies
 from atomtune.finetune.ema import ExponentialMovingAverage
 from atomtune.finetune.featurized import FeaturizedSet
 from atomtune.finetune.loss import EnergyForceStressLoss, LossWeights, default_loss_weights
@@ -251,9 +251,11 @@ class Trainer:
             e0_report = reestimate_element_energies(potential, train_set, batch_size) if settings.refit_e0 else None
             if e0_report is not None:
                 zero_shot["valid_after_e0"] = errors(potential, valid_set, batch_size)
+                _warn_if_e0_hurts(zero_shot["valid"], zero_shot["valid_after_e0"])
         else:
             zero_shot, e0_report = state["zero_shot"], state["e0"]
-            potential.set_element_energy_shift(state["element_energy_shift"])
+            if e0_report is not None:
+                shift_element_energies(potential, e0_report["fitted_offsets"])
 
         replay_sets = strategy.replay_sets(potential, train)
         strategy.apply(potential)
@@ -338,7 +340,6 @@ class Trainer:
                         "history": history,
                         "zero_shot": zero_shot,
                         "e0": e0_report,
-                        "element_energy_shift": potential.get_element_energy_shift(),
                         "torch_rng": torch.get_rng_state(),
                     },
                 )
@@ -554,6 +555,19 @@ def _copy(parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _prefixed(prefix: str, metrics: dict) -> dict:
     return {f"{prefix}_{key}": value for key, value in metrics.items()}
+
+
+def _warn_if_e0_hurts(before: dict, after: dict) -> None:
+    """E0s fitted on a few structures can extrapolate badly to compositions the training set does not span."""
+    before_mae, after_mae = before["energy_mae_mev_per_atom"], after["energy_mae_mev_per_atom"]
+    if after_mae > before_mae * 1.5 and after_mae - before_mae > 5.0:
+        warnings.warn(
+            f"E0 re-estimation made the validation energy MAE worse ({before_mae:.1f} → {after_mae:.1f} meV/atom): the "
+            f"training compositions may not pin down the per-element energies of the validation structures. Add "
+            f"training structures with more varied compositions, or pass --no-e0 if both sets share the model's DFT "
+            f"setup.",
+            stacklevel=3,
+        )
 
 
 def _forgetting(before: dict, after: dict) -> dict:

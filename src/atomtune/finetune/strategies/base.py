@@ -2,7 +2,9 @@
 or extra data), applied before :class:`atomtune.finetune.Trainer` runs and merged away before the model is saved.
 
 ``strategy.apply(potential)`` → potential ready to train; ``strategy.merge(potential)`` → a plain backbone Potential again
-(adapters folded into the weights, every parameter trainable), so a fine-tuned model saves and loads like any other.
+(adapters folded into the weights, ``requires_grad`` flags as the backbone had them), so a fine-tuned model saves and loads
+like any other. Parameters a backbone keeps fixed on purpose (CHGNet's ``AtomRef`` composition energies) stay fixed under
+every strategy.
 """
 
 from __future__ import annotations
@@ -21,14 +23,18 @@ class Strategy:
 
     def apply(self, potential: Potential) -> Potential:
         """Prepare ``potential`` for training in place (freeze / add adapters) and return it."""
-        for parameter in potential.parameters():
-            parameter.requires_grad_(True)
+        self.backbone_trainable = {name: p.requires_grad for name, p in potential.named_parameters()}
+        self.select(potential)
         return potential
 
+    def select(self, potential: Potential) -> None:
+        """Set ``requires_grad`` (and add parameters) for training; here: what the backbone trains, trains."""
+
     def merge(self, potential: Potential) -> Potential:
-        """Undo :meth:`apply` keeping what was learnt: a plain Potential whose parameters all have ``requires_grad``."""
-        for parameter in potential.parameters():
-            parameter.requires_grad_(True)
+        """Undo :meth:`apply` keeping what was learnt: the backbone's modules and ``requires_grad`` flags are back."""
+        flags = getattr(self, "backbone_trainable", {})
+        for name, parameter in potential.named_parameters():
+            parameter.requires_grad_(flags.get(name, True))
         return potential
 
     def replay_sets(self, potential: Potential, train: Sequence[Atoms]) -> list:

@@ -42,15 +42,12 @@ class Freeze(Strategy):
             )
         return names[len(names) - depth :]
 
-    def apply(self, potential: Potential) -> Potential:
+    def select(self, potential: Potential) -> None:
         trained = set(self.trained_blocks(potential))
+        keep = {id(p) for name, block in potential.blocks() if name in trained for p in block.parameters()}
         for parameter in potential.parameters():
-            parameter.requires_grad_(False)
-        for name, block in potential.blocks():
-            if name in trained:
-                for parameter in block.parameters():
-                    parameter.requires_grad_(True)
-        return potential
+            if id(parameter) not in keep:
+                parameter.requires_grad_(False)
 
     def settings(self) -> dict:
         return {"strategy": self.name, "freeze_depth": self.depth}

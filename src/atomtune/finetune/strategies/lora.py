@@ -101,21 +101,24 @@ class LoRA(Strategy):
             raise AtomtuneError(f"unknown LoRA target(s) {sorted(unknown)}; use {', '.join(LAYER_KINDS)}.")
 
     def adapted_layers(self, potential: Potential) -> list[tuple[str, str, torch.nn.Module]]:
-        """``(module name, kind, module)`` of every layer this LoRA adapts (or has adapted) in ``potential``."""
+        """``(module name, kind, module)`` of every layer this LoRA adapts in ``potential``.
+
+        Layers whose weight the backbone keeps fixed (``requires_grad=False``, e.g. CHGNet's ``AtomRef``) are left alone.
+        """
         layers = []
         for name, module in _named_python_modules(potential):
             kind = layer_kind(module)
-            if kind in self.targets:
+            if kind in self.targets and module.weight.requires_grad:
                 layers.append((name, kind, module))
         return layers
 
-    def apply(self, potential: Potential) -> Potential:
+    def select(self, potential: Potential) -> None:
         self._check()
-        for parameter in potential.parameters():
-            parameter.requires_grad_(False)
         generator = torch.Generator().manual_seed(self.seed)
         scale = self.alpha / self.rank
         layers = self.adapted_layers(potential)
+        for parameter in potential.parameters():
+            parameter.requires_grad_(False)
         if not layers:
             raise AtomtuneError(
                 f"LoRA found no layer of kinds {', '.join(self.targets)} in {getattr(potential, 'name', potential)}; "
@@ -131,7 +134,6 @@ class LoRA(Strategy):
                 update = LinearUpdate(weight, self.rank, scale, generator)
             parametrize.register_parametrization(module, "weight", update)
             module.parametrizations.weight.original.requires_grad_(False)
-        return potential
 
     def merge(self, potential: Potential) -> Potential:
         """Fold every ``B·A`` into its weight and drop the adapters: the plain backbone module structure is back."""

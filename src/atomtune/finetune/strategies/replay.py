@@ -61,6 +61,7 @@ class Replay(Strategy):
         return self.base if self.base is not None else Full()
 
     def apply(self, potential: Potential) -> Potential:
+        # Which parameters train is the base strategy's business (its apply also records the backbone's flags).
         return self._base.apply(potential)
 
     def merge(self, potential: Potential) -> Potential:
