@@ -134,6 +134,21 @@ def test_keep_species_rejects_rows_before_conversion(tmp_path, monkeypatch):
     assert report.read == 12
 
 
+def test_overlapping_atoms_and_non_finite_labels_are_skipped(tmp_path):
+    heo = rocksalt_oxide(("Mg", "Co", "Ni", "Cu", "Zn"))
+    squashed = heo.positions.copy()
+    squashed[1] = squashed[0] + [0.1, 0.0, 0.0]
+    rows = [
+        lematerial_row(heo, "fine"),
+        lematerial_row(heo, "overlap", cartesian_site_positions=squashed.tolist()),
+        lematerial_row(heo, "nan-energy", energy=float("nan")),
+    ]
+    report = ReadReport()
+    data = read_any(write_lematerial_parquet(tmp_path / "x.parquet", rows), report=report)
+    assert data.ids() == ["fine"]
+    assert report.skipped == {"overlapping atoms": 1, "non-finite labels": 1}
+
+
 def test_parquet_in_the_wrong_layout_is_one_error(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import emt_structures
 from typer.testing import CliRunner
 
 from atomtune.data.dataset import Dataset
@@ -30,8 +29,8 @@ def blobs(sizes=(40, 5, 5, 5, 5), spread=0.05, seed=0, dimension=6):
     return points, np.repeat(np.arange(len(sizes)), sizes)
 
 
-def test_structure_features_are_mean_pooled_embeddings(toy_potential):
-    structures = emt_structures(6)
+def test_structure_features_are_mean_pooled_embeddings(toy_potential, emt_dataset):
+    structures = list(emt_dataset)[:6]
     features = structure_features(toy_potential, structures)
     assert features.shape == (6, toy_potential.width)
     per_atom = toy_potential.embed(structures)
@@ -98,12 +97,12 @@ def test_baselines_and_small_pools():
         DirectSampler(2).select(np.array([[np.nan, 1.0], [0.0, 1.0]]))
 
 
-def test_select_command(tmp_path, monkeypatch, toy_potential):
+def test_select_command(tmp_path, monkeypatch, toy_potential, emt_dataset):
     from atomtune import models
     from atomtune.cli import app
 
     monkeypatch.setattr(models, "load_potential", lambda spec, device="cpu": toy_potential)
-    data = Dataset(emt_structures(24), name="emt").write(tmp_path / "pool.extxyz")
+    data = emt_dataset.write(tmp_path / "pool.extxyz")
     out = tmp_path / "chosen.extxyz"
     result = CliRunner().invoke(
         app,
@@ -113,7 +112,7 @@ def test_select_command(tmp_path, monkeypatch, toy_potential):
             "--data",
             str(data),
             "--n",
-            "6",
+            "4",
             "--model",
             "toy",
             "--out",
@@ -127,19 +126,19 @@ def test_select_command(tmp_path, monkeypatch, toy_potential):
     assert result.exit_code == 0, result.output
     assert "direct" in result.output and "farthest-point" in result.output and "clusters covered" in result.output
     chosen = Dataset.read(out)
-    assert len(chosen) == 6 and len(Dataset.read(tmp_path / "rest.extxyz")) == 18
+    assert len(chosen) == 4 and len(Dataset.read(tmp_path / "rest.extxyz")) == 8
     record = json.loads((tmp_path / "chosen.selection.json").read_text())
     assert record["selected_ids"] == chosen.ids() and [row["method"] for row in record["coverage"]][0] == "direct"
 
 
-def test_direct_on_chgnet_embeddings():
+def test_direct_on_chgnet_embeddings(emt_dataset):
     from atomtune.models import load_potential
 
     try:
         potential = load_potential("chgnet-0.3.0")
     except (ImportError, AtomtuneError) as error:  # backbone not installed in this environment
         pytest.skip(f"chgnet-0.3.0 unavailable: {error}")
-    structures = emt_structures(12)
+    structures = list(emt_dataset)
     features = structure_features(potential, structures)
     assert features.shape[0] == 12 and features.shape[1] > 8 and np.all(np.isfinite(features))
     selections, rows = compare_samplers(features, n=4)

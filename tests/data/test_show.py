@@ -3,7 +3,6 @@ use) and the `atomtune data show` command."""
 
 import numpy as np
 import pytest
-from conftest import emt_structures
 from typer.testing import CliRunner
 
 from atomtune.data.dataset import Dataset
@@ -38,18 +37,18 @@ def test_show_writes_pngs_and_summary(tmp_path, emt_dataset):
     assert example_indices(12, 4) == [0, 3, 7, 11] and example_indices(2, 4) == [0, 1]
 
 
-def test_umap_is_skipped_below_four_structures(tmp_path):
-    structures = emt_structures(3)
+def test_umap_is_skipped_below_four_structures(tmp_path, emt_dataset):
+    structures = list(emt_dataset)[:3]
     summary = show(structures, tmp_path, features=np.random.default_rng(0).normal(size=(3, 4)))
     assert "UMAP skipped" in summary.read_text() and not (tmp_path / "umap.png").exists()
     assert umap_embedding(np.zeros((2, 3))) is None
 
 
 @pytest.mark.slow
-def test_umap_map_with_selection(tmp_path, toy_potential):
+def test_umap_map_with_selection(tmp_path, toy_potential, emt_dataset):
     from atomtune.data.select import structure_features
 
-    structures = emt_structures(8)
+    structures = list(emt_dataset)[:8]
     features = structure_features(toy_potential, structures)
     points = umap_embedding(features)
     assert points.shape == (8, 2) and np.all(np.isfinite(points))
