@@ -78,10 +78,9 @@ class ChgnetPotential(Potential):
     """
 
     backbone = "chgnet"
-    #: One structure per forward pass on CPU: measured faster than batches of 2–16 with one thread
-    #: (benchmarks/bench_predict_chgnet.py; CHGNet's message passing gains nothing from wider matrices on CPU).
+    #: One structure per forward pass on CPU: batches of 1, 2 and 4 ran equally fast with one thread, 8 and 16 slower
+    #: (benchmarks/bench_predict_chgnet.py); one keeps memory flat for large cells.
     cpu_batch_size = 1
-    gpu_batch_size = 32
 
     def __init__(self, model, checkpoint: str):
         super().__init__(checkpoint)
