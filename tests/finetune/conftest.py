@@ -61,3 +61,48 @@ def shifted_toy_labels(structures, potential, offsets):
         attach_labels(copy, record["energy"] + shift, record["forces"], record["stress"])
         labelled.append(copy)
     return labelled
+
+
+@pytest.fixture(scope="session")
+def tiny_mace_file(pytestconfig, tmp_path_factory):
+    """The tiny EMT-trained MACE ``.model`` (shared cache with tests/models)."""
+    from mace_tiny import tiny_mace_model_path
+
+    cache = getattr(pytestconfig, "cache", None)
+    directory = cache.mkdir("mace-tiny") if cache is not None else tmp_path_factory.mktemp("mace-tiny")
+    return tiny_mace_model_path(directory)
+
+
+_LOADED: dict = {}
+
+
+@pytest.fixture
+def backbone_potential(tiny_mace_file):
+    """``backbone_potential(name)`` → a float32 Potential of ``chgnet`` / ``sevennet`` / ``mace`` (tiny), in its loaded
+    state. Each is loaded once per session (SevenNet takes ~10 s) and reset before every use."""
+    from torch.nn.utils import parametrize
+
+    from atomtune.models import load_potential
+
+    specs = {"chgnet": "chgnet-0.3.0", "sevennet": "sevennet-0", "mace": str(tiny_mace_file)}
+
+    def get(name: str):
+        if name not in _LOADED:
+            potential = load_potential(specs[name])
+            state = {key: value.detach().clone() for key, value in potential.state_dict().items()}
+            flags = {key: p.requires_grad for key, p in potential.named_parameters()}
+            _LOADED[name] = (potential, state, flags)
+        potential, state, flags = _LOADED[name]
+        for module in potential.modules():  # a failed test may have left adapters on
+            if parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        potential.load_state_dict(state)
+        for key, parameter in potential.named_parameters():
+            parameter.requires_grad_(flags[key])
+        if hasattr(potential, "set_native_element_shift"):
+            potential.set_native_element_shift({})
+        potential.training_history = []
+        potential.train(False)
+        return potential
+
+    return get

@@ -56,8 +56,9 @@ class TrainingSettings:
       ``plateau_patience`` epochs without validation improvement) or ``constant``;
     - ``gradient_clip``: max gradient norm (None: off); ``ema_decay``: EMA of weights used for validation and the saved
       model (None: off; warmed up as min(decay, (1+n)/(10+n)) so short runs are not dominated by the start);
-    - ``early_stopping_patience``: epochs without validation-loss improvement before stopping (None: never); the weights
-      of the best validation epoch are the ones saved;
+    - ``early_stopping_patience``: epochs without validation-loss improvement before stopping (None: never);
+      ``restore_best``: save the weights of the best validation epoch (epoch 0, the starting model, included), not the
+      last epoch's;
     - ``loss``: :class:`LossWeights` (None: the backbone's documented default, :data:`loss.DEFAULT_LOSS_WEIGHTS`);
     - ``refit_e0``: re-estimate per-element reference energies on the training set before training (on by default);
     - ``drop_missing_stress``: with a stress weight > 0, structures without stress labels are trained on energy and forces
@@ -76,6 +77,7 @@ class TrainingSettings:
     gradient_clip: float | None = 10.0
     ema_decay: float | None = 0.99
     early_stopping_patience: int | None = 10
+    restore_best: bool = True
     loss: LossWeights | None = None
     refit_e0: bool = True
     drop_missing_stress: bool = False
@@ -347,10 +349,12 @@ class Trainer:
                 callback(record)
         stopped_early = history[-1]["epoch"] < settings.epochs
 
-        # The saved model is the best validation epoch's (EMA) weights.
-        with torch.no_grad():
-            for name, parameter in named_trainable.items():
-                parameter.copy_(best["parameters"][name])
+        # The saved model is the best validation epoch's (EMA) weights, or the last epoch's (EMA) weights.
+        final_parameters = best["parameters"] if settings.restore_best else (ema.shadow if ema else None)
+        if final_parameters is not None:
+            with torch.no_grad():
+                for name, parameter in named_trainable.items():
+                    parameter.copy_(final_parameters[name])
         final = {"valid": errors(potential, valid_set, batch_size)}
         if general_set is not None:
             final["general"] = errors(potential, general_set, batch_size, align_e0=True)
@@ -361,6 +365,7 @@ class Trainer:
             "zero_shot": zero_shot,
             "final": final,
             "best_epoch": best["epoch"],
+            "saved_epoch": best["epoch"] if settings.restore_best else history[-1]["epoch"],
             "epochs_run": history[-1]["epoch"],
             "stopped_early": bool(stopped_early),
             "e0": e0_report,
