@@ -19,13 +19,10 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.dft.kpoints import parse_path_string
-from ase.filters import FrechetCellFilter
-from ase.optimize import BFGS
 
-from atomtune.exceptions import AtomtuneError
 from atomtune.tasks import as_calculator, run_each
+from atomtune.tasks.bulk_reference import periodic_bulk, relaxed_bulk, supercell_repeats
 from atomtune.tasks.comparison import compare_properties, safe_filename
-from atomtune.tasks.vacancy import supercell_repeats
 
 
 @dataclass
@@ -68,7 +65,7 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
     primitive reciprocal cell), ``frequencies_at_special_points_thz`` (label → ascending frequencies), ``band_distances``
     (1/Å, incl. 2π), ``band_frequencies_thz`` (q × branch), ``band_label_distances`` and ``band_labels`` (ticks),
     ``dos_frequencies_thz`` and ``dos_states_per_thz`` (per primitive cell), ``min_frequency_thz`` (most negative over
-    path and mesh) and ``min_frequency_qpoint``, ``max_frequency_thz``, ``has_imaginary_modes``, ``relaxation_steps``.
+    path and mesh) and ``min_frequency_qpoint``, ``max_frequency_thz``, ``has_imaginary_modes``.
     """
     settings = settings or Settings()
     calculator = as_calculator(calculator)
@@ -80,22 +77,11 @@ def _phonons(atoms: Atoms, label: str, calculator, settings: Settings) -> dict:
     from phonopy.structure.atoms import PhonopyAtoms
     from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
 
-    if not atoms.pbc.all():
-        raise AtomtuneError(
-            f"structure {label} is not periodic in all three directions (pbc={atoms.pbc.tolist()}); phonons here are "
-            "those of a 3D crystal"
-        )
+    periodic_bulk(atoms, label, "the phonon task")
     atoms.calc = calculator
-    steps = 0
     if settings.relax:
-        optimizer = BFGS(FrechetCellFilter(atoms), logfile=None)
-        converged = optimizer.run(fmax=settings.fmax, steps=settings.max_steps)
-        steps = optimizer.nsteps
-        if not converged:
-            raise AtomtuneError(
-                f"structure {label}: relaxation did not converge to fmax {settings.fmax} eV/Å in {settings.max_steps} "
-                "steps; phonons of an unrelaxed structure would carry spurious imaginary modes"
-            )
+        # phonons of an unrelaxed structure carry spurious imaginary modes: a failed relaxation fails the structure
+        atoms = relaxed_bulk(atoms, label, calculator, settings.fmax, settings.max_steps)
     supercell_matrix = settings.supercell_matrix
     if supercell_matrix is None:
         supercell_matrix = np.diag(supercell_repeats(atoms, settings.min_supercell_width))
@@ -143,7 +129,6 @@ def _phonons(atoms: Atoms, label: str, calculator, settings: Settings) -> dict:
         "supercell_matrix": np.asarray(phonon.supercell_matrix).tolist(),
         "n_displacements": len(forces),
         "volume_per_atom": atoms.get_volume() / len(atoms),
-        "relaxation_steps": steps,
         "band_path": path.path,
         "special_points": special_points,
         "frequencies_at_special_points_thz": dict(zip(special_labels, special_frequencies)),

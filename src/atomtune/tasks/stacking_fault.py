@@ -28,6 +28,7 @@ from ase.optimize import BFGS
 
 from atomtune.exceptions import AtomtuneError
 from atomtune.tasks import as_calculator, run_each
+from atomtune.tasks.bulk_reference import periodic_bulk, relaxed_bulk
 from atomtune.tasks.comparison import compare_properties, plot_properties
 from atomtune.tasks.surface import J_PER_M2
 
@@ -80,12 +81,7 @@ def _stacking_fault(bulk: Atoms, label: str, calculator, settings: Settings) -> 
     element = _fcc_element(bulk, label, settings.symprec)
     bulk.calc = calculator
     if settings.relax_bulk:
-        optimizer = BFGS(FrechetCellFilter(bulk), logfile=None)
-        if not optimizer.run(fmax=settings.fmax, steps=settings.max_steps):
-            raise AtomtuneError(
-                f"structure {label}: bulk relaxation did not converge to fmax {settings.fmax} eV/Å in "
-                f"{settings.max_steps} steps"
-            )
+        bulk = relaxed_bulk(bulk, label, calculator, settings.fmax, settings.max_steps)
     lattice_constant = float((4.0 * bulk.get_volume() / len(bulk)) ** (1.0 / 3.0))
     perfect = fcc111(element, (*settings.in_plane_repeat, settings.layers), a=lattice_constant, periodic=True)
     # in ASE's fcc111 cell each layer sits (a1 + a2)/3 further along than the one below (ABC…), so shifting the image
@@ -149,11 +145,7 @@ def _stacking_fault(bulk: Atoms, label: str, calculator, settings: Settings) -> 
 
 def _fcc_element(atoms: Atoms, label: str, symprec: float) -> str:
     """The element of an elemental fcc crystal, or an AtomtuneError saying what the structure is instead."""
-    if not atoms.pbc.all():
-        raise AtomtuneError(
-            f"structure {label} is not periodic in all three directions (pbc={atoms.pbc.tolist()}); the stacking-fault "
-            "task starts from a bulk fcc crystal"
-        )
+    periodic_bulk(atoms, label, "the stacking-fault task")
     elements = sorted(set(atoms.get_chemical_symbols()))
     dataset = spglib.get_symmetry_dataset(
         (np.asarray(atoms.cell[:]), atoms.get_scaled_positions(), atoms.numbers), symprec=symprec

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms, units
 from ase.constraints import FixAtoms
-from ase.filters import FrechetCellFilter
 from ase.geometry import get_layers
-from ase.optimize import BFGS
 
 from atomtune.exceptions import AtomtuneError
 from atomtune.tasks import as_calculator, error_message, run_each
+from atomtune.tasks.bulk_reference import periodic_bulk, relaxed_bulk
 from atomtune.tasks.comparison import compare_properties, plot_properties
+from atomtune.tasks.relax import relax_structures
 
 #: eV/Å² → J/m².
 J_PER_M2 = units.J / units.m**2
@@ -80,19 +80,10 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
 
 
 def _surfaces(bulk: Atoms, label: str, calculator, settings: Settings) -> list[dict]:
-    if not bulk.pbc.all():
-        raise AtomtuneError(
-            f"structure {label} is not periodic in all three directions (pbc={bulk.pbc.tolist()}); slabs are cut from "
-            "a 3D-periodic bulk: give the bulk crystal, not a slab or molecule"
-        )
+    periodic_bulk(bulk, label, "the surface task")
     bulk.calc = calculator
     if settings.relax_bulk:
-        optimizer = BFGS(FrechetCellFilter(bulk), logfile=None)
-        if not optimizer.run(fmax=settings.fmax, steps=settings.max_steps):
-            raise AtomtuneError(
-                f"structure {label}: bulk relaxation did not converge to fmax {settings.fmax} eV/Å in "
-                f"{settings.max_steps} steps"
-            )
+        bulk = relaxed_bulk(bulk, label, calculator, settings.fmax, settings.max_steps)
     energy_per_atom_bulk = bulk.get_potential_energy() / len(bulk)
     records = []
     for miller in settings.miller_indices:
@@ -101,8 +92,8 @@ def _surfaces(bulk: Atoms, label: str, calculator, settings: Settings) -> list[d
         try:
             slabs = cut_slabs(bulk, miller, settings.min_slab_thickness, settings.min_vacuum, settings.symprec)
         except Exception as error:  # a bad index fails alone; the other surfaces still run
-            records.append({"id": miller_id, "structure": label, "miller_index": list(miller),
-                            "error": error_message(error)})
+            record = {"id": miller_id, "structure": label, "miller_index": list(miller), "error": error_message(error)}
+            records.append(record)
             continue
         for termination, (slab, symmetric) in enumerate(slabs):
             record = {
@@ -159,13 +150,13 @@ def _surface_energy(slab: Atoms, calculator, energy_per_atom_bulk: float, settin
         slab.set_constraint(FixAtoms(indices=np.flatnonzero(layer_of_atom < settings.fixed_bottom_layers)))
     slab.calc = calculator
     n_atoms = len(slab)
-    energy_unrelaxed = slab.get_potential_energy()
-    steps, converged = 0, True
+    energy_unrelaxed = energy = slab.get_potential_energy()
+    steps, converged, error = 0, True, None
     if settings.relax:
-        optimizer = BFGS(slab, logfile=None)
-        converged = bool(optimizer.run(fmax=settings.fmax, steps=settings.max_steps))
-        steps = optimizer.nsteps
-    energy = slab.get_potential_energy()
+        (relaxation,) = relax_structures(
+            [slab], calculator, settings.fmax, settings.max_steps, relax_cell=False, optimizer="BFGS"
+        )
+        energy, steps, converged, error = relaxation.energy, relaxation.steps, relaxation.converged, relaxation.error
     fields = {
         "n_atoms": n_atoms,
         "n_layers": len(layer_heights),
@@ -179,8 +170,8 @@ def _surface_energy(slab: Atoms, calculator, energy_per_atom_bulk: float, settin
         "relaxation_steps": steps,
         "converged": converged,
     }
-    if not converged:
-        fields["error"] = f"slab relaxation did not converge to fmax {settings.fmax} eV/Å in {settings.max_steps} steps"
+    if error:
+        fields["error"] = f"slab relaxation: {error}"
     return fields
 
 

@@ -13,7 +13,6 @@ grand-canonical sense.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import spglib
 from ase import Atoms
-from ase.filters import FrechetCellFilter
-from ase.optimize import BFGS
 
 from atomtune.exceptions import AtomtuneError
 from atomtune.tasks import as_calculator, error_message, run_each
+from atomtune.tasks.bulk_reference import periodic_bulk, relaxed_bulk, supercell_repeats
 from atomtune.tasks.comparison import compare_properties, plot_properties
+from atomtune.tasks.relax import relax_structures
 
 
 @dataclass
@@ -69,25 +68,16 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
 
 
 def _vacancies(unit: Atoms, label: str, calculator, settings: Settings) -> list[dict]:
-    if not unit.pbc.all():
-        raise AtomtuneError(
-            f"structure {label} is not periodic in all three directions (pbc={unit.pbc.tolist()}); vacancies are made "
-            "in a bulk supercell: give a 3D-periodic bulk structure"
-        )
+    periodic_bulk(unit, label, "the vacancy task")
     unit.calc = calculator
     if settings.relax_bulk:
-        optimizer = BFGS(FrechetCellFilter(unit), logfile=None)
-        if not optimizer.run(fmax=settings.fmax, steps=settings.max_steps):
-            raise AtomtuneError(
-                f"structure {label}: bulk relaxation did not converge to fmax {settings.fmax} eV/Å in "
-                f"{settings.max_steps} steps"
-            )
+        unit = relaxed_bulk(unit, label, calculator, settings.fmax, settings.max_steps)
     repeats = tuple(settings.supercell or supercell_repeats(unit, settings.min_supercell_width))
     perfect = unit.repeat(repeats)
     perfect.calc = calculator
     if settings.relax:
         # the perfect supercell of a relaxed bulk has no forces; one made from an unrelaxed input (relax_bulk=False) may
-        BFGS(perfect, logfile=None).run(fmax=settings.fmax, steps=settings.max_steps)
+        perfect = _relaxed_positions(perfect, calculator, settings)
     energy_perfect = perfect.get_potential_energy()
     n_atoms = len(perfect)
     reference = (n_atoms - 1) / n_atoms * energy_perfect
@@ -112,12 +102,14 @@ def _vacancies(unit: Atoms, label: str, calculator, settings: Settings) -> list[
             del defect[site_index]
             defect.calc = calculator
             energy_unrelaxed = defect.get_potential_energy()
-            steps, converged = 0, True
+            energy_defect, steps, converged = energy_unrelaxed, 0, True
             if settings.relax:
-                optimizer = BFGS(defect, logfile=None)
-                converged = bool(optimizer.run(fmax=settings.fmax, steps=settings.max_steps))
-                steps = optimizer.nsteps
-            energy_defect = defect.get_potential_energy()
+                (relaxation,) = relax_structures(
+                    [defect], calculator, settings.fmax, settings.max_steps, relax_cell=False, optimizer="BFGS"
+                )
+                energy_defect, steps, converged = relaxation.energy, relaxation.steps, relaxation.converged
+                if relaxation.error:
+                    record["error"] = f"vacancy relaxation: {relaxation.error}"
             record.update(
                 energy_vacancy_supercell=energy_defect,
                 vacancy_formation_energy=energy_defect - reference,
@@ -126,24 +118,19 @@ def _vacancies(unit: Atoms, label: str, calculator, settings: Settings) -> list[
                 relaxation_steps=steps,
                 converged=converged,
             )
-            if not converged:
-                record["error"] = (
-                    f"vacancy relaxation did not converge to fmax {settings.fmax} eV/Å in {settings.max_steps} steps"
-                )
         except Exception as error:  # one site failing keeps the other sites' records
             record["error"] = error_message(error)
         records.append(record)
     return records
 
 
-def supercell_repeats(atoms: Atoms, min_width: float) -> tuple[int, int, int]:
-    """Smallest (n1, n2, n3) with every perpendicular width of ``atoms.repeat((n1, n2, n3))`` ≥ ``min_width`` (Å).
-
-    The perpendicular width along cell vector i is 1/|b_i| (b the reciprocal vectors without 2π): the distance between
-    the two faces of the cell it crosses, which bounds how close a defect comes to its own image.
-    """
-    widths = 1.0 / np.linalg.norm(atoms.cell.reciprocal(), axis=1)
-    return tuple(max(1, math.ceil(min_width / width - 1e-9)) for width in widths)
+def _relaxed_positions(atoms: Atoms, calculator, settings: Settings) -> Atoms:
+    (relaxation,) = relax_structures(
+        [atoms], calculator, settings.fmax, settings.max_steps, relax_cell=False, optimizer="BFGS"
+    )
+    if not relaxation.converged:
+        raise AtomtuneError(f"perfect supercell relaxation failed: {relaxation.error}")
+    return relaxation.atoms
 
 
 def distinct_sites(atoms: Atoms, symprec: float) -> list[tuple[int, int]]:
