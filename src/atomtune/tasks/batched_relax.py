@@ -24,6 +24,10 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import full_3x3_to_voigt_6_stress
 
+#: Below this volume per atom (Å³) a cell has collapsed (the densest solids have ~5 Å³/atom); stop there, before the
+#: neighbour lists of a collapsing cell grow without bound.
+MIN_VOLUME_PER_ATOM = 1.0
+
 #: Structures in the pool per forward pass on CPU, by measurement (benchmarks/bench_batched_relax.py): batched
 #: forwards of the backbones were not cheaper per structure than single ones on CPU, so the pool is small there.
 CPU_BATCH_SIZE = 8
@@ -48,10 +52,10 @@ class FireParameters:
 class Relaxation:
     """The outcome of relaxing one structure.
 
-    ``atoms``: final structure with a SinglePointCalculator holding its energy (eV), forces (eV/Å) and, when computed,
-    stress (eV/Å³); ``steps``: optimiser steps taken (force evaluations − 1, as ASE counts); ``max_force``: the
-    convergence measure at the end (eV/Å; includes the cell rows of the Fréchet filter when the cell was relaxed);
-    ``error``: why it is not a converged relaxation (None when converged).
+    ``atoms``: final structure with a SinglePointCalculator holding its energy (eV), forces (eV/Å) and, for a periodic
+    structure, stress (eV/Å³, Voigt, ASE sign); ``steps``: optimiser steps taken (force evaluations − 1, as ASE
+    counts); ``max_force``: the convergence measure at the end (eV/Å; includes the cell rows of the Fréchet filter
+    when the cell was relaxed); ``error``: why it is not a converged relaxation (None when converged).
     """
 
     atoms: Atoms
@@ -60,6 +64,12 @@ class Relaxation:
     converged: bool
     max_force: float
     error: str | None = None
+    collapsed: bool = False
+
+    @property
+    def usable(self) -> bool:
+        """A meaningful final structure, if perhaps not converged to ``fmax``: finite energy and no collapsed cell."""
+        return bool(np.isfinite(self.energy)) and not self.collapsed
 
 
 class _FireState:
@@ -68,6 +78,9 @@ class _FireState:
     def __init__(self, atoms: Atoms, relax_cell: bool, parameters: FireParameters):
         self.atoms = atoms
         self.relax_cell = relax_cell
+        # Stress of every periodic structure, also at fixed cell: callers (elastic constants) need the final stress, and
+        # it comes from the same backward pass as the forces.
+        self.periodic = bool(atoms.pbc.all())
         self.parameters = parameters
         self.n_atoms = len(atoms)
         self.original_cell = np.array(atoms.cell[:], dtype=float)
@@ -206,7 +219,12 @@ def fire_relax(
                 else:
                     state.step(force)
                     state.steps += 1
-                    still_active.append((index, state))
+                    if state.relax_cell and state.atoms.get_volume() / state.n_atoms < MIN_VOLUME_PER_ATOM:
+                        collapsed = _outcome(state, predicted, max_force, collapsed_message(state.atoms))
+                        collapsed.collapsed = True
+                        finish(index, collapsed)
+                    else:
+                        still_active.append((index, state))
             active = still_active
     finally:
         if bar is not None:
@@ -214,9 +232,16 @@ def fire_relax(
     return results  # type: ignore[return-value]
 
 
+def collapsed_message(atoms: Atoms) -> str:
+    return (
+        f"cell collapsed to {atoms.get_volume() / len(atoms):.2f} Å³/atom (< {MIN_VOLUME_PER_ATOM} Å³/atom): the model "
+        f"has no minimum near this structure"
+    )
+
+
 def _evaluate(potential, states: list[_FireState]) -> list[dict | Exception]:
-    """One forward for all states (stress only where the cell is relaxed); on failure, find the structure that fails."""
-    want_stress = [state.relax_cell for state in states]
+    """One forward for all states (stress for periodic ones); on failure, find the structure that fails."""
+    want_stress = [state.periodic for state in states]
     try:
         return _predict_groups(potential, states, want_stress)
     except Exception:  # one bad structure must not fail the pool: evaluate one by one to find it

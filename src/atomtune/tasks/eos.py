@@ -73,7 +73,7 @@ def _equation_of_state(atoms: Atoms, label: str, calculator, settings: Settings)
     atoms.calc = None
     if settings.relax_first:
         (relaxation,) = relax_structures([atoms], calculator, settings.fmax, settings.max_steps, relax_cell=True)
-        if not np.isfinite(relaxation.energy):
+        if not relaxation.usable:
             record["error"] = f"initial relaxation failed: {relaxation.error}"
             return record
         record["initial_relaxation_converged"] = relaxation.converged

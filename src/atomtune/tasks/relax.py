@@ -22,7 +22,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from atomtune.data.dataset import labels_of
 from atomtune.tasks import as_calculator, error_message, json_ready, structure_label
-from atomtune.tasks.batched_relax import Relaxation, fire_relax
+from atomtune.tasks.batched_relax import MIN_VOLUME_PER_ATOM, Relaxation, collapsed_message, fire_relax
 from atomtune.tasks.comparison import compare_properties, plot_properties
 
 OPTIMIZERS = ("FIRE", "BFGS", "LBFGS")
@@ -100,8 +100,14 @@ def _ase_relax(atoms: Atoms, calculator, fmax: float, max_steps: int, relax_cell
     work.calc = calculator
     target = FrechetCellFilter(work) if relax_cell and work.pbc.all() else work
     opt = getattr(optimize, optimizer)(target, logfile=None)
+    collapsed = None
     try:
-        converged = bool(opt.run(fmax=fmax, steps=max_steps))
+        converged = False
+        for converged in opt.irun(fmax=fmax, steps=max_steps):
+            if work.pbc.all() and work.get_volume() / len(work) < MIN_VOLUME_PER_ATOM:
+                collapsed = collapsed_message(work)
+                break
+        converged = bool(converged) and collapsed is None
         optimizable = target.__ase_optimizable__()
         max_force = float(optimizable.gradient_norm(optimizable.get_gradient()))
         energy = float(work.get_potential_energy())
@@ -114,11 +120,13 @@ def _ase_relax(atoms: Atoms, calculator, fmax: float, max_steps: int, relax_cell
     final = work.copy()
     final.calc = SinglePointCalculator(final, **results)
     error = None
-    if not (np.isfinite(energy) and np.isfinite(max_force)):
+    if collapsed:
+        error = collapsed
+    elif not (np.isfinite(energy) and np.isfinite(max_force)):
         converged, error = False, "energy or forces became non-finite"
     elif not converged:
         error = f"not converged in {max_steps} steps (max force {max_force:.3g} eV/Å > fmax {fmax})"
-    return Relaxation(final, energy, int(opt.nsteps), converged, max_force, error)
+    return Relaxation(final, energy, int(opt.nsteps), converged, max_force, error, collapsed=collapsed is not None)
 
 
 def single_point_energies(structures: Sequence[Atoms], calculator) -> list[float]:
@@ -211,7 +219,7 @@ def _record(reference: Atoms, relaxation: Relaxation, reference_energy: float, i
     label = labels_of(reference).energy
     if label is not None:
         record["energy_per_atom_vs_label"] = (relaxation.energy - label) / n_atoms
-    if np.isfinite(relaxation.energy):
+    if relaxation.usable:
         try:
             record["rmsd"] = structure_rmsd(relaxation.atoms, reference, settings)
         except Exception as error:  # a matcher failure is reported, the energies still count
