@@ -49,6 +49,9 @@ FOUNDATION_ELEMENTS = frozenset(chemical_symbols[1:90])
 #: Seconds to wait for the download host before declaring the machine offline (mace's own read timeout is 120 s).
 NETWORK_PROBE_TIMEOUT = 10.0
 
+#: Batch size × edge feature width that still gains from batching on CPU (see MacePotential.cpu_batch_size).
+CPU_BATCH_WIDTH_BUDGET = 1200
+
 MODEL_FILE = "mace.model"
 NATIVE_MODEL_FILE = "mace-native.model"
 
@@ -62,14 +65,25 @@ class MacePotential(Potential):
     """
 
     backbone = "mace"
-    # Measured with benchmarks/bench_predict_mace.py (CPU, 1 thread, 8–32-atom cells): batching several structures
-    # amortises mace's per-call overhead; beyond ~8 the gain is flat and memory grows.
-    cpu_batch_size = 8
     gpu_batch_size = 32
+
+    @property
+    def cpu_batch_size(self) -> int:  # type: ignore[override]
+        """Structures per forward pass in ``predict`` on CPU, by model width (benchmarks/bench_predict_mace.py).
+
+        Measured at 1 thread on 8–32-atom cells: a 16-channel l≤2 model is 1.5–2× faster batched by 8 (mace's per-call
+        overhead dominates), a 32-channel one ~1.2× by 4, while MACE-MP-0 small/medium (128 channels, l≤3) are
+        compute-bound and 5–20 % *slower* batched, so they run one structure at a time. The width is the edge feature
+        size of the first interaction (channels × spherical-harmonic components).
+        """
+        edge_width = self.model.interactions[0].target_irreps.dim
+        return max(1, min(8, CPU_BATCH_WIDTH_BUDGET // edge_width))
 
     def __init__(self, model: torch.nn.Module, checkpoint: str, head: str | None = None):
         super().__init__(checkpoint)
         self.model = model
+        # Read once: featurize needs them per structure and they never change (one-hot order of the node attributes).
+        self.atomic_numbers = [int(z) for z in model.atomic_numbers]
         self.heads = [str(name) for name in getattr(model, "heads", ["Default"])]
         self.head = _choose_head(self.heads, head, checkpoint)
 
@@ -128,23 +142,43 @@ class MacePotential(Potential):
             )
 
     def collate(self, graphs: Sequence) -> dict[str, torch.Tensor]:
-        """mace's torch_geometric batch of ``graphs`` as the dict its models read, floats in the model's dtype."""
-        from mace.tools import torch_geometric
+        """The batch dict mace's models read (what ``torch_geometric.Batch.from_data_list(graphs).to_dict()`` holds for
+        these keys), floats in the model's dtype, on the model's device.
 
-        batch = torch_geometric.Batch.from_data_list(list(graphs))
+        Only the inputs of ``MACE.forward`` are concatenated: mace's generic ``Batch`` also stacks ~25 label and weight
+        fields per graph, which cost as much as the forward of a small model. Models with extra per-graph inputs (joint
+        embeddings of charge/spin) go through mace's ``Batch``.
+        """
+        graphs = list(graphs)
         dtype, device = self.dtype, self.device
-        inputs = {}
-        for key, value in batch.to_dict().items():
-            if torch.is_tensor(value):
-                value = value.to(device=device, dtype=dtype if value.is_floating_point() else None)
-            inputs[key] = value
-        return inputs
+        if hasattr(self.model, "joint_embedding"):
+            from mace.tools import torch_geometric
+
+            batch = torch_geometric.Batch.from_data_list(graphs).to_dict()
+            return {key: _to_model(value, dtype, device) for key, value in batch.items()}
+        n_atoms = torch.tensor([graph.num_nodes for graph in graphs])
+        ptr = torch.zeros(len(graphs) + 1, dtype=torch.long)
+        torch.cumsum(n_atoms, 0, out=ptr[1:])
+        edge_index = torch.cat([graph.edge_index + offset for graph, offset in zip(graphs, ptr[:-1].tolist())], dim=1)
+        inputs = {
+            "positions": torch.cat([graph.positions for graph in graphs]),
+            "node_attrs": torch.cat([graph.node_attrs for graph in graphs]),
+            "edge_index": edge_index,
+            "shifts": torch.cat([graph.shifts for graph in graphs]),
+            "unit_shifts": torch.cat([graph.unit_shifts for graph in graphs]),
+            "cell": torch.cat([graph.cell for graph in graphs]),  # (3B, 3), as mace's Batch
+            "head": torch.stack([graph.head for graph in graphs]),
+            "batch": torch.repeat_interleave(torch.arange(len(graphs)), n_atoms),
+            "ptr": ptr,
+        }
+        return {key: _to_model(value, dtype, device) for key, value in inputs.items()}
 
     def compute(self, data: dict, forces: bool = True, stress: bool = True) -> dict[str, torch.Tensor]:
         """Energies ``(B,)`` eV (E0s included), forces ``(N, 3)`` eV/Å, stresses ``(B, 3, 3)`` eV/Å³, ASE sign.
 
         Stress is mace's symmetric-displacement derivative divided by the cell volume, which is ASE's convention
-        (``MACECalculator`` returns it unchanged). It is only computed when asked: the displacement costs ~10–20 %.
+        (``MACECalculator`` returns it unchanged). Unlike the calculator, which always differentiates through the cell
+        displacement, stress is only computed when asked.
         ``self.training`` keeps the autograd graph of forces/stress so a loss on them reaches the parameters.
         """
         # mace's forward sets requires_grad on data["positions"] and writes displaced positions back into the dict: give
@@ -177,13 +211,13 @@ class MacePotential(Potential):
         others = [
             (name, module)
             for name, module in model.named_children()
-            if name not in known and any(True for _ in module.parameters())
+            if name not in known and _has_parameters(module)
         ]
         return [(name, module) for name, module in first + others + layers + readouts if _has_parameters(module)]
 
     @property
     def supported_elements(self) -> frozenset[str]:
-        return frozenset(chemical_symbols[z] for z in self.z_table.zs)
+        return frozenset(chemical_symbols[z] for z in self.atomic_numbers)
 
     @property
     def cutoff(self) -> float:
@@ -204,6 +238,9 @@ class MacePotential(Potential):
 
     def save_weights(self, directory: Path) -> dict:
         """Pickle the model as ``mace.model`` (``torch.save(model)``, what ``MACECalculator(model_paths=...)`` reads).
+
+        The pickle holds whatever modules the model contains: a strategy that wraps layers (LoRA) must merge them back
+        first, or the file will need atomtune to load.
 
         With a non-zero ``element_energy_shift`` a second file, ``mace-native.model``, carries the shift inside the
         model's own atomic energies, so mace's calculator on that file gives atomtune's energies; ``mace.model`` stays
@@ -235,7 +272,7 @@ class MacePotential(Potential):
         """mace's ``AtomicNumberTable`` of the model (order of the one-hot node attributes)."""
         from mace.tools.utils import AtomicNumberTable
 
-        return AtomicNumberTable([int(z) for z in self.model.atomic_numbers])
+        return AtomicNumberTable(self.atomic_numbers)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -263,7 +300,7 @@ class MacePotential(Potential):
         energies = self.model.atomic_energies_fn.atomic_energies.detach().double().cpu()
         if energies.dim() > 1:
             energies = energies[self.heads.index(self.head)]
-        return {chemical_symbols[z]: float(e) for z, e in zip(self.z_table.zs, energies)}
+        return {chemical_symbols[z]: float(e) for z, e in zip(self.atomic_numbers, energies)}
 
     def native_model(self) -> torch.nn.Module:
         """A copy of the MACE model with atomtune's ``element_energy_shift`` folded into its atomic energies.
@@ -288,6 +325,13 @@ def _add_to_atomic_energies(model: torch.nn.Module, head_index: int, shifts: dic
                 energies[column] += float(value)
             else:
                 energies[head_index, column] += float(value)
+
+
+def _to_model(value, dtype: torch.dtype, device: torch.device):
+    """Move a batch entry to the model's device, floats to its dtype (one conversion per batch, not per use)."""
+    if not torch.is_tensor(value):
+        return value
+    return value.to(device=device, dtype=dtype if value.is_floating_point() else None)
 
 
 def _has_parameters(module: torch.nn.Module) -> bool:
