@@ -51,7 +51,8 @@ def test_sites_are_named_like_ase_and_energies_match_add_adsorbate(o_on_cu111):
     for site in ("fcc", "hcp", "ontop", "bridge"):
         # ASE's named site (fractions of the 1×1 cell) against ours, in-plane and modulo the 1×1 lattice
         name = {"fcc": "fcc_hollow", "hcp": "hcp_hollow"}.get(site, site)
-        offset = np.asarray(o_on_cu111[name]["site_position"]) - slab.info["adsorbate_info"]["sites"][site] @ surface_cell
+        ase_site = np.asarray(slab.info["adsorbate_info"]["sites"][site]) @ surface_cell
+        offset = np.asarray(o_on_cu111[name]["site_position"]) - ase_site
         fractions = np.linalg.solve(surface_cell.T, offset)
         assert np.linalg.norm((fractions - np.round(fractions)) @ surface_cell) < 0.05, site
     for site in ("fcc", "ontop"):
@@ -75,6 +76,10 @@ def test_fourfold_hollow_on_cu100_is_named_and_ranked_first():
     by_site = {r["site"]: r for r in records}
     assert set(by_site) == {"ontop", "bridge", "fourfold_hollow"}  # pymatgen calls the fourfold hollow a "bridge"
     assert by_site["fourfold_hollow"]["rank"] == 1
+    hollows = adsorption.find_sites(slab, ("hollow",), 2.0, 0.01)
+    assert list(hollows) == ["fourfold_hollow"]
+    with pytest.raises(AtomtuneError, match="unknown site kind"):
+        adsorption.run([slab], EMT(), adsorption.Settings(sites=("hollow", "atop")), progress=False)
 
 
 def test_gas_reference_and_molecular_adsorbate():
@@ -103,7 +108,8 @@ def test_gas_reference_and_molecular_adsorbate():
 def test_bad_structures_give_error_records_and_the_others_finish(toy_potential):
     iron = fcc111("Ni", (2, 2, 3), a=3.52, vacuum=6.0)
     iron.set_chemical_symbols(["Fe"] * len(iron))  # an element the toy potential lacks
-    structures = [bulk("Cu", "fcc", a=A_CU, cubic=True), Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.3]]), iron, cu111()]
+    molecule = Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.3]])
+    structures = [bulk("Cu", "fcc", a=A_CU, cubic=True), molecule, iron, cu111()]
     # the toy potential's random pair term has no repulsion, so relaxing with it would pull the adsorbate into the slab
     settings = adsorption.Settings(relax=False, fixed_bottom_layers=1)
     records = adsorption.run(structures, toy_potential.calculator(), settings, progress=False)

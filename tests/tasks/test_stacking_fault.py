@@ -1,5 +1,5 @@
-"""Stacking-fault task: EMT values against the fcc/hcp energy difference, layer convergence, the curve's shape, bad input,
-records."""
+"""Stacking-fault task: EMT values against the fcc/hcp energy difference, layer convergence, the curve's shape, bad
+input, records."""
 
 import json
 

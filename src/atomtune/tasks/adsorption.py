@@ -34,6 +34,8 @@ LAYER_TOLERANCE = 0.5
 #: Å: surface atoms this much farther than the nearest one from a site still count as touching it (a bridge's two atoms
 #: are equidistant; the next shell is ≥ 0.5 Å farther on close-packed faces).
 CONTACT_TOLERANCE = 0.25
+#: pymatgen's site kinds (``AdsorbateSiteFinder.find_adsorption_sites``).
+SITE_KINDS = ("ontop", "bridge", "hollow")
 #: Å of vacuum along the surface normal below which a structure is taken for a bulk crystal, not a slab.
 MIN_VACUUM = 5.0
 #: Å of vacuum around a gas-phase reference in its periodic box (beyond the cutoff of every backbone).
@@ -49,8 +51,7 @@ class Settings:
     C-down CO) with the rest pointing away from the surface.
     ``reference``: gas-phase species and coefficients whose energies sum to the adsorbate reference, e.g.
     ``{"O2": 0.5}`` for O; they must add up to the adsorbate's composition. None: the adsorbate itself in a box.
-    ``sites``: site kinds to try among ``ontop``, ``bridge``, ``hollow`` (pymatgen's kinds; hollows are then named fcc,
-    hcp or fourfold).
+    ``sites``: site kinds to try among ``ontop``, ``bridge``, ``hollow`` (hollows are then named fcc, hcp or fourfold).
     ``initial_height``: Å above the top layer where the binding atom starts; relaxation finds the bond length.
     ``fixed_bottom_layers``: slab layers held fixed, the usual two that stand for the bulk below.
     ``relax``: relax the slab and the adsorbate (False: energies at the initial geometry, a quick screen).
@@ -61,7 +62,7 @@ class Settings:
     adsorbate: str = "O"
     binding_atom: int | str = 0
     reference: dict[str, float] | None = None
-    sites: tuple[str, ...] = ("ontop", "bridge", "hollow")
+    sites: tuple[str, ...] = SITE_KINDS
     initial_height: float = 2.0
     fixed_bottom_layers: int = 2
     relax: bool = True
@@ -73,15 +74,17 @@ class Settings:
 def run(structures: Sequence[Atoms], calculator, settings: Settings | None = None, progress: bool = True) -> list[dict]:
     """One record per slab and distinct site of its top face.
 
-    Record: ``id`` (``"<structure id>:<site>"``), ``structure``, ``site`` (``ontop``, ``bridge``, ``fcc_hollow``,
-    ``hcp_hollow``, ``fourfold_hollow``, ``<n>fold_hollow``; ``_2``, ``_3`` … for further distinct sites of one kind),
-    ``adsorbate``, ``site_position`` (Å, x y of the site), ``final_site`` (the kind where the adsorbate ended),
-    ``lateral_displacement`` (Å it moved in-plane while relaxing), ``adsorbate_height`` (Å above the top layer, final),
-    ``energy_slab``, ``energy_slab_adsorbate``, ``energy_reference`` (eV), ``adsorption_energy`` (eV), ``rank`` (1 = most
-    stable among the slab's converged sites), ``relaxation_steps``, ``converged``. A structure that is not a slab gives
-    one record with ``"error"``.
+    Record: ``id`` (``"<structure id>:<site>"``), ``structure``, ``site`` (see :func:`site_kind`; ``_2``, ``_3`` … for
+    further distinct sites of one kind), ``adsorbate``, ``site_position`` (Å, x y of the site), ``final_site`` (where
+    the adsorbate ended), ``lateral_displacement`` (Å it moved in-plane while relaxing), ``adsorbate_height`` (Å above
+    the top layer, final), ``energy_slab``, ``energy_slab_adsorbate``, ``energy_reference`` (eV), ``adsorption_energy``
+    (eV), ``rank`` (1 = most stable among the slab's converged sites; None for a failed site), ``relaxation_steps``,
+    ``converged``. A structure that is not a slab gives one record with ``"error"``.
     """
     settings = settings or Settings()
+    unknown = sorted(set(settings.sites) - set(SITE_KINDS))
+    if unknown:
+        raise AtomtuneError(f"unknown site kind(s) {', '.join(unknown)}: choose among {', '.join(SITE_KINDS)}")
     adsorbate = adsorbate_atoms(settings.adsorbate, settings.binding_atom)
     reference = settings.reference or {settings.adsorbate: 1.0}
     _check_reference(adsorbate, reference, settings.adsorbate)
@@ -108,7 +111,6 @@ def _adsorption(
 ) -> list[dict]:
     normal = _check_slab(slab, label)
     heights = slab.positions @ normal
-    top = heights.max()
     sites = find_sites(slab, settings.sites, settings.initial_height, settings.symprec)
     if not sites:
         raise AtomtuneError(f"structure {label}: no {'/'.join(settings.sites)} sites found on its top face")
@@ -132,10 +134,12 @@ def _adsorption(
             "site": name,
             "adsorbate": adsorbate.get_chemical_formula(),
             "site_position": position[:2],
+            "rank": None,
         }
         try:
             system = slab.copy()
             placed = adsorbate.copy()
+            placed.rotate((0, 0, 1), normal)  # the molecule points along +z; the slab's outward normal may not
             placed.positions += position - placed.positions[0]
             system += placed  # the slab's FixAtoms indices still hold: the adsorbate is appended after them
             system.calc = calculator
@@ -145,8 +149,10 @@ def _adsorption(
                     [system], calculator, settings.fmax, settings.max_steps, relax_cell=False, optimizer="BFGS"
                 )
                 system = relaxation.atoms
-                energy, steps, converged, error = relaxation.energy, relaxation.steps, relaxation.converged, relaxation.error
+                energy, steps, converged = relaxation.energy, relaxation.steps, relaxation.converged
+                error = relaxation.error
             final = system.positions[len(slab)]
+            top = (system.positions[: len(slab)] @ normal).max()
             shift = final - position
             shift -= (shift @ normal) * normal
             _, lateral = find_mic(shift[None], system.cell, pbc=[True, True, False])
@@ -214,35 +220,41 @@ def gas_energy(name: str, calculator, fmax: float, max_steps: int) -> float:
 
 
 def find_sites(slab: Atoms, kinds: Sequence[str], height: float, symprec: float) -> dict[str, np.ndarray]:
-    """Symmetry-distinct adsorption sites of the top face, name → Cartesian position ``height`` Å above the top layer."""
+    """Symmetry-distinct adsorption sites of the top face whose kind (``ontop``, ``bridge``, ``hollow``) is in
+    ``kinds``, as name (see :func:`site_kind`) → Cartesian position ``height`` Å above the top layer."""
     from pymatgen.analysis.adsorption import AdsorbateSiteFinder
     from pymatgen.io.ase import AseAtomsAdaptor
 
     finder = AdsorbateSiteFinder(AseAtomsAdaptor.get_structure(slab))
-    found = finder.find_adsorption_sites(distance=height, positions=tuple(kinds), symm_reduce=symprec)
+    # all kinds are asked for, since pymatgen files some hollows under "bridge" (the centre of a square's diagonal)
+    found = finder.find_adsorption_sites(distance=height, positions=SITE_KINDS, symm_reduce=symprec)
     sites: dict[str, np.ndarray] = {}
-    for kind in kinds:
-        for position in found.get(kind, []):
-            # pymatgen calls the centre of a square's diagonal a "bridge": name sites by the atoms they touch instead
-            name = site_kind(slab, np.asarray(position))
+    for pymatgen_kind in SITE_KINDS:
+        for position in found.get(pymatgen_kind, []):
+            name = site_kind(slab, np.asarray(position, dtype=float), pymatgen_kind)
+            kind = "hollow" if name.endswith("hollow") else name
+            if kind not in kinds:
+                continue
             count = sum(1 for existing in sites if existing == name or existing.startswith(f"{name}_"))
             sites[name if count == 0 else f"{name}_{count + 1}"] = np.asarray(position, dtype=float)
     return sites
 
 
-def site_kind(slab: Atoms, position: np.ndarray) -> str:
-    """Name of the site above which ``position`` lies, from the top-layer atoms it is closest to in-plane: ``ontop``,
-    ``bridge``, ``fcc_hollow`` / ``hcp_hollow`` (threefold, without / with an atom of the second layer below),
-    ``fourfold_hollow``, ``<n>fold_hollow``."""
+def site_kind(slab: Atoms, position: np.ndarray, hint: str | None = None) -> str:
+    """Name of the site above which ``position`` lies, from the top-layer atoms nearest to it in-plane: ``ontop``,
+    ``bridge`` (two), ``fcc_hollow`` / ``hcp_hollow`` (three; without / with a second-layer atom below),
+    ``fourfold_hollow`` (four). ``hint`` (pymatgen's kind) names the sites the top layer alone cannot, such as those
+    on the lower terrace of a stepped surface; without it they are ``<n>fold`` (n top-layer atoms equally near).
+    """
     normal = _surface_normal(slab)
     heights = slab.positions @ normal
     top_layer = heights > heights.max() - LAYER_TOLERANCE
     lateral = _lateral_distances(slab, position, np.flatnonzero(top_layer), normal)
     nearest = lateral.min()
-    if nearest < CONTACT_TOLERANCE:
-        return "ontop"
     touching = int((lateral < nearest + CONTACT_TOLERANCE).sum())
-    if touching == 2:
+    if nearest < CONTACT_TOLERANCE or hint == "ontop":
+        return "ontop"
+    if touching == 2 and hint != "hollow":
         return "bridge"
     if touching == 3:
         below = heights[~top_layer]
@@ -251,7 +263,7 @@ def site_kind(slab: Atoms, position: np.ndarray) -> str:
         return "hcp_hollow" if covered else "fcc_hollow"
     if touching == 4:
         return "fourfold_hollow"
-    return f"{touching}fold_hollow"
+    return hint or f"{touching}fold"
 
 
 def _lateral_distances(slab: Atoms, position: np.ndarray, indices, normal: np.ndarray) -> np.ndarray:
@@ -326,7 +338,8 @@ def compare(results: dict[str, list[dict]], reference: str | None = None) -> lis
             if record.get("rank") == 1:
                 preferred.setdefault(str(record["structure"]), {})[model] = record["site"]
     for structure, by_model in preferred.items():
-        rows.append({"id": structure, "property": "most_stable_site", **{model: by_model.get(model) for model in results}})
+        sites = {model: by_model.get(model) for model in results}
+        rows.append({"id": structure, "property": "most_stable_site", **sites})
     return rows
 
 

@@ -3,10 +3,11 @@ imaginary-mode detection.
 
 A property task (``run`` on the reference and on every model, ``compare`` side by side, ``plot``). Each structure is
 relaxed with the calculator, phonopy displaces atoms of a supercell by ``displacement_distance`` and the calculator's
-forces give the force constants (symmetrised, so the acoustic sum rule holds and acoustic modes vanish at Γ). Bands follow
-the standard high-symmetry path of the primitive cell's Bravais lattice (Setyawan & Curtarolo, Comput. Mater. Sci. 49,
-299 (2010), as tabulated by ASE's ``Cell.bandpath``), so every model's bands are on the same path and can be compared
-point by point. Frequencies are in THz; an imaginary mode is a negative frequency (phonopy's convention).
+forces give the force constants (symmetrised, so the acoustic sum rule holds and acoustic modes vanish at Γ). Bands
+follow the standard high-symmetry path of the primitive cell's Bravais lattice (Setyawan & Curtarolo, Comput. Mater.
+Sci. 49, 299 (2010), as tabulated by ASE's ``Cell.bandpath``, which covers all 14 lattices without seekpath), so every
+model's bands are on the same path and can be compared point by point. Frequencies are in THz; an imaginary mode is a
+negative frequency (phonopy's convention).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ase.dft.kpoints import parse_path_string
 
 from atomtune.tasks import as_calculator, run_each
 from atomtune.tasks.bulk_reference import periodic_bulk, relaxed_bulk, supercell_repeats
-from atomtune.tasks.comparison import compare_properties, safe_filename
+from atomtune.tasks.comparison import SUMMARY_ID, compare_properties, records_by_id, safe_filename
 
 
 @dataclass
@@ -40,8 +41,8 @@ class Settings:
     ``max_steps``: optimizer steps before the record is marked failed.
     ``band_points``: q-points along the whole path. ``dos_mesh``: phonopy mesh (a length in Å: q-mesh numbers are
     length × |b_i|; or three integers).
-    ``imaginary_threshold_thz``: a mode counts as imaginary below −this; 0.1 THz sits above the numerical noise of finite
-    displacements near Γ and below any real instability.
+    ``imaginary_threshold_thz``: a mode counts as imaginary below −this; 0.1 THz sits above the numerical noise of
+    finite displacements near Γ and below any real instability.
     ``symprec``: Å, symmetry tolerance for phonopy and for recognising the Bravais lattice.
     """
 
@@ -62,8 +63,9 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
 
     Record: ``id``, ``formula``, ``n_atoms_primitive``, ``supercell_matrix``, ``n_displacements``, ``volume_per_atom``
     (Å³), ``band_path`` (ASE's path string, ``G`` is Γ), ``special_points`` (label → q in reduced coordinates of the
-    primitive reciprocal cell), ``frequencies_at_special_points_thz`` (label → ascending frequencies), ``band_distances``
-    (1/Å, incl. 2π), ``band_frequencies_thz`` (q × branch), ``band_label_distances`` and ``band_labels`` (ticks),
+    primitive reciprocal cell), ``frequencies_at_special_points_thz`` (label → ascending frequencies),
+    ``band_distances`` (1/Å, incl. 2π), ``band_frequencies_thz`` (q × branch), ``band_label_distances`` and
+    ``band_labels`` (ticks),
     ``dos_frequencies_thz`` and ``dos_states_per_thz`` (per primitive cell), ``min_frequency_thz`` (most negative over
     path and mesh) and ``min_frequency_qpoint``, ``max_frequency_thz``, ``has_imaginary_modes``.
     """
@@ -86,7 +88,9 @@ def _phonons(atoms: Atoms, label: str, calculator, settings: Settings) -> dict:
     if supercell_matrix is None:
         supercell_matrix = np.diag(supercell_repeats(atoms, settings.min_supercell_width))
     unitcell = PhonopyAtoms(
-        symbols=atoms.get_chemical_symbols(), cell=np.asarray(atoms.cell[:]), scaled_positions=atoms.get_scaled_positions()
+        symbols=atoms.get_chemical_symbols(),
+        cell=np.asarray(atoms.cell[:]),
+        scaled_positions=atoms.get_scaled_positions(),
     )
     with warnings.catch_warnings():
         # "auto" is asked for on purpose (bands on the primitive cell's path); phonopy warns that v3 defaulted otherwise
@@ -169,7 +173,7 @@ def compare(results: dict[str, list[dict]], reference: str | None = None) -> lis
     rows = compare_properties(results, PROPERTIES, reference)
     if reference is None:
         return rows
-    by_id = {model: {str(r["id"]): r for r in records} for model, records in results.items()}
+    by_id = {model: records_by_id(records) for model, records in results.items()}
     maes: dict[str, list[float]] = {model: [] for model in results if model != reference}
     for structure, reference_record in by_id[reference].items():
         row = {"id": structure, "property": "frequency_mae_thz", reference: 0.0}
@@ -181,7 +185,7 @@ def compare(results: dict[str, list[dict]], reference: str | None = None) -> lis
         rows.append(row)
     rows.append(
         {
-            "id": "MAE",
+            "id": SUMMARY_ID,
             "property": "frequency_mae_thz",
             reference: 0.0,
             **{model: (float(np.mean(values)) if values else None) for model, values in maes.items()},

@@ -3,9 +3,9 @@ energy γ_us) and its value at one partial Burgers vector (intrinsic stacking-fa
 
 A property task (``run`` on the reference and on every model, ``compare`` side by side, ``plot``). The bulk is relaxed
 with the calculator; a fully periodic cell of ``layers`` {111} planes (ABC stacking, c along [111]) is built at that
-lattice constant, and the crystal above the cell boundary is shifted by u·b_p, b_p = a/6⟨112⟩ (|b_p| = a/√6), by tilting
-the c vector: one fault per cell, no free surfaces. Atoms and the cell height relax only perpendicular to the fault plane
-(the usual GSFE protocol, e.g. Zimmerman, Gao & Abraham, Model. Simul. Mater. Sci. Eng. 8, 103 (2000)), and
+lattice constant, and the crystal above the cell boundary is shifted by u·b_p, b_p = a/6⟨112⟩ (|b_p| = a/√6), by
+tilting the c vector: one fault per cell, no free surfaces. Atoms and the cell height relax only perpendicular to the
+fault plane (the usual GSFE protocol, e.g. Zimmerman, Gao & Abraham, Model. Simul. Mater. Sci. Eng. 8, 103 (2000)), and
 
     γ(u) = (E(u) − E(0)) / A
 
@@ -39,14 +39,17 @@ FCC_SPACE_GROUP = 225
 class Settings:
     """The fault cell, the sampled shifts and the relaxation.
 
-    ``layers``: {111} planes in the cell, a multiple of 3 (ABC); 12 puts the fault ~25 Å (Cu) from its periodic image,
-    which converges γ_isf of metals to ~1 mJ/m².
-    ``in_plane_repeat``: (n1, n2) repetitions of the 1-atom-per-layer {111} cell; (1, 1) is enough for a uniform shift.
-    ``fractions``: shifts u in units of |b_p| = a/√6; 0 to 1 in steps of 0.1 hits the symmetric γ_us maximum at u = 0.5.
+    ``layers``: {111} planes in the cell, a multiple of 3 (ABC); 12 puts the fault ~25 Å (Cu) from its periodic image
+    (EMT: γ_us of Cu and γ_isf of Al move < 0.1 mJ/m² from 6 to 18 layers; DFT's longer range needs more than 6).
+    ``in_plane_repeat``: (n1, n2) repetitions of the 1-atom-per-layer {111} cell; (1, 1) is enough for a uniform shift
+    with every atom of a layer equivalent.
+    ``fractions``: shifts u in units of |b_p| = a/√6; 0 to 1 in steps of 0.1 resolves γ_us, whose maximum lies near
+    u = 0.5.
     ``relax_bulk``: relax the bulk first, so the fault is built at the calculator's own lattice constant.
     ``relax``: relax along the fault normal only: atoms' z and the cell height (x, y fixed so the shift stays imposed);
     False gives the rigid-shift curve.
-    ``fmax``: eV/Å; ``max_steps``: optimizer steps per configuration. ``symprec``: Å, for recognising fcc.
+    ``fmax``: eV/Å, tighter than elsewhere because γ_isf is a few meV per atom of the fault plane; ``max_steps``:
+    optimizer steps per configuration. ``symprec``: Å, for recognising fcc.
     """
 
     layers: int = 12
@@ -63,14 +66,16 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
     """One record per structure (an elemental fcc crystal).
 
     Record: ``id``, ``element``, ``lattice_constant`` (Å, of the relaxed bulk), ``fault_area`` (Å²), ``layers``,
-    ``partial_burgers_vector`` (Å, a/√6), ``fractions`` (u), ``gsfe_mj_per_m2`` (γ(u)), ``intrinsic_stacking_fault_energy``
-    and ``unstable_stacking_fault_energy`` each ``_mj_per_m2`` and ``_j_per_m2`` (γ_us: maximum of the sampled curve
-    before u = 1), ``relaxation_steps`` (per u), ``converged``. A structure that is not elemental fcc gives a record with
-    ``"error"``.
+    ``partial_burgers_vector`` (Å, a/√6), ``fractions`` (u), ``gsfe_mj_per_m2`` (γ(u)),
+    ``intrinsic_stacking_fault_energy`` and ``unstable_stacking_fault_energy`` each ``_mj_per_m2`` and ``_j_per_m2``
+    (γ_us: the maximum of the sampled curve up to u = 1, so as fine as ``fractions``), ``relaxation_steps`` (per u),
+    ``converged``. A structure that is not elemental fcc gives a record with ``"error"``.
     """
     settings = settings or Settings()
     if settings.layers % 3:
-        raise AtomtuneError(f"layers={settings.layers}: a periodic fcc {{111}} cell needs a multiple of 3 (ABC stacking)")
+        raise AtomtuneError(
+            f"layers={settings.layers}: a periodic fcc {{111}} cell needs a multiple of 3 layers (ABC stacking)"
+        )
     calculator = as_calculator(calculator)
     return run_each(
         structures, lambda atoms, label: _stacking_fault(atoms, label, calculator, settings), "stacking fault", progress
@@ -85,8 +90,8 @@ def _stacking_fault(bulk: Atoms, label: str, calculator, settings: Settings) -> 
     lattice_constant = float((4.0 * bulk.get_volume() / len(bulk)) ** (1.0 / 3.0))
     perfect = fcc111(element, (*settings.in_plane_repeat, settings.layers), a=lattice_constant, periodic=True)
     # in ASE's fcc111 cell each layer sits (a1 + a2)/3 further along than the one below (ABC…), so shifting the image
-    # above the boundary by this partial Burgers vector turns ABC|ABC into ABC|BCA (and the opposite sign into ABC|CAB…,
-    # the unstable on-top stacking)
+    # above the boundary by this partial Burgers vector turns ABC|ABC into ABC|BCA; the opposite sign would put the next
+    # layer right on top of the last one (AA stacking)
     in_plane = np.asarray(perfect.cell[:2]) / np.array(settings.in_plane_repeat)[:, None]
     partial_burgers = (in_plane[0] + in_plane[1]) / 3.0
     area = float(np.linalg.norm(np.cross(perfect.cell[0], perfect.cell[1])))
@@ -128,18 +133,18 @@ def _stacking_fault(bulk: Atoms, label: str, calculator, settings: Settings) -> 
         "relaxation_steps": steps,
         "converged": converged,
     }
+    # None where the sampled shifts do not reach the point (no u ≤ 1, or no u = 1)
     before_fault = fractions <= 1.0 + 1e-9
-    if before_fault.any():
-        unstable = float(gsfe_j_per_m2[before_fault].max())
-        record["unstable_stacking_fault_energy_j_per_m2"] = unstable
-        record["unstable_stacking_fault_energy_mj_per_m2"] = unstable * 1000.0
+    unstable = float(gsfe_j_per_m2[before_fault].max()) if before_fault.any() else None
     at_fault = np.flatnonzero(np.isclose(fractions, 1.0))
-    if at_fault.size:
-        intrinsic = float(gsfe_j_per_m2[at_fault[0]])
-        record["intrinsic_stacking_fault_energy_j_per_m2"] = intrinsic
-        record["intrinsic_stacking_fault_energy_mj_per_m2"] = intrinsic * 1000.0
+    intrinsic = float(gsfe_j_per_m2[at_fault[0]]) if at_fault.size else None
+    for name, value in (("unstable", unstable), ("intrinsic", intrinsic)):
+        record[f"{name}_stacking_fault_energy_j_per_m2"] = value
+        record[f"{name}_stacking_fault_energy_mj_per_m2"] = None if value is None else value * 1000.0
     if not converged:
-        record["error"] = f"a fault relaxation did not converge to fmax {settings.fmax} eV/Å in {settings.max_steps} steps"
+        record["error"] = (
+            f"a fault relaxation did not converge to fmax {settings.fmax} eV/Å in {settings.max_steps} steps"
+        )
     return record
 
 

@@ -6,9 +6,9 @@ relaxed at fixed cell, and
 
     γ = (E_slab − N · ε_bulk) / (2 A)
 
-with ε_bulk the energy per atom of the relaxed bulk from the same calculator and A the area of one face; reported in J/m².
-Miller indices refer to the conventional standard cell of the bulk (pymatgen's convention), so (1, 1, 1) of fcc Cu is the
-close-packed surface whatever cell the input comes in.
+with ε_bulk the energy per atom of the relaxed bulk from the same calculator and A the area of one face, in J/m².
+Miller indices refer to the conventional standard cell of the bulk (pymatgen's convention), so (1, 1, 1) of fcc Cu is
+the close-packed surface whatever cell the input comes in.
 """
 
 from __future__ import annotations
@@ -42,12 +42,14 @@ class Settings:
 
     ``miller_indices``: surfaces to cut, (h, k, l) of the conventional standard cell; the default is fcc's three
     low-index surfaces.
-    ``min_slab_thickness``: Å, pymatgen's ``min_slab_size``; 10 Å (5 layers of Cu(111), 6 of Cu(100)) converges γ of
-    metals to ~1%.
-    ``min_vacuum``: Å between periodic slab images; 15 Å keeps faces apart beyond any ML cutoff (≤ 6 Å) twice over.
-    ``fixed_bottom_layers``: atomic layers at the bottom held at their bulk positions. 0 (default) relaxes both faces, as
-    the formula's 2A assumes; with fixed layers γ is the mean of one relaxed and one bulk-terminated face.
-    ``relax_bulk``: relax cell and positions of the input first (ε_bulk and the slab's lattice are the calculator's own).
+    ``min_slab_thickness``: Å, pymatgen's ``min_slab_size``: 10 Å gives 5 layers of Cu(111), 6 of Cu(100) (EMT Cu(111):
+    γ = 1.0438 J/m² with 5, 7 and 9 layers; DFT slabs of metals converge more slowly, to ~2% at this thickness).
+    ``min_vacuum``: Å between periodic slab images; at 15 Å no graph edge crosses the vacuum for any cutoff below it
+    (the backbones use 5–6 Å).
+    ``fixed_bottom_layers``: atomic layers at the bottom held at their bulk positions. 0 (default) relaxes both faces,
+    as the formula's 2A assumes; with fixed layers γ is the mean of one relaxed and one bulk-terminated face.
+    ``relax_bulk``: relax cell and positions of the input first (ε_bulk and the slab's lattice are then the
+    calculator's own).
     ``relax``: relax slab positions (fixed cell); False gives the unrelaxed γ only.
     ``fmax``: eV/Å, force convergence of every relaxation. ``max_steps``: optimizer steps per relaxation.
     ``symprec``: Å, tolerance for finding the conventional standard cell of the bulk.
@@ -76,7 +78,9 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
     """
     settings = settings or Settings()
     calculator = as_calculator(calculator)
-    return run_each(structures, lambda atoms, label: _surfaces(atoms, label, calculator, settings), "surface", progress)
+    return run_each(
+        structures, lambda atoms, label: _surfaces(atoms, label, calculator, settings), "surface", progress
+    )
 
 
 def _surfaces(bulk: Atoms, label: str, calculator, settings: Settings) -> list[dict]:
