@@ -171,7 +171,7 @@ def compare(results: dict[str, list[dict]], reference: str | None = None) -> lis
     """Rows per structure id: max/min frequency (THz), the imaginary-mode flag, and with ``reference`` the MAE (THz) of
     every model's frequencies at the high-symmetry points against the reference's (``frequency_mae_thz``)."""
     rows = compare_properties(results, PROPERTIES, reference)
-    if reference is None:
+    if reference is None or len(results) < 2:
         return rows
     by_id = {model: records_by_id(records) for model, records in results.items()}
     maes: dict[str, list[float]] = {model: [] for model in results if model != reference}
