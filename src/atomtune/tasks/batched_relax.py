@@ -52,8 +52,8 @@ class FireParameters:
 class Relaxation:
     """The outcome of relaxing one structure.
 
-    ``atoms``: final structure with a SinglePointCalculator holding its energy (eV), forces (eV/Å) and, for a periodic
-    structure, stress (eV/Å³, Voigt, ASE sign); ``steps``: optimiser steps taken (force evaluations − 1, as ASE
+    ``atoms``: final structure with a SinglePointCalculator holding its energy (eV), forces (eV/Å) and, when computed,
+    stress (eV/Å³, Voigt, ASE sign); ``steps``: optimiser steps taken (force evaluations − 1, as ASE
     counts); ``max_force``: the convergence measure at the end (eV/Å; includes the cell rows of the Fréchet filter
     when the cell was relaxed); ``error``: why it is not a converged relaxation (None when converged).
     """
@@ -75,12 +75,12 @@ class Relaxation:
 class _FireState:
     """One structure's FIRE state and its Fréchet-cell degrees of freedom."""
 
-    def __init__(self, atoms: Atoms, relax_cell: bool, parameters: FireParameters):
+    def __init__(self, atoms: Atoms, relax_cell: bool, parameters: FireParameters, stress: bool = False):
         self.atoms = atoms
         self.relax_cell = relax_cell
-        # Stress of every periodic structure, also at fixed cell: callers (elastic constants) need the final stress, and
-        # it comes from the same backward pass as the forces.
-        self.periodic = bool(atoms.pbc.all())
+        # Stress at fixed cell only when the caller needs the final stress (elastic constants): it costs a strain
+        # derivative in every step's backward pass.
+        self.want_stress = relax_cell or (stress and bool(atoms.pbc.all()))
         self.parameters = parameters
         self.n_atoms = len(atoms)
         self.original_cell = np.array(atoms.cell[:], dtype=float)
@@ -163,12 +163,14 @@ def fire_relax(
     batch_size: int | None = None,
     parameters: FireParameters = FireParameters(),
     progress: bool = False,
+    stress: bool = False,
 ) -> list[Relaxation]:
     """Relax ``structures`` (not modified) with batched FIRE on ``potential``; one :class:`Relaxation` each, in order.
 
     ``fmax`` in eV/Å; ``max_steps`` optimiser steps per structure; ``relax_cell`` relaxes the cell too (periodic
     structures only; others relax positions); ``batch_size`` structures per forward (None: :data:`CPU_BATCH_SIZE` or
-    :data:`GPU_BATCH_SIZE`). A structure that fails (an element the model lacks, non-finite energies) gets a Relaxation
+    :data:`GPU_BATCH_SIZE`); ``stress``: also compute the stress of periodic structures relaxed at fixed cell (it is
+    always computed when the cell relaxes). A structure that fails (an element the model lacks, non-finite energies) gets a Relaxation
     with ``error`` set; the others go on.
     """
     structures = list(structures)
@@ -200,7 +202,8 @@ def fire_relax(
                 except Exception as error:  # reported on its own record, the pool goes on
                     finish(index, _failed(atoms, error))
                     continue
-                active.append((index, _FireState(atoms, relax_cell and bool(atoms.pbc.all()), parameters)))
+                relaxes_cell = relax_cell and bool(atoms.pbc.all())
+                active.append((index, _FireState(atoms, relaxes_cell, parameters, stress)))
             predictions = _evaluate(potential, [state for _, state in active])
             still_active = []
             for (index, state), predicted in zip(active, predictions):
@@ -211,6 +214,8 @@ def fire_relax(
                 max_force = float(np.linalg.norm(force, axis=1).max()) if len(force) else 0.0
                 if not (np.isfinite(predicted["energy"]) and np.isfinite(max_force)):
                     finish(index, _outcome(state, predicted, max_force, "energy or forces became non-finite"))
+                elif state.relax_cell and state.atoms.get_volume() / state.n_atoms < MIN_VOLUME_PER_ATOM:
+                    finish(index, _outcome(state, predicted, max_force, collapsed_message(state.atoms), collapsed=True))
                 elif max_force < fmax:
                     finish(index, _outcome(state, predicted, max_force, None))
                 elif state.steps >= max_steps:
@@ -219,12 +224,7 @@ def fire_relax(
                 else:
                     state.step(force)
                     state.steps += 1
-                    if state.relax_cell and state.atoms.get_volume() / state.n_atoms < MIN_VOLUME_PER_ATOM:
-                        collapsed = _outcome(state, predicted, max_force, collapsed_message(state.atoms))
-                        collapsed.collapsed = True
-                        finish(index, collapsed)
-                    else:
-                        still_active.append((index, state))
+                    still_active.append((index, state))
             active = still_active
     finally:
         if bar is not None:
@@ -240,8 +240,8 @@ def collapsed_message(atoms: Atoms) -> str:
 
 
 def _evaluate(potential, states: list[_FireState]) -> list[dict | Exception]:
-    """One forward for all states (stress for periodic ones); on failure, find the structure that fails."""
-    want_stress = [state.periodic for state in states]
+    """One forward for all states (stress where wanted); on failure, find the structure that fails."""
+    want_stress = [state.want_stress for state in states]
     try:
         return _predict_groups(potential, states, want_stress)
     except Exception:  # one bad structure must not fail the pool: evaluate one by one to find it
@@ -266,13 +266,15 @@ def _predict_groups(potential, states: list[_FireState], want_stress: list[bool]
     return outcomes  # type: ignore[return-value]
 
 
-def _outcome(state: _FireState, predicted: dict, max_force: float, error: str | None) -> Relaxation:
+def _outcome(
+    state: _FireState, predicted: dict, max_force: float, error: str | None, collapsed: bool = False
+) -> Relaxation:
     atoms = state.atoms.copy()
     results = {"energy": float(predicted["energy"]), "forces": np.asarray(predicted["forces"], dtype=float)}
     if predicted.get("stress") is not None:
         results["stress"] = full_3x3_to_voigt_6_stress(np.asarray(predicted["stress"], dtype=float))
     atoms.calc = SinglePointCalculator(atoms, **results)
-    return Relaxation(atoms, results["energy"], state.steps, error is None, max_force, error)
+    return Relaxation(atoms, results["energy"], state.steps, error is None, max_force, error, collapsed)
 
 
 def _failed(atoms: Atoms, error: Exception, steps: int = 0) -> Relaxation:

@@ -93,7 +93,7 @@ def _elastic_constants(atoms: Atoms, label: str, calculator, settings: Settings)
     cases = [(component, magnitude) for component in range(6) for magnitude in magnitudes if magnitude != 0.0]
     cells = [atoms.copy()] + [strained(atoms, component, magnitude) for component, magnitude in cases]
     steps = settings.max_steps if settings.relax_ions and len(atoms) > 1 else 0
-    relaxations = relax_structures(cells, calculator, settings.fmax, steps, relax_cell=False)
+    relaxations = relax_structures(cells, calculator, settings.fmax, steps, relax_cell=False, stress=True)
     stresses = []
     for relaxation in relaxations:
         stress = relaxation.atoms.calc.results.get("stress") if relaxation.atoms.calc is not None else None

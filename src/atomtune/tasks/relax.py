@@ -69,11 +69,13 @@ def relax_structures(
     optimizer: str = "FIRE",
     batch_size: int | None = None,
     progress: bool = False,
+    stress: bool = False,
 ) -> list[Relaxation]:
     """Relax each structure (inputs untouched); one :class:`Relaxation` each, in order, never raising per structure.
 
     ``calculator``: a Potential (batched FIRE when ``optimizer`` is FIRE) or any ASE calculator (ASE optimiser, one
-    structure after another). ``fmax`` eV/Å; ``relax_cell`` uses FrechetCellFilter on periodic structures.
+    structure after another). ``fmax`` eV/Å; ``relax_cell`` uses FrechetCellFilter on periodic structures; ``stress``:
+    the final stress of periodic structures is wanted even at fixed cell (in ``relaxation.atoms.calc.results``).
     """
     from atomtune.models.base import Potential
 
@@ -82,7 +84,9 @@ def relax_structures(
         raise ValueError(f"optimizer {optimizer!r} unknown; use one of {', '.join(OPTIMIZERS)}")
     structures = list(structures)
     if isinstance(calculator, Potential) and optimizer == "FIRE":
-        return fire_relax(calculator, structures, fmax, max_steps, relax_cell, batch_size, progress=progress)
+        return fire_relax(
+            calculator, structures, fmax, max_steps, relax_cell, batch_size, progress=progress, stress=stress
+        )
     calculator = as_calculator(calculator)
     iterator = structures
     if progress:
