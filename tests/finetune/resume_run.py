@@ -16,7 +16,7 @@ sys.path.insert(0, str(HERE.parent))
 
 def main(out: str, mode: str, sleep_s: float) -> None:
     import torch
-    from conftest import emt_structures  # the root tests/conftest.py (first on sys.path here)
+    from emt_data import emt_structures
     from toy_potential import ToyPotential
 
     from atomtune.finetune import LoRA, Replay, Trainer, TrainingSettings

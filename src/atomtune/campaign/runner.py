@@ -32,6 +32,7 @@ class Step:
     settings: dict
     depends: list[str] = field(default_factory=list)
     local: bool = False  # run in the main process (cheap bookkeeping steps)
+    partial: bool = False  # runs on whichever dependencies finished (a comparison shows what is missing)
     key: str = ""
     directory: Path | None = None
 
@@ -95,7 +96,7 @@ def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]
                 steps.append(Step(f"scan {base}+{run.name} {parameter}", "scan", step_functions.summarise_scan,
                                   {"parameter": parameter, "labels": scan_labels,
                                    "values": [v[parameter] for v in variations]},
-                                  [f"finetune {lab}" for lab in scan_labels], local=True))
+                                  [f"finetune {lab}" for lab in scan_labels], local=True, partial=True))
 
     for label_, model in models.items():
         depends = ["split"] + ([model["from_step"]] if "from_step" in model else [])
@@ -135,7 +136,7 @@ def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]
                           {"task": task.task, "labels": labels,
                            "reference": reference.label if (reference.calculator or reference_results) else None,
                            "reference_results": reference_results},
-                          [f"task {task_id} {lab}" for lab in labels], local=True))
+                          [f"task {task_id} {lab}" for lab in labels], local=True, partial=True))
 
     by_name = {}
     for step in steps:
@@ -177,6 +178,9 @@ def execute(steps: list[Step], scheduler: str | None = None, workers: int | None
         while pending or running:
             for name, step in list(pending.items()):
                 failed = [d for d in step.depends if _is_failure(results.get(d))]
+                complete = not failed
+                if step.partial and len(failed) < len(step.depends):
+                    failed = []  # runs on what finished; not cached, so a rerun that fixes the rest updates it
                 if failed:
                     results[name] = {"skipped": f"skipped: {', '.join(failed)} did not finish",
                                      "failed_dependencies": failed}
@@ -184,13 +188,13 @@ def execute(steps: list[Step], scheduler: str | None = None, workers: int | None
                     bar(step.name, "skipped")
                     continue
                 if all(d in results for d in step.depends):
-                    inputs = {d: results[d] for d in step.depends}
+                    inputs = {d: results[d] for d in step.depends if not _is_failure(results[d])}
                     pending.pop(name)
                     if step.local or client is None:
-                        results[name] = _run_step(step.function, step.directory, inputs, step.settings)
+                        results[name] = _run_step(step.function, step.directory, inputs, step.settings, complete)
                         bar(step.name, "failed" if _is_failure(results[name]) else "done")
                     else:
-                        future = client.submit(_run_step, step.function, step.directory, inputs, step.settings,
+                        future = client.submit(_run_step, step.function, step.directory, inputs, step.settings, complete,
                                                key=f"{step.name}-{step.key}", pure=False)
                         running[future] = step
             if running:
@@ -215,7 +219,7 @@ def execute(steps: list[Step], scheduler: str | None = None, workers: int | None
     return results
 
 
-def _run_step(function, directory: Path, inputs: dict, settings: dict) -> dict:
+def _run_step(function, directory: Path, inputs: dict, settings: dict, cache: bool = True) -> dict:
     """Worker side: one thread for torch/BLAS, run the step, store its result (or the failure, uncached)."""
     from atomtune.runtime import configure_threads
 
@@ -232,7 +236,8 @@ def _run_step(function, directory: Path, inputs: dict, settings: dict) -> dict:
         (directory / "error.txt").write_text(traceback.format_exc())
         return {"error": message, "traceback": str(directory / "error.txt")}
     result["wall_time_s"] = round(time.perf_counter() - started, 2)
-    write_result(directory, result)
+    if cache:
+        write_result(directory, result)
     return result
 
 

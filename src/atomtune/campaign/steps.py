@@ -66,17 +66,11 @@ def _read_source(source: dict):
 
 
 def _data_plots(dataset, directory: Path) -> list[str]:
-    """Overview plots from :mod:`atomtune.data.show` (no embeddings: they need a model and are optional here)."""
-    try:
-        from atomtune.data import show
-    except ImportError:
-        return []
-    try:
-        written = show.show(dataset, directory, embeddings=None) if hasattr(show, "show") else []
-    except TypeError:
-        written = show.show(dataset, directory)
-    paths = written.get("plots", written) if isinstance(written, dict) else written
-    return [str(p) for p in paths if str(p).endswith(".png")]
+    """Overview plots from :func:`atomtune.data.show.show` (element counts, distributions, example structures)."""
+    from atomtune.data.show import show
+
+    show(dataset, directory)
+    return [str(path) for path in sorted(Path(directory).glob("*.png"))]
 
 
 def split_data(directory: Path, inputs: dict, fractions: dict, by: str, seed: int) -> dict:
@@ -97,19 +91,87 @@ def split_data(directory: Path, inputs: dict, fractions: dict, by: str, seed: in
     return result
 
 
-def finetune_model(directory: Path, inputs: dict, model: str, device: str, **settings) -> dict:
-    """Fine-tune ``model`` on the train split (validation on valid); the model is saved in ``directory/model``.
+def finetune_model(
+    directory: Path,
+    inputs: dict,
+    model: str,
+    device: str,
+    strategy: str,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+    e0: bool,
+    freeze_depth=None,
+    lora_rank: int | None = None,
+    lora_alpha: float | None = None,
+    replay_data: str | None = None,
+    replay_weight: float | None = None,
+    replay_fingerprint: str | None = None,
+    energy_weight: float | None = None,
+    forces_weight: float | None = None,
+    stress_weight: float | None = None,
+) -> dict:
+    """Fine-tune ``model`` on the train split (validated on valid); the model is saved in ``directory/model``.
 
-    Resumes from the checkpoint in ``directory`` when the step was interrupted.
+    Resumes from the checkpoint in ``directory/model`` when the step was interrupted (same data and settings).
     """
-    from atomtune.finetune.api import finetune
+    from dataclasses import replace
+
+    from atomtune.data.dataset import Dataset
+    from atomtune.finetune import Freeze, Full, LoRA, Replay, Trainer, TrainingSettings, default_loss_weights
+    from atomtune.models import load_potential
 
     split = inputs["split"]
-    valid = split.get("valid") or split["test"]
-    summary = finetune(model=model, train=split["train"], valid=valid, out=directory / "model", device=device,
-                       resume=True, progress=False, **settings)
-    summary["model_dir"] = str(directory / "model")
-    return summary
+    train = Dataset.read(split["train"])
+    valid = Dataset.read(split.get("valid") or split["test"])
+    potential = load_potential(model, device=device)
+    if strategy == "freeze":
+        chosen = Freeze(freeze_depth if freeze_depth is not None else 1)
+    elif strategy == "lora":
+        chosen = LoRA(lora_rank or 8, lora_alpha or 2.0 * (lora_rank or 8), seed=seed)
+    elif strategy == "replay":
+        chosen = Replay(list(Dataset.read(replay_data)), weight=replay_weight if replay_weight is not None else 0.5,
+                        seed=seed)
+    else:
+        chosen = Full()
+    weights = default_loss_weights(potential.backbone)
+    overrides = {name: value for name, value in
+                 (("energy", energy_weight), ("forces", forces_weight), ("stress", stress_weight)) if value is not None}
+    if overrides:
+        weights = replace(weights, **overrides)
+    settings = TrainingSettings(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                                refit_e0=e0, loss=weights, progress=False,
+                                drop_missing_stress=not train.has_stress)
+    out = directory / "model"
+    result = Trainer(settings).fit(potential, list(train), list(valid), chosen, out=out, resume=True, model_spec=model)
+    metrics = result.metrics
+    parameters = metrics.get("parameters", {})
+    final_valid = metrics.get("final", {}).get("valid", {})
+    return {
+        "model_dir": str(out),
+        "strategy": strategy,
+        "settings": chosen.settings(),
+        "epochs": metrics.get("epochs_run"),
+        "best_epoch": metrics.get("best_epoch"),
+        "trainable_parameters": parameters.get("trainable"),
+        "total_parameters": parameters.get("total"),
+        "seconds_per_epoch": metrics.get("seconds_per_epoch"),
+        "e0_shift_ev": potential.get_element_energy_shift(),
+        "valid_metrics": _with_mev_forces(final_valid),
+        "zero_shot_valid_metrics": _with_mev_forces(metrics.get("zero_shot", {}).get("valid", {})),
+        "history": metrics.get("history", []),
+        "learning_curve_png": str(out / "learning_curve.png") if (out / "learning_curve.png").exists() else None,
+    }
+
+
+def _with_mev_forces(metrics: dict) -> dict:
+    """The trainer's validation metrics with force errors also in meV/Å (the unit the error benchmark reports)."""
+    converted = dict(metrics)
+    for key in ("forces_mae", "forces_rmse"):
+        if isinstance(metrics.get(key), (int, float)):
+            converted[key.replace("forces_", "force_") + "_mev_per_a"] = 1000.0 * metrics[key]
+    return converted
 
 
 def _model_spec(model: str | None, inputs: dict) -> str:

@@ -1,0 +1,35 @@
+"""EMT-labelled test structures (importable from any test folder: `from emt_data import emt_structures`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def emt_structures(count: int = 12, seed: int = 0, elements=("Cu", "Ni", "Al")):
+    """Small fcc cells (4–8 atoms) of EMT elements, strained and rattled, with EMT energy/forces/stress attached."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from atomtune.data.dataset import attach_labels
+
+    rng = np.random.default_rng(seed)
+    lattice = {"Cu": 3.61, "Ni": 3.52, "Al": 4.05, "Pd": 3.89, "Ag": 4.09, "Pt": 3.92, "Au": 4.08}
+    structures = []
+    for k in range(count):
+        host = elements[k % len(elements)]
+        atoms = bulk(host, "fcc", a=lattice[host], cubic=True)
+        if k % 3 == 2:
+            atoms = atoms.repeat((2, 1, 1))
+        symbols = atoms.get_chemical_symbols()
+        for i in range(len(atoms)):
+            if rng.random() < 0.3:
+                symbols[i] = elements[rng.integers(len(elements))]
+        atoms.set_chemical_symbols(symbols)
+        atoms.set_cell(atoms.cell * (1 + rng.uniform(-0.03, 0.03)), scale_atoms=True)
+        atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        attach_labels(atoms, atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())
+        atoms.info["id"] = f"emt-{k}"
+        atoms.info["source"] = "emt"
+        structures.append(atoms)
+    return structures
