@@ -96,9 +96,13 @@ def _equation_of_state(atoms: Atoms, label: str, calculator, settings: Settings)
         record["error"] = f"energy not computed at every volume: {failed}"
         return record
     eos = EquationOfState(volumes, energies, eos=settings.eos)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the out-of-range case is checked below and reported on the record
-        v0, e0, bulk_modulus = eos.fit(warn=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the out-of-range case is checked below and reported on the record
+            v0, e0, bulk_modulus = eos.fit(warn=False)
+    except (RuntimeError, ValueError) as error:  # scipy's curve_fit gives up, typically with no minimum in range
+        record["error"] = f"{settings.eos} fit failed ({error}); is the minimum inside the sampled volumes?"
+        return record
     record["volume_per_atom"] = v0 / n_atoms
     record["energy_per_atom"] = e0 / n_atoms
     record["bulk_modulus_gpa"] = bulk_modulus / GPa
