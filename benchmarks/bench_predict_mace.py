@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -205,7 +206,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "predict_mace",
         "model": note,
-        "model_file": str(model_file),
+        "model_file": str(model_file) if args.model not in ("medium-like", "tiny") else None,
         "threads": threads,
         "dtype": args.dtype,
         "structures": len(structures),
@@ -222,6 +223,7 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
+    shutil.rmtree(workdir)  # the built model files (the medium-like one is 44 MB)
     print(f"wrote {out}")
     return result
 
