@@ -184,13 +184,15 @@ def _make_triangular(atoms: Atoms) -> None:
 
 
 def _molecular_dynamics(atoms: Atoms, label: str, calculator, settings: Settings) -> dict:
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md import velocitydistribution
 
     n_atoms = len(atoms)
     record: dict = {"id": label, "formula": atoms.get_chemical_formula(), "n_atoms": n_atoms}
     atoms.calc = calculator
-    MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature_k, rng=np.random.default_rng(settings.seed))
-    Stationary(atoms)
+    # ASE 3.29 renamed MaxwellBoltzmannDistribution to thermalize_momenta; pyproject allows ASE ≥ 3.23.
+    thermalize = getattr(velocitydistribution, "thermalize_momenta", None) or velocitydistribution.MaxwellBoltzmannDistribution
+    thermalize(atoms, temperature_K=settings.temperature_k, rng=np.random.default_rng(settings.seed))
+    velocitydistribution.Stationary(atoms)
     total_steps = settings.steps + settings.nve_steps
     samples: list[dict] = []
     frames: list[Atoms] = []
