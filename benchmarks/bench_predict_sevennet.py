@@ -61,7 +61,8 @@ def benchmark_structures(count: int, seed: int = 0):
         atoms = unit.repeat(repeats[rng.integers(len(repeats))])
         if k % 3 == 0:
             symbols = [
-                substituents[rng.integers(2)] if rng.random() < 0.3 else symbol for symbol in atoms.get_chemical_symbols()
+                substituents[rng.integers(2)] if rng.random() < 0.3 else symbol
+                for symbol in atoms.get_chemical_symbols()
             ]
             atoms.set_chemical_symbols(symbols)
         strain = rng.uniform(-0.03, 0.03, (3, 3))
@@ -169,7 +170,10 @@ def main(argv=None) -> dict:
             "stress_ev_per_a3": max(float(np.abs(a[2] - b[2]).max()) for a, b in pairs),
         }
 
-    print(f"native SevenNetCalculator loop: {rate['native']:.2f} structures/s ({cpu_rate['native']:.2f} per CPU-second)")
+    print(
+        f"native SevenNetCalculator loop: {rate['native']:.2f} structures/s "
+        f"({cpu_rate['native']:.2f} per CPU-second)"
+    )
     print(
         f"atomtune predict, e3nn conv, batch 1: {rate['e3nn']:.2f} structures/s = {rate['e3nn'] / rate['native']:.2f}x "
         f"native (CPU time: {cpu_rate['e3nn'] / cpu_rate['native']:.2f}x)"

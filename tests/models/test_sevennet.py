@@ -1,4 +1,4 @@
-"""SevenNet backbone: agreement with sevenn's own ASE calculator, derivatives, batching, persistence (real 7net-0 weights)."""
+"""SevenNet backbone on the real 7net-0 weights: agreement with sevenn's calculator, derivatives, batching, saving."""
 
 import warnings
 
@@ -55,7 +55,8 @@ def native_results(calculator, structures):
 def test_matches_sevenn_calculator(potential, native_calculator):
     structures = cells()
     predicted = potential.predict(structures, batch_size=len(structures))
-    for atoms, record, (energy, forces, stress) in zip(structures, predicted, native_results(native_calculator, structures)):
+    native = native_results(native_calculator, structures)
+    for atoms, record, (energy, forces, stress) in zip(structures, predicted, native):
         assert abs(record["energy"] - energy) / len(atoms) <= 1e-4
         np.testing.assert_allclose(record["forces"], forces, atol=1e-4)
         np.testing.assert_allclose(record["stress"], stress, atol=1e-5)  # 3×3, ASE sign

@@ -1,8 +1,8 @@
 """SevenNet backbone (SevenNet-0 11Jul2024, SevenNet-l3i5) behind the Potential protocol.
 
-Sits in ``models/``: the registry resolves ``sevennet-0`` / ``sevennet-l3i5`` (weights ship inside the sevenn wheel) or a
-path to a SevenNet ``.pth`` checkpoint into a :class:`SevennetPotential`; fine-tuning strategies, batched ``predict`` and
-the ASE calculator all go through :meth:`SevennetPotential.compute`.
+Sits in ``models/``: the registry resolves ``sevennet-0`` / ``sevennet-l3i5`` (weights ship inside the sevenn wheel)
+into a :class:`SevennetPotential` (``SevennetPotential.from_checkpoint`` also takes a SevenNet ``.pth`` file);
+fine-tuning strategies, batched ``predict`` and the ASE calculator all go through :meth:`SevennetPotential.compute`.
 
 SevenNet's model (``sevenn.nn.sequential.AtomGraphSequential``) is a sequence of named modules::
 
@@ -39,7 +39,8 @@ from atomtune.models.base import Potential
 #: Checkpoint names whose weights ship inside the sevenn wheel → the ``sevenn._const`` constant holding their path.
 SHIPPED_CHECKPOINTS = {"7net-0": "SEVENNET_0_11Jul2024", "7net-l3i5": "SEVENNET_l3i5"}
 NATIVE_CHECKPOINT_FILE = "checkpoint_sevennet.pth"
-#: SevenNet clamps the cell volume of non-periodic structures (volume 0) to this value, in Å³, before dividing the virial.
+#: SevenNet clamps the cell volume of non-periodic structures (volume 0) to this value, in Å³, before dividing the
+#: virial; so do we.
 MINIMUM_VOLUME = 1e-3
 
 
@@ -50,12 +51,12 @@ class SevennetPotential(Potential):
     ``rescale_atomic_energy`` (a ``SpeciesWiseRescale``), which lives in the **"readout"** block. In the pretrained
     checkpoints its ``shift``/``scale`` are ``nn.Parameter`` s with ``requires_grad=False``; a strategy that switches on
     gradients for every parameter of the readout block would make them trainable too. Use
-    :meth:`set_native_element_shift` to move E0 offsets into that shift, so a model saved here and loaded by sevenn's own
-    ``SevenNetCalculator`` carries them (the base class's ``element_energy_shift`` is atomtune-only).
+    :meth:`set_native_element_shift` to move E0 offsets into that shift, so a model saved here and loaded by sevenn's
+    own ``SevenNetCalculator`` carries them (the base class's ``element_energy_shift`` is atomtune-only).
     """
 
     backbone = "sevennet"
-    # Measured with benchmarks/bench_predict_sevennet.py (1 CPU thread, 8–32-atom cells): see cpu_batch_size choice there.
+    # Measured with benchmarks/bench_predict_sevennet.py (1 CPU thread, 8–32-atom cells)
     cpu_batch_size = 1
     gpu_batch_size = 32
 
@@ -63,11 +64,12 @@ class SevennetPotential(Potential):
         super().__init__(checkpoint)
         self.model = model
         self.config = config
-        #: Evaluate SevenNet's convolutions with :class:`EdgeTensorProductConvolution` (same numbers, ~3× faster on CPU);
-        #: False runs sevenn's own e3nn modules.
+        #: Evaluate SevenNet's convolutions with :class:`EdgeTensorProductConvolution` (same numbers, ~3× faster on
+        #: CPU); False runs sevenn's own e3nn modules.
         self.fast_convolution = fast_convolution
-        self._convolution_plans: dict[str, EdgeTensorProductConvolution | None] = {}
-        # Per-element offsets (eV/atom) added to SevenNet's own shift, and the shift they are relative to (per type index).
+        self._convolution_plans: dict[str, tuple[torch.nn.Module, EdgeTensorProductConvolution | None]] = {}
+        # Per-element offsets (eV/atom) added to SevenNet's own shift, and the shift they are relative to (by type
+        # index).
         self.native_element_shift: dict[str, float] = {}
         rescale = model._modules.get("rescale_atomic_energy")
         self._reference_native_shift = (
@@ -77,7 +79,7 @@ class SevennetPotential(Potential):
     # -- construction ------------------------------------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, checkpoint: str = "7net-0") -> SevennetPotential:
-        """Load a pretrained SevenNet (``"7net-0"``, ``"7net-l3i5"``, any name sevenn knows) or a ``.pth`` checkpoint."""
+        """A pretrained SevenNet (``"7net-0"``, ``"7net-l3i5"``, any name sevenn knows) or a ``.pth`` checkpoint."""
         import sevenn.util
 
         try:
@@ -101,8 +103,8 @@ class SevennetPotential(Potential):
             )
         if model.key_grad != KEY.EDGE_VEC:
             raise AtomtuneError(
-                f"SevenNet checkpoint {checkpoint!r} differentiates with respect to {model.key_grad!r}, not edge vectors; "
-                f"only edge-vector models (7net-0, 7net-l3i5) are supported."
+                f"SevenNet checkpoint {checkpoint!r} differentiates with respect to {model.key_grad!r}, not edge "
+                f"vectors; only edge-vector models (7net-0, 7net-l3i5) are supported."
             )
         model.set_is_batch_data(True)
         return cls(checkpoint, model, config)
@@ -135,7 +137,6 @@ class SevennetPotential(Potential):
 
     def featurize(self, atoms: Atoms):
         """SevenNet's ``AtomGraphData`` for one structure from its own graph builder, in the model's float dtype."""
-        import sevenn._keys as KEY
         from sevenn.atom_graph_data import AtomGraphData
         from sevenn.train.dataload import unlabeled_atoms_to_graph
 
@@ -188,7 +189,7 @@ class SevennetPotential(Potential):
         (edge_gradient,) = torch.autograd.grad(energy.sum(), [edge_vector], create_graph=self.training)
         source, destination = data[KEY.EDGE_IDX]
         if forces:
-            # edge_vec = r[destination] - r[source], so -dE/dr collects +dE/d(edge) at sources, -dE/d(edge) at destinations
+            # edge_vec = r[destination] - r[source]: -dE/dr collects +dE/d(edge) at sources, -dE/d(edge) at destinations
             n_atoms = data[KEY.ATOMIC_NUMBERS].shape[0]
             atom_forces = torch.zeros(n_atoms, 3, dtype=edge_gradient.dtype, device=edge_gradient.device)
             atom_forces = atom_forces.index_add(0, source, edge_gradient).index_add(0, destination, -edge_gradient)
@@ -221,6 +222,7 @@ class SevennetPotential(Potential):
 
     def atom_features(self, data) -> torch.Tensor:
         """Scalar (0e) node features ``(N, F)`` after the last interaction layer (F = 128 for SevenNet-0)."""
+        import sevenn._keys as KEY
         from e3nn import o3
 
         last_gate = max(
@@ -228,7 +230,7 @@ class SevennetPotential(Potential):
         )
         data = self._run_modules(copy.copy(data), until=last_gate)
         irreps = o3.Irreps(self.model._modules[last_gate].gate.irreps_out)
-        features = data["x"]
+        features = data[KEY.NODE_FEATURE]
         scalars = [features[:, span] for mul_ir, span in zip(irreps, irreps.slices()) if mul_ir.ir.l == 0]
         return torch.cat(scalars, dim=1)
 
@@ -328,7 +330,6 @@ class SevennetPotential(Potential):
         """SevenNet's forward without its force/stress module; stops after module ``until`` when given."""
         import sevenn._keys as KEY
         from sevenn.nn.force_output import ForceOutput, ForceStressOutput, ForceStressOutputFromEdge
-
         from sevenn.nn.node_embedding import OnehotEmbedding
 
         model = self.model
@@ -341,7 +342,7 @@ class SevennetPotential(Potential):
             plan = self._convolution_plan(name, module) if self.fast_convolution else None
             data = plan(module, data) if plan is not None else module(data)
             if isinstance(module, OnehotEmbedding) and dtype != torch.float32:
-                # sevenn's one-hot is always float32 (SevenNet trains in single precision); float64 potentials need it cast
+                # sevenn's one-hot is always float32 (SevenNet trains in single precision); float64 models need a cast
                 for key in (module.key_output, module.key_additional_output):
                     if key is not None:
                         data[key] = data[key].to(dtype)
@@ -350,9 +351,11 @@ class SevennetPotential(Potential):
         return data
 
     def _convolution_plan(self, name: str, module: torch.nn.Module) -> EdgeTensorProductConvolution | None:
-        if name not in self._convolution_plans:
-            self._convolution_plans[name] = EdgeTensorProductConvolution.for_module(module)
-        return self._convolution_plans[name]
+        cached = self._convolution_plans.get(name)
+        # keyed by the module itself too: a strategy that swaps a layer for a wrapper must not inherit its plan
+        if cached is None or cached[0] is not module:
+            cached = self._convolution_plans[name] = (module, EdgeTensorProductConvolution.for_module(module))
+        return cached[1]
 
 
 class EdgeTensorProductConvolution:
@@ -376,7 +379,7 @@ class EdgeTensorProductConvolution:
 
     @classmethod
     def for_module(cls, module) -> EdgeTensorProductConvolution | None:
-        """The plan for a sevenn ``IrrepsConvolution`` built on an e3nn ``uvu`` TensorProduct; None for anything else."""
+        """The plan for a sevenn ``IrrepsConvolution`` on an e3nn ``uvu`` TensorProduct; None for anything else."""
         from e3nn.o3 import TensorProduct
         from sevenn.nn.convolution import IrrepsConvolution
 
@@ -515,9 +518,9 @@ def _coupling(buffers: dict, l_x: int, l_filter: int, l_out: int) -> torch.Tenso
 def _build_model(native):
     """sevenn's model from a loaded ``SevenNetCheckpoint``, with e3nn's generated code left as torch.fx (not scripted).
 
-    TorchScript-compiling e3nn's generated code takes two thirds of sevenn's build time (≈2.5 of 3.7 s on one core)
-    and gives no speed here (the convolutions run through EdgeTensorProductConvolution); the state dict and the
-    numbers are identical. The e3nn option is global, so it is restored right after.
+    TorchScript-compiling e3nn's generated code takes about two thirds of sevenn's build time and gives no speed here
+    (the convolutions run through EdgeTensorProductConvolution); the state dict and the numbers are identical. The e3nn
+    option is global, so it is restored right after.
     """
     import e3nn
 
