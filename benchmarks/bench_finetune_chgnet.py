@@ -1,0 +1,236 @@
+"""Benchmark: one epoch of full CHGNet fine-tuning with atomtune's ``Trainer`` against CHGNet's own ``Trainer`` (CPU).
+
+Same data on both sides: EMT-labelled fcc supercells of 8–32 atoms (Cu, Ni, Al, Pd, Ag, Pt, Au hosts, a third with ~30 %
+substituted sites; strained ±3 %, rattled 0.05 Å), a fixed train/validation split, CHGNet 0.3.0 in float32, full
+fine-tuning, the same loss (MSE; energy per atom 1, forces 1, stress 0.1 GPa⁻², CHGNet's defaults), batch size, learning
+rate, cosine schedule and epochs; each epoch ends with a validation pass on both sides. CHGNet's side gets stresses in
+VASP's kbar convention (its ``StructureData`` multiplies them by −0.1), energies per atom, no magmoms; atomtune's side
+trains with E0 re-estimation and EMA off, so the work per epoch is the same.
+
+Each side runs in its own subprocess with an explicit torch thread count (peak memory is that process's max RSS); sides
+alternate over ``--repeats`` rounds and the best round of each is reported, so load from other processes on a shared
+machine hits both alike. Seconds per epoch = the best epoch of a run (training + validation). Results go to
+``benchmarks/results/finetune_chgnet.json``.
+
+    python benchmarks/bench_finetune_chgnet.py --structures 40 --epochs 2 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+HOSTS = [("Cu", 3.61), ("Ni", 3.52), ("Al", 4.05), ("Pd", 3.89), ("Ag", 4.09), ("Pt", 3.92), ("Au", 4.08)]
+REPEATS = [(2, 1, 1), (3, 1, 1), (2, 2, 1), (3, 2, 1), (2, 2, 2)]  # 8–32 atoms from the 4-atom cubic cell
+ELEMENTS = [host for host, _ in HOSTS]
+
+
+def benchmark_structures(count: int, seed: int = 0):
+    """``count`` EMT-labelled cells of 8–32 atoms (labels on a SinglePointCalculator, ASE units)."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from atomtune.data.dataset import attach_labels
+
+    rng = np.random.default_rng(seed)
+    structures = []
+    for k in range(count):
+        host, lattice_constant = HOSTS[k % len(HOSTS)]
+        atoms = bulk(host, "fcc", a=lattice_constant, cubic=True).repeat(REPEATS[rng.integers(len(REPEATS))])
+        if k % 3 == 0:
+            symbols = [
+                ELEMENTS[rng.integers(len(ELEMENTS))] if rng.random() < 0.3 else symbol
+                for symbol in atoms.get_chemical_symbols()
+            ]
+            atoms.set_chemical_symbols(symbols)
+        strain = rng.uniform(-0.03, 0.03, (3, 3))
+        atoms.set_cell(atoms.cell[:] @ (np.eye(3) + 0.5 * (strain + strain.T)), scale_atoms=True)
+        atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        attach_labels(atoms, atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())
+        atoms.info["id"] = f"bench-{k}"
+        structures.append(atoms)
+    return structures
+
+
+def split(structures, valid_fraction: float = 0.2):
+    n_valid = max(1, int(round(len(structures) * valid_fraction)))
+    return structures[n_valid:], structures[:n_valid]
+
+
+def run_atomtune(args) -> dict:
+    from atomtune.finetune import Full, Trainer, TrainingSettings
+    from atomtune.models import load_potential
+
+    train, valid = split(benchmark_structures(args.structures, args.seed))
+    potential = load_potential("chgnet-0.3.0")
+    settings = TrainingSettings(
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        ema_decay=None,
+        refit_e0=False,
+        early_stopping_patience=None,
+        restore_best=False,
+        gradient_clip=None,
+        progress=False,
+        seed=args.seed,
+    )
+    started = time.perf_counter()
+    result = Trainer(settings).fit(potential, train, valid, Full())
+    total = time.perf_counter() - started
+    epochs = [h for h in result.history if h["epoch"] > 0]
+    return {
+        "seconds_per_epoch": min(h["seconds"] for h in epochs),
+        "seconds_per_epoch_all": [h["seconds"] for h in epochs],
+        "featurize_seconds": result.metrics["featurize_seconds"],
+        "total_seconds": total,
+        "valid_forces_mae_before": result.history[0]["valid_forces_mae"],
+        "valid_forces_mae_after": epochs[-1]["valid_forces_mae"],
+    }
+
+
+def run_chgnet(args) -> dict:
+    import contextlib
+    import io
+
+    import torch
+    from chgnet.data.dataset import StructureData, collate_graphs
+    from chgnet.model import CHGNet
+    from chgnet.trainer import Trainer as ChgnetTrainer
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from torch.utils.data import DataLoader
+
+    from atomtune.data.dataset import labels_of
+
+    train, valid = split(benchmark_structures(args.structures, args.seed))
+
+    def dataset(structures):
+        labels = [labels_of(atoms) for atoms in structures]
+        from ase.stress import voigt_6_to_full_3x3_stress
+
+        return StructureData(
+            structures=[AseAtomsAdaptor.get_structure(atoms) for atoms in structures],
+            energies=[label.energy / len(atoms) for label, atoms in zip(labels, structures)],  # CHGNet: eV/atom
+            forces=[label.forces for label in labels],
+            # CHGNet's StructureData multiplies by −0.1 (VASP kbar → GPa, VASP sign); CHGNet's own stress has ASE's sign.
+            stresses=[-10.0 * voigt_6_to_full_3x3_stress(label.stress) * 160.21766208 for label in labels],
+            shuffle=False,
+        )
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = CHGNet.load(model_name="0.3.0")
+        train_data, valid_data = dataset(train), dataset(valid)
+    generator = torch.Generator().manual_seed(args.seed)
+    train_loader = DataLoader(train_data, batch_size=args.batch_size, shuffle=True, collate_fn=collate_graphs,
+                              generator=generator)
+    valid_loader = DataLoader(valid_data, batch_size=args.batch_size, shuffle=False, collate_fn=collate_graphs)
+    trainer = ChgnetTrainer(
+        model=model,
+        targets="efs",
+        optimizer="Adam",
+        scheduler="CosLR",
+        criterion="MSE",
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        use_device="cpu",
+        print_freq=10**6,
+    )
+    epoch_seconds = []
+    original_train = trainer._train
+
+    def timed_train(*a, **k):  # one epoch = CHGNet's _train + its _validate, timed from the start of _train
+        timed_train.started = time.perf_counter()
+        return original_train(*a, **k)
+
+    original_validate = trainer._validate
+
+    def timed_validate(*a, **k):
+        result = original_validate(*a, **k)
+        epoch_seconds.append(time.perf_counter() - timed_train.started)
+        return result
+
+    trainer._train, trainer._validate = timed_train, timed_validate
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer.train(train_loader, valid_loader, save_dir=str(Path(args.scratch) / "chgnet-native"))
+    total = time.perf_counter() - started
+    history = trainer.training_history["f"]["val"]
+    return {
+        "seconds_per_epoch": min(epoch_seconds),
+        "seconds_per_epoch_all": epoch_seconds,
+        "total_seconds": total,
+        "valid_forces_mae_after": float(history[-1]),
+    }
+
+
+def child(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    result = run_atomtune(args) if args.side == "atomtune" else run_chgnet(args)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--structures", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--learning-rate", type=float, default=5e-3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--side", choices=("atomtune", "chgnet"), help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", default="/tmp/atomtune-bench-finetune", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        child(args)
+        return
+
+    environment = {**os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+    runs: dict[str, list[dict]] = {"atomtune": [], "chgnet": []}
+    for round_index in range(args.repeats):
+        order = ("chgnet", "atomtune") if round_index % 2 == 0 else ("atomtune", "chgnet")
+        for side in order:
+            command = [sys.executable, __file__, "--side", side] + [
+                f"--{name.replace('_', '-')}={getattr(args, name)}"
+                for name in ("structures", "epochs", "batch_size", "learning_rate", "threads", "seed", "scratch")
+            ]
+            output = subprocess.run(command, env=environment, capture_output=True, text=True, check=True).stdout
+            result = json.loads(output.split("RESULT ", 1)[1])
+            runs[side].append(result)
+            print(f"{side:9s} {result['seconds_per_epoch']:.1f} s/epoch, peak {result['peak_rss_mib']:.0f} MiB, "
+                  f"valid force MAE after {result['valid_forces_mae_after']:.4f} eV/Å", flush=True)
+    best = {side: min(results, key=lambda r: r["seconds_per_epoch"]) for side, results in runs.items()}
+    structures = benchmark_structures(args.structures, args.seed)
+    record = {
+        "benchmark": "finetune_chgnet",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg()},
+        "settings": {k: getattr(args, k) for k in ("structures", "epochs", "batch_size", "learning_rate", "threads",
+                                                    "repeats", "seed")},
+        "atoms_per_structure": [int(min(len(a) for a in structures)), int(max(len(a) for a in structures))],
+        "best": best,
+        "runs": runs,
+        "speedup_per_epoch": best["chgnet"]["seconds_per_epoch"] / best["atomtune"]["seconds_per_epoch"],
+    }
+    out = Path(__file__).parent / "results" / "finetune_chgnet.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
+    print(f"speed-up per epoch: {record['speedup_per_epoch']:.2f}x (CHGNet Trainer / atomtune); wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Benchmark: one epoch of SevenNet-0 fine-tuning with atomtune's ``Trainer`` against ``sevenn train`` (fine_tune preset, CPU).
+
+Same data as ``bench_finetune_chgnet.py`` (EMT-labelled fcc cells of 8–32 atoms, same split). ``sevenn train`` runs the
+``fine_tune`` preset (SevenNet-0 11Jul2024, Adam lr 0.004, Huber δ 0.01, force weight 1, stress weight 0.01 in kbar,
+stress trained) with our epochs, batch size and files; its epoch time is read from ``log.sevenn`` ("Epoch N elapsed",
+training + validation). atomtune trains the same checkpoint (full fine-tuning, Huber δ 0.01, lr 0.004, constant
+schedule, E0 re-estimation and EMA off); its epoch time is the history's (training + validation). Each side runs in its
+own process with an explicit torch thread count (peak memory = that process's max RSS); sides alternate over
+``--repeats`` rounds and the best is reported. Results go to ``benchmarks/results/finetune_sevennet.json``.
+
+    python benchmarks/bench_finetune_sevennet.py --structures 40 --epochs 2 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_finetune_chgnet import benchmark_structures, split  # noqa: E402  (same data on every backbone)
+
+
+def run_atomtune(args) -> dict:
+    from atomtune.finetune import Full, LossWeights, Trainer, TrainingSettings, default_loss_weights
+    from atomtune.models import load_potential
+
+    train, valid = split(benchmark_structures(args.structures, args.seed))
+    potential = load_potential("sevennet-0")
+    defaults = default_loss_weights("sevennet")
+    settings = TrainingSettings(
+        epochs=args.epochs,
+        learning_rate=0.004,
+        batch_size=args.batch_size,
+        scheduler="constant",
+        ema_decay=None,
+        refit_e0=False,
+        early_stopping_patience=None,
+        restore_best=False,
+        gradient_clip=None,
+        progress=False,
+        seed=args.seed,
+        loss=LossWeights(defaults.energy, defaults.forces, defaults.stress, "huber", 0.01, "sevenn fine_tune preset"),
+    )
+    started = time.perf_counter()
+    result = Trainer(settings).fit(potential, train, valid, Full())
+    epochs = [h for h in result.history if h["epoch"] > 0]
+    return {
+        "seconds_per_epoch": min(h["seconds"] for h in epochs),
+        "seconds_per_epoch_all": [h["seconds"] for h in epochs],
+        "featurize_seconds": result.metrics["featurize_seconds"],
+        "total_seconds": time.perf_counter() - started,
+        "valid_forces_mae_before": result.history[0]["valid_forces_mae"],
+        "valid_forces_mae_after": epochs[-1]["valid_forces_mae"],
+    }
+
+
+def run_sevenn(args) -> dict:
+    import yaml
+    from ase.io import write
+
+    train, valid = split(benchmark_structures(args.structures, args.seed))
+    work = Path(args.scratch) / "sevenn"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for name, structures in (("train", train), ("valid", valid)):
+        write(work / f"{name}.extxyz", structures, format="extxyz")  # energy/forces/stress from the calculators
+    import sevenn
+
+    config = yaml.safe_load((Path(sevenn.__file__).parent / "presets" / "fine_tune.yaml").read_text())
+    config["train"].update(epoch=args.epochs, per_epoch=10**6, random_seed=args.seed)
+    config["data"].update(
+        batch_size=args.batch_size,
+        load_trainset_path=[str(work / "train.extxyz")],
+        load_validset_path=[str(work / "valid.extxyz")],
+    )
+    config["data"].pop("load_testset_path", None)
+    (work / "input.yaml").write_text(yaml.safe_dump(config))
+    started = time.perf_counter()
+    sevenn_command = str(Path(sys.executable).with_name("sevenn"))
+    process = subprocess.run([sevenn_command, "train", "input.yaml", "-s"], cwd=work, capture_output=True, text=True)
+    total = time.perf_counter() - started
+    log = (work / "log.sevenn").read_text() if (work / "log.sevenn").exists() else ""
+    if process.returncode != 0:
+        raise RuntimeError(f"sevenn train failed:\n{process.stdout[-3000:]}\n{process.stderr[-3000:]}\n{log[-3000:]}")
+    epochs = [_seconds(text) for text in re.findall(r"Epoch \d+ elapsed: ([0-9:.]+)", log)]
+    force_mae = re.findall(r"Force\s*\(eV/A\)?\s*[^\n]*", log)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {
+        "seconds_per_epoch": min(epochs),
+        "seconds_per_epoch_all": epochs,
+        "total_seconds": total,
+        "peak_rss_mib_sevenn_process": children,
+        "log_force_lines": force_mae[-2:],
+    }
+
+
+def _seconds(text: str) -> float:
+    hours, minutes, seconds = text.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def child(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    result = run_atomtune(args) if args.side == "atomtune" else run_sevenn(args)
+    result["peak_rss_mib"] = result.pop("peak_rss_mib_sevenn_process", None) or (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--structures", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--side", choices=("atomtune", "sevenn"), help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", default="/tmp/atomtune-bench-finetune", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        child(args)
+        return
+    environment = {**os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+    runs: dict[str, list[dict]] = {"atomtune": [], "sevenn": []}
+    for round_index in range(args.repeats):
+        order = ("sevenn", "atomtune") if round_index % 2 == 0 else ("atomtune", "sevenn")
+        for side in order:
+            command = [sys.executable, __file__, "--side", side] + [
+                f"--{name.replace('_', '-')}={getattr(args, name)}"
+                for name in ("structures", "epochs", "batch_size", "threads", "seed", "scratch")
+            ]
+            output = subprocess.run(command, env=environment, capture_output=True, text=True)
+            if output.returncode != 0:
+                raise SystemExit(output.stdout[-4000:] + output.stderr[-4000:])
+            result = json.loads(output.stdout.split("RESULT ", 1)[1])
+            runs[side].append(result)
+            print(f"{side:9s} {result['seconds_per_epoch']:.1f} s/epoch, peak {result['peak_rss_mib']:.0f} MiB", flush=True)
+    best = {side: min(results, key=lambda r: r["seconds_per_epoch"]) for side, results in runs.items()}
+    record = {
+        "benchmark": "finetune_sevennet",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg()},
+        "settings": {k: getattr(args, k) for k in ("structures", "epochs", "batch_size", "threads", "repeats", "seed")},
+        "best": best,
+        "runs": runs,
+        "speedup_per_epoch": best["sevenn"]["seconds_per_epoch"] / best["atomtune"]["seconds_per_epoch"],
+    }
+    out = Path(__file__).parent / "results" / "finetune_sevennet.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
+    print(f"speed-up per epoch: {record['speedup_per_epoch']:.2f}x (sevenn train / atomtune); wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
