@@ -40,7 +40,9 @@ def register(app: typer.Typer) -> None:
         valid: Path = typer.Option(None, "--valid", help="Labelled validation structures (default: split off --train)."),
         valid_fraction: float = typer.Option(0.1, "--valid-fraction", help="Fraction of --train held out without --valid."),
         out: Path = typer.Option(..., "--out", help="Output model directory (checkpoints, metrics.json, plots)."),
-        strategy: str = typer.Option("full", "--strategy", help="full | freeze | lora | replay."),
+        strategy: str = typer.Option(
+            "full", "--strategy", help="full | freeze | lora | replay | mace-multihead (mace_run_train's own replay)."
+        ),
         freeze_depth: str = typer.Option("2", "--freeze-depth", help="Blocks that train, from the readout ('all')."),
         lora_rank: int = typer.Option(8, "--lora-rank", help="LoRA rank r."),
         lora_alpha: float = typer.Option(16.0, "--lora-alpha", help="LoRA α (update scaled by α/r)."),
@@ -207,6 +209,8 @@ def _run_once(options: dict, datasets: dict, console: Console, parameter: str | 
         if metrics.get("finished"):
             console.print(f"{out}: finished earlier, reusing its metrics")
             return FitResult(None, metrics["history"], metrics, out)
+    if options["strategy"] == "mace-multihead":
+        return _run_mace_multihead(options, datasets, out)
     strategy = _build_strategy(options)
     potential = load_potential(options["model"], device=options["device"], dtype=options["dtype"])
     settings = _build_settings(options, potential.backbone)
@@ -226,15 +230,48 @@ def _run_once(options: dict, datasets: dict, console: Console, parameter: str | 
     )
 
 
+def _run_mace_multihead(options: dict, datasets: dict, out: Path):
+    """mace's own multihead replay fine-tuning; the replay head gets --replay-data and/or generated pseudo-labels."""
+    from atomtune.finetune.mace_multihead import MaceMultiheadFinetune
+    from atomtune.finetune.strategies.replay import generate_around, pseudo_label
+    from atomtune.models import load_potential
+
+    foundation = load_potential(options["model"], device=options["device"], dtype="float64")
+    if foundation.backbone != "mace":
+        raise AtomtuneError(f"--strategy mace-multihead needs a MACE model; {options['model']} is {foundation.backbone}.")
+    train, valid = list(datasets["train"]), list(datasets["valid"])
+    foundation.check_elements(train + valid, where="the training or validation set")
+    replay = list(datasets.get("replay_data") or [])
+    if options["replay_generate"]:
+        replay += pseudo_label(foundation, generate_around(train, options["replay_generate"], options["seed"]))
+    model_file = Path(options["model"])
+    weights = _build_settings(options, "mace").loss
+    native = MaceMultiheadFinetune(
+        str(model_file) if model_file.exists() else foundation.checkpoint,
+        epochs=options["epochs"],
+        learning_rate=options["learning_rate"],
+        batch_size=options["batch_size"],
+        energy_weight=weights.energy,
+        forces_weight=weights.forces,
+        stress_weight=weights.stress if all(labels.stress is not None for labels in datasets["train"].labels()) else 0.0,
+        weight_pt_head=options["replay_weight"],
+        seed=options["seed"],
+        device=options["device"],
+    )
+    return native.run(train, valid, replay, out, model_spec=options["model"])
+
+
 def _print_result(console: Console, result) -> None:
     metrics = result.metrics
-    table = Table(title=f"validation errors ({metrics['epochs_run']} epochs, best epoch {metrics['best_epoch']})")
+    best = metrics.get("best_epoch")
+    table = Table(title=f"validation errors ({metrics['epochs_run']} epochs"
+                        + (f", best epoch {best})" if best is not None else ")"))
     table.add_column("model")
     columns = [("energy_mae_mev_per_atom", "E MAE meV/atom"), ("forces_mae", "F MAE eV/Å"),
                ("forces_rmse", "F RMSE eV/Å"), ("stress_mae_gpa", "S MAE GPa")]
     for _, title in columns:
         table.add_column(title, justify="right")
-    rows = [("zero-shot", metrics["zero_shot"]["valid"])]
+    rows = [("zero-shot", metrics["zero_shot"]["valid"])] if "valid" in metrics["zero_shot"] else []
     if "valid_after_e0" in metrics["zero_shot"]:
         rows.append(("zero-shot + E0", metrics["zero_shot"]["valid_after_e0"]))
     rows.append(("fine-tuned", metrics["final"]["valid"]))
