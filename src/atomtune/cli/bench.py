@@ -2,8 +2,8 @@
 
 The command-line face of :mod:`atomtune.tasks`: the same ``run`` for the reference (EMT, GPAW, any ``module:Class``
 ASE calculator, built per structure by :class:`atomtune.data.label.CalculatorSpec` because a DFT calculator's settings
-depend on the structure) and for each ``--model`` (its Potential, so relax-based tasks batch), then ``compare`` printed as
-a table and ``plot`` written as PNGs.
+depend on the structure) and for each ``--model`` (its Potential, so relax-based tasks batch), then ``compare`` printed
+as a table and ``plot`` written as PNGs.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench_command(
-        task: str = typer.Option(..., "--task", help="relax, substitution, eos, elastic, phonons, md, surface, vacancy, "
-                                 "stacking_fault, adsorption, composition_scan or errors"),
+        task: str = typer.Option(
+            ..., "--task",
+            help="relax, substitution, eos, elastic, phonons, md, surface, vacancy, stacking_fault, adsorption, "
+            "composition_scan or errors",
+        ),
         data: Path = typer.Option(..., "--data", help="structures (extxyz or ASE db; labels not needed)"),
         model: list[str] = typer.Option([], "--model", help="model name, .model file or fine-tuned dir; repeat"),
         reference: str = typer.Option(None, "--reference", help="reference calculator: emt, gpaw or module:Class"),
@@ -38,7 +41,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a property task on the reference and on every model; print the comparison, write JSON records and PNGs.
 
-        Example: atomtune bench --task eos --model chgnet-0.3.0 --model runs/ft/ --reference emt --data bulk.extxyz --out results/
+        Example: atomtune bench --task eos --model chgnet-0.3.0 --model runs/ft/ --reference emt --data bulk.extxyz
+        --out results/
 
         Writes OUT/TASK/records_<label>.json (one record per structure, units in the key names), OUT/TASK/compare.json
         (the table's rows) and the task's plots. A structure that fails for one calculator is a record with "error"; the
@@ -80,9 +84,10 @@ def register(app: typer.Typer) -> None:
 
             for spec_name in model:
                 potential = load_potential(spec_name, device=device, dtype=dtype)
-                missing = sorted({s for a in structures for s in a.get_chemical_symbols()} - potential.supported_elements)
+                present = {symbol for atoms in structures for symbol in atoms.get_chemical_symbols()}
+                missing = sorted(present - potential.supported_elements)
                 if missing:
-                    console.print(f"[yellow]{spec_name} lacks {', '.join(missing)}: those structures get error records.")
+                    console.print(f"[yellow]{spec_name} lacks {', '.join(missing)}: those structures get error records")
                 results[spec_name] = module.run(structures, potential, task_settings, progress=progress)
 
         task_dir = out / module.__name__.rsplit(".", 1)[-1]
@@ -98,7 +103,8 @@ def register(app: typer.Typer) -> None:
         failed = {label: sum(bool(r.get("error")) for r in records) for label, records in results.items()}
         for label, count in failed.items():
             if count:
-                console.print(f"[yellow]{label}: {count} record(s) with an error (see records_{safe_filename(label)}.json)")
+                records_file = f"records_{safe_filename(label)}.json"
+                console.print(f"[yellow]{label}: {count} record(s) with an error (see {records_file})")
         console.print(f"wrote {len(results)} record file(s), compare.json and {len(plots)} plot(s) in {task_dir}")
 
 
@@ -151,14 +157,17 @@ def _settings_dict(text: str | None, module) -> dict:
         try:
             values = json.loads(text)
         except json.JSONDecodeError as error:
-            raise AtomtuneError(f"--settings is neither a .json/.yaml file nor valid JSON ({error}): {text!r}") from None
+            message = f"--settings is neither a .json/.yaml file nor valid JSON ({error}): {text!r}"
+            raise AtomtuneError(message) from None
         where = "--settings"
     if not isinstance(values, dict):
         raise AtomtuneError(f"{where} must be a mapping of setting names to values, e.g. '{{\"fmax\": 0.02}}'.")
     known = {field.name for field in fields(module.Settings)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise AtomtuneError(f"{where}: unknown setting(s) {', '.join(unknown)} for this task; known: {', '.join(sorted(known))}.")
+        raise AtomtuneError(
+            f"{where}: unknown setting(s) {', '.join(unknown)} for this task; known: {', '.join(sorted(known))}."
+        )
     return values
 
 

@@ -3,8 +3,8 @@
 The last box of the flow before the report. Every module here follows one shape (``Settings`` dataclass; ``run`` → one
 JSON-serialisable record per structure with ``"id"`` and unit-named properties, and a record with ``"error"`` for a
 structure that fails instead of dropping it; ``compare`` → rows of a side-by-side table; ``plot`` → PNG paths). The
-reference (DFT, EMT, any ASE calculator) and each model (``potential.calculator()``, or the Potential itself where a task
-batches) are interchangeable inputs: "DFT vs zero-shot vs fine-tuned" is the same call three times.
+reference (DFT, EMT, any ASE calculator) and each model (``potential.calculator()``, or the Potential itself where a
+task batches) are interchangeable inputs: "DFT vs zero-shot vs fine-tuned" is the same call three times.
 
 :data:`TASKS` maps a task name to its module; :func:`load_task` imports one. The pieces every task shares (record ids,
 the per-structure loop that turns a failure into an error record, JSON-safe values) are defined here, beside the shape

@@ -6,11 +6,12 @@ Used by the relax-based tasks (:mod:`atomtune.tasks.relax`, substitution, compos
 ``forward``); a structure that converges (or runs out of steps) leaves the pool and the next waiting structure takes its
 place, so each structure converges on its own.
 
-The algorithm is ASE's, step for step, so the two paths give the same structures and step counts: :class:`ase.optimize.FIRE`
-with its default parameters, on positions and — with ``relax_cell`` — the cell through the same degrees of freedom as
-:class:`ase.filters.FrechetCellFilter` (positions in the undeformed cell, plus ``n_atoms × logm(F)`` for the deformation
-gradient F; cell gradient from the virial through the Fréchet derivative of expm, and ``fmax`` applied to those cell rows
-as well). Convergence is ASE's: the largest row norm of the (filtered) forces strictly below ``fmax``.
+The algorithm is ASE's, step for step, so the two paths give the same structures and step counts:
+:class:`ase.optimize.FIRE` with its default parameters, on positions and — with ``relax_cell`` — the cell through the
+same degrees of freedom as :class:`ase.filters.FrechetCellFilter` (positions in the undeformed cell, plus ``n_atoms ×
+logm(F)`` for the deformation gradient F; cell gradient from the virial through the Fréchet derivative of expm, and
+``fmax`` applied to those cell rows as well). Convergence is ASE's: the largest row norm of the (filtered) forces
+strictly below ``fmax``.
 """
 
 from __future__ import annotations
@@ -170,8 +171,8 @@ def fire_relax(
     ``fmax`` in eV/Å; ``max_steps`` optimiser steps per structure; ``relax_cell`` relaxes the cell too (periodic
     structures only; others relax positions); ``batch_size`` structures per forward (None: :data:`CPU_BATCH_SIZE` or
     :data:`GPU_BATCH_SIZE`); ``stress``: also compute the stress of periodic structures relaxed at fixed cell (it is
-    always computed when the cell relaxes). A structure that fails (an element the model lacks, non-finite energies) gets a Relaxation
-    with ``error`` set; the others go on.
+    always computed when the cell relaxes). A structure that fails (an element the model lacks, non-finite energies)
+    gets a Relaxation with ``error`` set; the others go on.
     """
     structures = list(structures)
     if batch_size is None:

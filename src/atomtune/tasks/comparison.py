@@ -137,7 +137,8 @@ def plot_properties(
             positions = np.arange(len(ids))
             for k, (model, series) in enumerate(values.items()):
                 axis.bar(positions + (k - (len(results) - 1) / 2) * width, series, width, label=model)
-            axis.set_xticks(positions, ids, rotation=45 if len(ids) > 4 else 0, ha="right" if len(ids) > 4 else "center")
+            crowded = len(ids) > 4
+            axis.set_xticks(positions, ids, rotation=45 if crowded else 0, ha="right" if crowded else "center")
             axis.set_ylabel(label)
             axis.legend(fontsize="small")
         else:

@@ -1,9 +1,9 @@
 """Composition scan: formation energy and lattice constant versus x across a random solid solution A₁₋ₓBₓ.
 
-For each parent (fcc Ni, say) random supercells with a fraction x of the host sites replaced by the solute (Al, Cu …) are
-built for every x of the scan (:func:`atomtune.data.generate.substitute`), all relaxed with the calculator (cell and ions;
-batched on a Potential), and for each configuration reported: the formation energy per atom relative to the end members
-of the scan — the relaxed x = 0 and x = 1 structures, i.e. the elemental solids for an elemental parent:
+For each parent (fcc Ni, say) random supercells with a fraction x of the host sites replaced by the solute (Al, Cu …)
+are built for every x of the scan (:func:`atomtune.data.generate.substitute`), all relaxed with the calculator (cell and
+ions; batched on a Potential), and for each configuration reported: the formation energy per atom relative to the end
+members of the scan — the relaxed x = 0 and x = 1 structures, i.e. the elemental solids for an elemental parent:
 E_f(x) = E/N − [(1 − x) E₀/N₀ + x E₁/N₁] (x the realised fraction of all atoms that are solute) — and the lattice
 constant (the parent's conventional a scaled by the cube root of the volume change), to set against Vegard's law.
 "Ni % versus stability" is this curve read from the Ni end.
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from atomtune.tasks import error_message, json_ready, structure_label
+from atomtune.tasks import json_ready
 from atomtune.tasks.comparison import compare_properties
-from atomtune.tasks.relax import relax_structures
+from atomtune.tasks.relax import relax_generated
 
 PROPERTIES = ("formation_energy_per_atom", "lattice_constant")
 
@@ -86,28 +86,15 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
     from atomtune.tasks.eos import conventional_lattice_constant
 
     settings = settings or Settings()
-    records: list[dict] = []
-    pending: list[Atoms] = []
+    # (conventional a, volume per atom) of each parent: the scale of the configurations' lattice constant.
     parent_lattice: dict[str, tuple[float, float]] = {}
-    for index, parent in enumerate(structures):
-        label = structure_label(parent, index)
-        try:
-            made = configurations(parent, label, settings)
-            # (conventional a, volume per atom) of the parent, the scale the configurations' lattice constant uses.
-            parent_lattice[label] = (conventional_lattice_constant(parent), parent.get_volume() / len(parent))
-            pending.extend(made)
-        except Exception as error:  # a bad parent is reported; the other parents go on
-            records.append({"id": label, "formula": parent.get_chemical_formula(), "error": error_message(error)})
-    relaxations = relax_structures(
-        pending,
-        calculator,
-        fmax=settings.fmax,
-        max_steps=settings.max_steps,
-        relax_cell=True,
-        optimizer=settings.optimizer,
-        batch_size=settings.batch_size,
-        progress=progress,
-    )
+
+    def make(parent: Atoms, label: str) -> list[Atoms]:
+        made = configurations(parent, label, settings)
+        parent_lattice[label] = (conventional_lattice_constant(parent), parent.get_volume() / len(parent))
+        return made
+
+    records, pending, relaxations = relax_generated(structures, make, calculator, settings, progress=progress)
     scan = []
     for atoms, relaxation in zip(pending, relaxations):
         n_atoms = len(atoms)

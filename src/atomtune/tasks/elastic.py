@@ -1,11 +1,11 @@
 """Elastic constants Cᵢⱼ (GPa) from stress–strain with relaxed ions, and Voigt–Reuss–Hill bulk and shear moduli.
 
-Each structure is relaxed (cell and ions) with the calculator, then each of the six Voigt strain components is applied at
-± a few small magnitudes, the ions relaxed at each fixed strained cell (the relaxed-ion tensor, as Materials Project
-reports), and the stresses fitted: σᵢ = σ⁰ᵢ + Σⱼ Cᵢⱼ εⱼ by least squares per strain component, the intercept absorbing the
-residual stress of the relaxation. Strains are Voigt with engineering shears (ε₄ = 2ε_yz …), stresses ASE's (positive
-under tension, so σ = Cε without a sign flip), converted to GPa via ``ase.units.GPa``. The moduli come from pymatgen's
-``ElasticTensor`` (k_vrh, g_vrh …).
+Each structure is relaxed (cell and ions) with the calculator, then each of the six Voigt strain components is applied
+at ± a few small magnitudes, the ions relaxed at each fixed strained cell (the relaxed-ion tensor, as Materials Project
+reports), and the stresses fitted: σᵢ = σ⁰ᵢ + Σⱼ Cᵢⱼ εⱼ by least squares per strain component, the intercept absorbing
+the residual stress of the relaxation. Strains are Voigt with engineering shears (ε₄ = 2ε_yz …), stresses ASE's
+(positive under tension, so σ = Cε without a sign flip), converted to GPa via ``ase.units.GPa``. The moduli come from
+pymatgen's ``ElasticTensor`` (k_vrh, g_vrh …).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ase import Atoms
 from ase.units import GPa
 
 from atomtune.tasks import run_each
+from atomtune.tasks.bulk_reference import periodic_bulk, relaxed_bulk
 from atomtune.tasks.comparison import compare_properties, plot_properties, records_by_id
 from atomtune.tasks.relax import relax_structures
 
@@ -30,6 +31,9 @@ PROPERTIES = (
     "shear_modulus_vrh_gpa",
 )
 
+#: Voigt index pairs of the constants a record names (C11, C12, C13, C33, C44, C66: enough for cubic to hexagonal).
+NAMED_CONSTANTS = ((0, 0), (0, 1), (0, 2), (2, 2), (3, 3), (5, 5))
+
 #: Voigt index → (row, column) of the symmetric 3×3 strain.
 VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
@@ -38,9 +42,10 @@ VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 class Settings:
     """``strains``: magnitudes applied to each Voigt component, both signs (0.5 % and 1 %: inside the linear regime of
     metals and oxides, large enough that stress noise from fmax-level relaxation stays below ~1 GPa in Cᵢⱼ).
-    ``relax_first``: relax cell and ions first, so Cᵢⱼ is taken at the calculator's own equilibrium. ``relax_ions``: relax
-    ions in each strained cell (relaxed-ion constants; False gives clamped-ion ones). ``fmax``: eV/Å for all relaxations
-    (0.01: residual forces then move stresses by far less than the strains do). ``max_steps``: per relaxation."""
+    ``relax_first``: relax cell and ions first, so Cᵢⱼ is taken at the calculator's own equilibrium. ``relax_ions``:
+    relax ions in each strained cell (relaxed-ion constants; False gives clamped-ion ones). ``fmax``: eV/Å for all
+    relaxations (0.01: residual forces then move stresses by far less than the strains do). ``max_steps``: per
+    relaxation."""
 
     strains: tuple[float, ...] = (0.005, 0.01)
     relax_first: bool = True
@@ -51,9 +56,9 @@ class Settings:
 
 def run(structures: Sequence[Atoms], calculator, settings: Settings | None = None, progress: bool = True) -> list[dict]:
     """One record per structure: ``elastic_tensor_gpa`` (6×6, Voigt), ``c11_gpa``, ``c12_gpa``, ``c13_gpa``,
-    ``c33_gpa``, ``c44_gpa``, ``c66_gpa``, ``bulk_modulus_{voigt,reuss,vrh}_gpa``, ``shear_modulus_{voigt,reuss,vrh}_gpa``,
-    ``mechanically_stable`` (all eigenvalues of C positive: Born criterion) and ``fit_rmse_gpa`` (stress residual of the
-    linear fits)."""
+    ``c33_gpa``, ``c44_gpa``, ``c66_gpa``, ``bulk_modulus_{voigt,reuss,vrh}_gpa``,
+    ``shear_modulus_{voigt,reuss,vrh}_gpa``, ``mechanically_stable`` (all eigenvalues of C positive: Born criterion) and
+    ``fit_rmse_gpa`` (stress residual of the linear fits)."""
     settings = settings or Settings()
 
     def compute(atoms: Atoms, label: str) -> dict:
@@ -77,17 +82,10 @@ def strained(atoms: Atoms, component: int, magnitude: float) -> Atoms:
 
 def _elastic_constants(atoms: Atoms, label: str, calculator, settings: Settings) -> dict:
     record: dict = {"id": label, "formula": atoms.get_chemical_formula(), "n_atoms": len(atoms)}
-    if not atoms.pbc.all():
-        record["error"] = "elastic constants need a periodic structure (pbc on all three axes)."
-        return record
+    periodic_bulk(atoms, label, "the elastic-constant task")
     atoms.calc = None
     if settings.relax_first:
-        (relaxation,) = relax_structures([atoms], calculator, settings.fmax, settings.max_steps, relax_cell=True)
-        if not relaxation.usable:
-            record["error"] = f"initial relaxation failed: {relaxation.error}"
-            return record
-        record["initial_relaxation_converged"] = relaxation.converged
-        atoms = relaxation.atoms.copy()
+        atoms = relaxed_bulk(atoms, label, calculator, settings.fmax, settings.max_steps)
         atoms.calc = None
     magnitudes = sorted({sign * m for m in settings.strains for sign in (-1.0, 1.0)} | {0.0})
     cases = [(component, magnitude) for component in range(6) for magnitude in magnitudes if magnitude != 0.0]
@@ -127,7 +125,7 @@ def moduli(tensor_gpa: np.ndarray) -> dict:
     elastic = ElasticTensor.from_voigt(tensor_gpa)
     values = {
         "elastic_tensor_gpa": tensor_gpa,
-        **{f"c{i + 1}{j + 1}_gpa": float(tensor_gpa[i, j]) for i, j in ((0, 0), (0, 1), (0, 2), (2, 2), (3, 3), (5, 5))},
+        **{f"c{i + 1}{j + 1}_gpa": float(tensor_gpa[i, j]) for i, j in NAMED_CONSTANTS},
         "bulk_modulus_voigt_gpa": float(elastic.k_voigt),
         "bulk_modulus_reuss_gpa": float(elastic.k_reuss),
         "bulk_modulus_vrh_gpa": float(elastic.k_vrh),

@@ -18,6 +18,7 @@ from ase import Atoms
 from ase.units import GPa
 
 from atomtune.tasks import run_each
+from atomtune.tasks.bulk_reference import periodic_bulk, relaxed_bulk
 from atomtune.tasks.comparison import compare_properties, plot_properties, records_by_id, safe_filename
 from atomtune.tasks.relax import relax_structures
 
@@ -32,11 +33,11 @@ PROPERTIES = (
 
 @dataclass
 class Settings:
-    """``n_points``: volumes on the curve (11: enough to fix B′ with a residual to judge the fit). ``max_volume_strain``:
-    volumes from (1 − s)·V to (1 + s)·V (0.1: ±3 % in length, near-harmonic yet curved enough for B′). ``relax_first``:
-    relax cell and ions before scanning (see module docstring). ``relax_ions``: relax ions at each volume (no effect on
-    one-atom or symmetric cells, needed for anything with internal degrees of freedom). ``fmax``: eV/Å for both
-    relaxations (0.01: the E–V curve needs meV accuracy). ``max_steps``: per relaxation. ``eos``: any
+    """``n_points``: volumes on the curve (11: enough to fix B′ with a residual to judge the fit).
+    ``max_volume_strain``: volumes from (1 − s)·V to (1 + s)·V (0.1: ±3 % in length, near-harmonic yet curved enough for
+    B′). ``relax_first``: relax cell and ions before scanning (see module docstring). ``relax_ions``: relax ions at each
+    volume (no effect on one-atom or symmetric cells, needed for anything with internal degrees of freedom). ``fmax``:
+    eV/Å for both relaxations (0.01: the E–V curve needs meV accuracy). ``max_steps``: per relaxation. ``eos``: any
     ``ase.eos.EquationOfState`` form (``"birchmurnaghan"``, ``"vinet"``, ``"murnaghan"`` …)."""
 
     n_points: int = 11
@@ -67,17 +68,10 @@ def _equation_of_state(atoms: Atoms, label: str, calculator, settings: Settings)
 
     n_atoms = len(atoms)
     record: dict = {"id": label, "formula": atoms.get_chemical_formula(), "n_atoms": n_atoms}
-    if not atoms.pbc.all():
-        record["error"] = "the equation of state needs a periodic structure (pbc on all three axes)."
-        return record
+    periodic_bulk(atoms, label, "the equation of state")
     atoms.calc = None
     if settings.relax_first:
-        (relaxation,) = relax_structures([atoms], calculator, settings.fmax, settings.max_steps, relax_cell=True)
-        if not relaxation.usable:
-            record["error"] = f"initial relaxation failed: {relaxation.error}"
-            return record
-        record["initial_relaxation_converged"] = relaxation.converged
-        atoms = relaxation.atoms.copy()
+        atoms = relaxed_bulk(atoms, label, calculator, settings.fmax, settings.max_steps)
         atoms.calc = None
     scales = np.linspace(1 - settings.max_volume_strain, 1 + settings.max_volume_strain, settings.n_points)
     strained = []
@@ -117,7 +111,8 @@ def _equation_of_state(atoms: Atoms, label: str, calculator, settings: Settings)
     if not volumes.min() < v0 < volumes.max():
         record["error"] = (
             f"fitted minimum V0 = {v0 / n_atoms:.3f} Å³/atom lies outside the sampled volumes "
-            f"{volumes.min() / n_atoms:.3f}–{volumes.max() / n_atoms:.3f} Å³/atom: raise max_volume_strain or relax first."
+            f"{volumes.min() / n_atoms:.3f}–{volumes.max() / n_atoms:.3f} Å³/atom: raise max_volume_strain or relax "
+            f"first."
         )
     not_converged = [r for r in relaxations if not r.converged]
     if relax_steps and not_converged:

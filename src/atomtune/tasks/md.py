@@ -1,11 +1,11 @@
 """Molecular dynamics: is a model stable at temperature, and does it give the reference's liquid/solid structure?
 
-From each structure, runs NVT (Langevin, Bussi or Nosé–Hoover chain) or NPT (isotropic MTK, Berendsen or Melchionna) with
-ASE's integrators, then a short NVE segment to measure the energy drift. Reported: the radial distribution function and
-the bond-angle distribution over the production part, and stability metrics — NVE drift (eV/atom/ps), the minimum
+From each structure, runs NVT (Langevin, Bussi or Nosé–Hoover chain) or NPT (isotropic MTK, Berendsen or Melchionna)
+with ASE's integrators, then a short NVE segment to measure the energy drift. Reported: the radial distribution function
+and the bond-angle distribution over the production part, and stability metrics — NVE drift (eV/atom/ps), the minimum
 interatomic distance and maximum force seen, temperature and density traces, and an ``exploded`` flag (a run that leaves
-physical territory is stopped there and reported, not dropped). ``compare`` measures how far two models' RDFs and ADFs are
-apart (Wasserstein and Jensen–Shannon distances, scipy). Units: fs and ps, K, GPa, g/cm³, Å, eV.
+physical territory is stopped there and reported, not dropped). ``compare`` measures how far two models' RDFs and ADFs
+are apart (Wasserstein and Jensen–Shannon distances, scipy). Units: fs and ps, K, GPa, g/cm³, Å, eV.
 """
 
 from __future__ import annotations
@@ -46,12 +46,13 @@ AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
 @dataclass
 class Settings:
     """``ensemble``: ``"nvt"`` or ``"npt"``. ``temperature_k``: target, K (also the initial Maxwell–Boltzmann
-    velocities). ``pressure_gpa``: NPT target, GPa. ``timestep_fs``: 2 fs (metals and oxides without H; use 0.5–1 fs with
-    H). ``steps``: NVT/NPT steps (first ``equilibration_fraction`` discarded from RDF/ADF and averages). ``nve_steps``:
-    NVE steps after it for the drift (0 skips). ``thermostat``: ``"langevin"`` (friction ``friction_per_fs``), ``"bussi"``
-    or ``"nose-hoover"`` (both with ``thermostat_time_fs``). ``barostat``: ``"mtk"`` (isotropic MTK with Nosé–Hoover
-    chains), ``"berendsen"`` or ``"melchionna"`` (``ase.md.npt.NPT``), with ``barostat_time_fs``; Berendsen needs the
-    compressibility, taken from ``bulk_modulus_gpa``. ``sample_interval``: steps between samples (traces, RDF/ADF frames).
+    velocities). ``pressure_gpa``: NPT target, GPa. ``timestep_fs``: 2 fs (metals and oxides without H; use 0.5–1 fs
+    with H). ``steps``: NVT/NPT steps (first ``equilibration_fraction`` discarded from RDF/ADF and averages).
+    ``nve_steps``: NVE steps after it for the drift (0 skips). ``thermostat``: ``"langevin"`` (friction
+    ``friction_per_fs``), ``"bussi"`` or ``"nose-hoover"`` (both with ``thermostat_time_fs``). ``barostat``: ``"mtk"``
+    (isotropic MTK with Nosé–Hoover chains), ``"berendsen"`` or ``"melchionna"`` (``ase.md.npt.NPT``), with
+    ``barostat_time_fs``; Berendsen needs the compressibility, taken from ``bulk_modulus_gpa``. ``sample_interval``:
+    steps between samples (traces, RDF/ADF frames).
     ``rdf_max_distance``: Å; ``rdf_bins``; ``adf_bins`` over 0–180°. ``bond_cutoff_factor``: bonds for the ADF are pairs
     closer than this times the sum of covalent radii (1.2 takes the first shell of fcc metals, not the second).
     ``seed``: velocities and stochastic thermostats."""
@@ -82,7 +83,8 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
     ``mean_density_g_per_cm3``, ``nve_energy_drift_ev_per_atom_per_ps`` (slope of a line through the NVE total energy
     per atom), ``nve_energy_fluctuation_ev_per_atom`` (max − min), ``min_interatomic_distance`` (Å) and ``max_force``
     (eV/Å) over the whole run, ``trace`` (time_ps, temperature_k, density_g_per_cm3, potential_energy_per_atom,
-    total_energy_per_atom at each sample), ``rdf`` (``r`` Å, ``g``) and ``adf`` (``angle_deg``, ``density`` per degree)."""
+    total_energy_per_atom at each sample), ``rdf`` (``r`` Å, ``g``) and ``adf`` (``angle_deg``, ``density`` per
+    degree)."""
     settings = settings or Settings()
     _check(settings)
     calculator = as_calculator(calculator)
@@ -148,9 +150,8 @@ def _integrator(atoms: Atoms, settings: Settings):
             pfactor=(settings.barostat_time_fs * units.fs) ** 2 * settings.bulk_modulus_gpa * units.GPa,
         )
     if settings.thermostat == "langevin":
-        from ase.md.langevin import Langevin
-
         from ase.constraints import FixCom
+        from ase.md.langevin import Langevin
 
         # ASE 3.28+ deprecates Langevin's fixcm (it biases the sampled distribution); the constraint is the fix.
         atoms.set_constraint(FixCom())
@@ -190,7 +191,7 @@ def _molecular_dynamics(atoms: Atoms, label: str, calculator, settings: Settings
     record: dict = {"id": label, "formula": atoms.get_chemical_formula(), "n_atoms": n_atoms}
     atoms.calc = calculator
     # ASE 3.29 renamed MaxwellBoltzmannDistribution to thermalize_momenta; pyproject allows ASE ≥ 3.23.
-    thermalize = getattr(velocitydistribution, "thermalize_momenta", None) or velocitydistribution.MaxwellBoltzmannDistribution
+    thermalize = getattr(velocitydistribution, "thermalize_momenta", velocitydistribution.MaxwellBoltzmannDistribution)
     thermalize(atoms, temperature_K=settings.temperature_k, rng=np.random.default_rng(settings.seed))
     velocitydistribution.Stationary(atoms)
     total_steps = settings.steps + settings.nve_steps

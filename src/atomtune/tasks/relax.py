@@ -12,7 +12,7 @@ together through the batched forward (:mod:`atomtune.tasks.batched_relax`: same 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +44,9 @@ class Settings:
     noise at 0 K yet inside the basin of the reference minimum). ``seed``: rattle seed (structure ``i`` uses
     ``seed + i``). ``optimizer``: ``"FIRE"`` (batched with a Potential) or ``"BFGS"``/``"LBFGS"`` (ASE, one by one).
     ``fmax``: convergence on the largest force, eV/Å (0.05 eV/Å, Matbench Discovery's). ``max_steps``: step limit per
-    structure (500: a converging FIRE relaxation of a small cell takes tens to a couple of hundred). ``relax_cell``: relax
-    the cell too (Fréchet filter). ``batch_size``: structures per forward on the batched path (None: measured default).
-    ``ltol``, ``stol``, ``angle_tol``: StructureMatcher tolerances (pymatgen's defaults)."""
+    structure (500: a converging FIRE relaxation of a small cell takes tens to a couple of hundred). ``relax_cell``:
+    relax the cell too (Fréchet filter). ``batch_size``: structures per forward on the batched path (None: measured
+    default). ``ltol``, ``stol``, ``angle_tol``: StructureMatcher tolerances (pymatgen's defaults)."""
 
     rattle_stdev: float = 0.05
     seed: int = 0
@@ -96,6 +96,41 @@ def relax_structures(
     return [_ase_relax(atoms, calculator, fmax, max_steps, relax_cell, optimizer) for atoms in iterator]
 
 
+def relax_generated(
+    parents: Sequence[Atoms],
+    make: Callable[[Atoms, str], list[Atoms]],
+    calculator,
+    settings,
+    relax_cell: bool = True,
+    progress: bool = False,
+) -> tuple[list[dict], list[Atoms], list[Relaxation]]:
+    """Structures made from each parent by ``make(parent, id)``, relaxed together in one pool (one batch on a
+    Potential).
+
+    Returns (error records of the parents ``make`` refused, the made structures, their relaxations). ``settings``
+    supplies ``fmax``, ``max_steps``, ``optimizer`` and ``batch_size`` (the substitution and composition-scan tasks).
+    """
+    refused: list[dict] = []
+    made: list[Atoms] = []
+    for index, parent in enumerate(parents):
+        label = structure_label(parent, index)
+        try:
+            made.extend(make(parent, label))
+        except Exception as error:  # a bad parent is reported; the other parents go on
+            refused.append({"id": label, "formula": parent.get_chemical_formula(), "error": error_message(error)})
+    relaxations = relax_structures(
+        made,
+        calculator,
+        fmax=settings.fmax,
+        max_steps=settings.max_steps,
+        relax_cell=relax_cell,
+        optimizer=settings.optimizer,
+        batch_size=settings.batch_size,
+        progress=progress,
+    )
+    return refused, made, relaxations
+
+
 def _ase_relax(atoms: Atoms, calculator, fmax: float, max_steps: int, relax_cell: bool, optimizer: str) -> Relaxation:
     from ase import optimize
     from ase.filters import FrechetCellFilter
@@ -107,11 +142,13 @@ def _ase_relax(atoms: Atoms, calculator, fmax: float, max_steps: int, relax_cell
     collapsed = None
     try:
         converged = False
-        for converged in opt.irun(fmax=fmax, steps=max_steps):
+        # irun rather than run: a collapsing cell is stopped before its neighbour lists grow without bound.
+        for step_converged in opt.irun(fmax=fmax, steps=max_steps):
+            converged = bool(step_converged)
             if work.pbc.all() and work.get_volume() / len(work) < MIN_VOLUME_PER_ATOM:
                 collapsed = collapsed_message(work)
+                converged = False
                 break
-        converged = bool(converged) and collapsed is None
         optimizable = target.__ase_optimizable__()
         max_force = float(optimizable.gradient_norm(optimizable.get_gradient()))
         energy = float(work.get_potential_energy())
@@ -140,7 +177,8 @@ def single_point_energies(structures: Sequence[Atoms], calculator) -> list[float
     structures = list(structures)
     energies = [float("nan")] * len(structures)
     if isinstance(calculator, Potential):
-        usable = [i for i, atoms in enumerate(structures) if set(atoms.get_chemical_symbols()) <= calculator.supported_elements]
+        supported = calculator.supported_elements
+        usable = [i for i, atoms in enumerate(structures) if set(atoms.get_chemical_symbols()) <= supported]
         if usable:
             predictions = calculator.predict([structures[i] for i in usable], forces=False, stress=False)
             for i, predicted in zip(usable, predictions):
@@ -264,13 +302,19 @@ def compare(results: dict[str, list[dict]], reference: str | None = None) -> lis
 
 def plot(results: dict[str, list[dict]], out_dir: Path) -> list[Path]:
     """Per-property bars (or parity) across models, and a histogram of steps to converge per model."""
+    out_dir = Path(out_dir)
+    paths = plot_properties(results, ("energy_per_atom", "rmsd", "relaxation_energy_per_atom"), out_dir, "relax")
+    return [*paths, plot_steps_histogram(results, out_dir / "relax_steps.png", "relax: steps", "structures")]
+
+
+def plot_steps_histogram(results: dict[str, list[dict]], path: Path, title: str, counted: str) -> Path:
+    """Histogram of the records' ``steps``, one translucent series per model, written to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir = Path(out_dir)
-    paths = plot_properties(results, ("energy_per_atom", "rmsd", "relaxation_energy_per_atom"), out_dir, "relax")
+    path.parent.mkdir(parents=True, exist_ok=True)
     figure, axis = plt.subplots(figsize=(5, 3.6))
     steps = {model: [r["steps"] for r in records if "steps" in r] for model, records in results.items()}
     top = max((max(s) for s in steps.values() if s), default=1)
@@ -278,11 +322,10 @@ def plot(results: dict[str, list[dict]], out_dir: Path) -> list[Path]:
     for model, values in steps.items():
         axis.hist(values, bins=bins, alpha=0.5, label=model)
     axis.set_xlabel("steps to converge")
-    axis.set_ylabel("structures")
-    axis.set_title("relax: steps")
+    axis.set_ylabel(counted)
+    axis.set_title(title)
     axis.legend(fontsize="small")
     figure.tight_layout()
-    path = out_dir / "relax_steps.png"
     figure.savefig(path, dpi=110)
     plt.close(figure)
-    return [*paths, path]
+    return path

@@ -2,14 +2,15 @@
 
 For each parent (rock-salt MgO → the high-entropy oxide (Mg,Co,Ni,Cu,Zn)O on the Mg sublattice; fcc Ni → Ni–Al–Cu …) a
 supercell is decorated at random ``n_configurations`` times (:func:`atomtune.data.generate.substitute`) and every
-configuration relaxed with the calculator (batched FIRE through :func:`atomtune.tasks.relax.relax_structures` when given a
-Potential). Reported per configuration: final energy per atom, steps to converge, volume. ``compare`` asks whether models
-agree on which configurations are stable: the Spearman rank correlation (scipy) of their energies per parent, which is
-blind to a constant energy offset between a model and the reference.
+configuration relaxed with the calculator (batched FIRE through :func:`atomtune.tasks.relax.relax_structures` when given
+a Potential). Reported per configuration: final energy per atom, steps to converge, volume. ``compare`` asks whether
+models agree on which configurations are stable: the Spearman rank correlation (scipy) of their energies per parent,
+which is blind to a constant energy offset between a model and the reference.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from atomtune.tasks import error_message, json_ready, structure_label
+from atomtune.tasks import json_ready
 from atomtune.tasks.comparison import compare_properties, plot_properties, records_by_id
-from atomtune.tasks.relax import relax_structures
+from atomtune.tasks.relax import plot_steps_histogram, relax_generated
 
 PROPERTIES = ("energy_per_atom", "relative_energy_mev_per_atom", "volume_per_atom", "steps")
 
@@ -29,11 +30,12 @@ COMPOSITION_EXAMPLE = "{'Ni': 0.6, 'Al': 0.2, 'Cu': 0.2} (bench: --settings '{\"
 @dataclass
 class Settings:
     """``composition``: target site fractions on the substituted sites, e.g. ``{"Mg": 0.2, "Co": 0.2, "Ni": 0.2,
-    "Cu": 0.2, "Zn": 0.2}`` (required; normalised; counts rounded by largest remainder). ``sublattice``: the element whose
-    sites are substituted (``"Mg"`` in MgO); None substitutes every site. ``supercell``: repeats of the parent cell (an
-    int or three ints; 2 turns a 4-atom fcc cell into 32 sites, enough for a few % resolution). ``n_configurations``:
-    random decorations per parent (10: enough for a rank correlation to mean something). ``seed``: configuration k uses
-    ``seed + k``. ``fmax`` (eV/Å), ``max_steps``, ``relax_cell``, ``optimizer``, ``batch_size``: as in the relax task."""
+    "Cu": 0.2, "Zn": 0.2}`` (required; normalised; counts rounded by largest remainder). ``sublattice``: the element
+    whose sites are substituted (``"Mg"`` in MgO); None substitutes every site. ``supercell``: repeats of the parent
+    cell (an int or three ints; 2 turns a 4-atom fcc cell into 32 sites, enough for a few % resolution).
+    ``n_configurations``: random decorations per parent (10: enough for a rank correlation to mean something). ``seed``:
+    configuration k uses ``seed + k``. ``fmax`` (eV/Å), ``max_steps``, ``relax_cell``, ``optimizer``, ``batch_size``: as
+    in the relax task."""
 
     composition: dict[str, float] | None = None
     sublattice: str | None = None
@@ -69,26 +71,12 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
     """One record per configuration: ``id`` (``"<parent>/<k>"``), ``parent``, ``configuration``, ``formula``,
     ``composition`` (realised fractions of all sites), ``energy_per_atom`` (eV/atom, relaxed),
     ``relative_energy_mev_per_atom`` (above the lowest configuration of the same parent with this calculator),
-    ``volume_per_atom`` (Å³), ``steps``, ``converged``, ``max_force`` (eV/Å). A parent that cannot be decorated gives one
-    record with its id and ``"error"``; a configuration that fails keeps its steps and gets ``"error"``."""
+    ``volume_per_atom`` (Å³), ``steps``, ``converged``, ``max_force`` (eV/Å). A parent that cannot be decorated gives
+    one record with its id and ``"error"``; a configuration that fails keeps its steps and gets ``"error"``."""
     settings = settings or Settings()
-    records: list[dict] = []
-    pending: list[Atoms] = []
-    for index, parent in enumerate(structures):
-        label = structure_label(parent, index)
-        try:
-            pending.extend(configurations(parent, label, settings))
-        except Exception as error:  # a bad parent is reported; the other parents go on
-            records.append({"id": label, "formula": parent.get_chemical_formula(), "error": error_message(error)})
-    relaxations = relax_structures(
-        pending,
-        calculator,
-        fmax=settings.fmax,
-        max_steps=settings.max_steps,
-        relax_cell=settings.relax_cell,
-        optimizer=settings.optimizer,
-        batch_size=settings.batch_size,
-        progress=progress,
+    make = functools.partial(configurations, settings=settings)
+    records, pending, relaxations = relax_generated(
+        structures, make, calculator, settings, relax_cell=settings.relax_cell, progress=progress
     )
     configuration_records = []
     for atoms, relaxation in zip(pending, relaxations):
@@ -187,22 +175,8 @@ def plot(results: dict[str, list[dict]], out_dir: Path) -> list[Path]:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    figure, axis = plt.subplots(figsize=(5, 3.6))
-    steps = {model: [r["steps"] for r in records if "steps" in r] for model, records in results.items()}
-    top = max((max(s) for s in steps.values() if s), default=1)
-    bins = np.linspace(0, top + 1, min(30, top + 2))
-    for model, values in steps.items():
-        axis.hist(values, bins=bins, alpha=0.5, label=model)
-    axis.set_xlabel("steps to converge")
-    axis.set_ylabel("configurations")
-    axis.set_title("substitution: relaxation steps")
-    axis.legend(fontsize="small")
-    figure.tight_layout()
-    path = out_dir / "substitution_steps.png"
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    paths.append(path)
+    steps_path = out_dir / "substitution_steps.png"
+    paths = [plot_steps_histogram(results, steps_path, "substitution: steps", "configurations")]
     if len(results) > 1:
         first = next(iter(results))
         base = records_by_id(results[first])
