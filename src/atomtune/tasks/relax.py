@@ -79,9 +79,11 @@ def relax_structures(
     """
     from atomtune.models.base import Potential
 
+    from atomtune.exceptions import AtomtuneError
+
     optimizer = optimizer.upper()
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer {optimizer!r} unknown; use one of {', '.join(OPTIMIZERS)}")
+        raise AtomtuneError(f"optimizer {optimizer!r} unknown; use one of {', '.join(OPTIMIZERS)}.")
     structures = list(structures)
     if isinstance(calculator, Potential) and optimizer == "FIRE":
         return fire_relax(
