@@ -183,6 +183,24 @@ def child(args) -> None:
     print("RESULT " + json.dumps(result))
 
 
+def alternate_sides(script: str, sides: tuple[str, str], args, forwarded: tuple[str, ...]) -> dict[str, list[dict]]:
+    """Run ``script --side S`` for both sides, alternating the order over ``args.repeats`` rounds; parsed results."""
+    environment = {**os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    for round_index in range(args.repeats):
+        for side in sides if round_index % 2 == 0 else tuple(reversed(sides)):
+            command = [sys.executable, script, "--side", side] + [
+                f"--{name.replace('_', '-')}={getattr(args, name)}" for name in forwarded
+            ]
+            output = subprocess.run(command, env=environment, capture_output=True, text=True)
+            if output.returncode != 0:
+                raise SystemExit(output.stdout[-4000:] + output.stderr[-4000:])
+            result = json.loads(output.stdout.split("RESULT ", 1)[1])
+            runs[side].append(result)
+            print(f"{side:9s} {result['seconds_per_epoch']:.1f} s/epoch, peak {result['peak_rss_mib']:.0f} MiB", flush=True)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--structures", type=int, default=40)
@@ -199,20 +217,8 @@ def main() -> None:
         child(args)
         return
 
-    environment = {**os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
-    runs: dict[str, list[dict]] = {"atomtune": [], "chgnet": []}
-    for round_index in range(args.repeats):
-        order = ("chgnet", "atomtune") if round_index % 2 == 0 else ("atomtune", "chgnet")
-        for side in order:
-            command = [sys.executable, __file__, "--side", side] + [
-                f"--{name.replace('_', '-')}={getattr(args, name)}"
-                for name in ("structures", "epochs", "batch_size", "learning_rate", "threads", "seed", "scratch")
-            ]
-            output = subprocess.run(command, env=environment, capture_output=True, text=True, check=True).stdout
-            result = json.loads(output.split("RESULT ", 1)[1])
-            runs[side].append(result)
-            print(f"{side:9s} {result['seconds_per_epoch']:.1f} s/epoch, peak {result['peak_rss_mib']:.0f} MiB, "
-                  f"valid force MAE after {result['valid_forces_mae_after']:.4f} eV/Å", flush=True)
+    runs = alternate_sides(__file__, ("chgnet", "atomtune"), args,
+                           ("structures", "epochs", "batch_size", "learning_rate", "threads", "seed", "scratch"))
     best = {side: min(results, key=lambda r: r["seconds_per_epoch"]) for side, results in runs.items()}
     structures = benchmark_structures(args.structures, args.seed)
     record = {

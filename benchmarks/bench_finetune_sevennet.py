@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_finetune_chgnet import benchmark_structures, split  # noqa: E402  (same data on every backbone)
+from bench_finetune_chgnet import alternate_sides, benchmark_structures, split  # noqa: E402  (same data, same runner)
 
 
 def run_atomtune(args) -> dict:
@@ -134,21 +134,8 @@ def main() -> None:
     if args.side:
         child(args)
         return
-    environment = {**os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
-    runs: dict[str, list[dict]] = {"atomtune": [], "sevenn": []}
-    for round_index in range(args.repeats):
-        order = ("sevenn", "atomtune") if round_index % 2 == 0 else ("atomtune", "sevenn")
-        for side in order:
-            command = [sys.executable, __file__, "--side", side] + [
-                f"--{name.replace('_', '-')}={getattr(args, name)}"
-                for name in ("structures", "epochs", "batch_size", "threads", "seed", "scratch")
-            ]
-            output = subprocess.run(command, env=environment, capture_output=True, text=True)
-            if output.returncode != 0:
-                raise SystemExit(output.stdout[-4000:] + output.stderr[-4000:])
-            result = json.loads(output.stdout.split("RESULT ", 1)[1])
-            runs[side].append(result)
-            print(f"{side:9s} {result['seconds_per_epoch']:.1f} s/epoch, peak {result['peak_rss_mib']:.0f} MiB", flush=True)
+    runs = alternate_sides(__file__, ("sevenn", "atomtune"), args,
+                           ("structures", "epochs", "batch_size", "threads", "seed", "scratch"))
     best = {side: min(results, key=lambda r: r["seconds_per_epoch"]) for side, results in runs.items()}
     record = {
         "benchmark": "finetune_sevennet",

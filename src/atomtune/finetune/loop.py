@@ -36,7 +36,7 @@ from atomtune.finetune.loss import EnergyForceStressLoss, LossWeights, default_l
 from atomtune.finetune.metrics import errors, errors_from_predictions, predict_set
 from atomtune.finetune.strategies.base import Strategy, count_parameters
 from atomtune.finetune.strategies.full import Full
-from atomtune.models.base import Potential
+from atomtune.models.base import Potential, _json_default
 
 METRICS_FILE = "metrics.json"
 LEARNING_CURVE_FILE = "learning_curve.png"
@@ -611,11 +611,3 @@ def _print_epoch(record: dict, epochs: int) -> None:
         parts.append(f"S {record['valid_stress_mae_gpa']:.3f} GPa")
     parts.append(f"{record['seconds']:.1f} s")
     tqdm.write(" | ".join(parts))
-
-
-def _json_default(value):
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
