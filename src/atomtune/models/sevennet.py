@@ -56,8 +56,9 @@ class SevennetPotential(Potential):
     """
 
     backbone = "sevennet"
-    # Measured with benchmarks/bench_predict_sevennet.py (1 CPU thread, 8–32-atom cells)
-    cpu_batch_size = 1
+    # benchmarks/bench_predict_sevennet.py, 1 CPU thread, 8–32-atom cells, per CPU-second: batch 2 ≈ 1.05–1.1× batch 1,
+    # batch 3–4 no better (larger per-edge tensors fall out of cache); sevenn's own batched path was slower than 1-by-1.
+    cpu_batch_size = 2
     gpu_batch_size = 32
 
     def __init__(self, checkpoint: str, model: torch.nn.Module, config: dict, fast_convolution: bool = True):
@@ -282,8 +283,9 @@ class SevennetPotential(Potential):
         # The weights are already in this sevenn's layout; an old version string would make sevenn re-sort the
         # convolution weights of pre-0.11 checkpoints when it loads them again.
         config["version"] = sevenn.__version__
-        shift, scale = get_resolved_shift_scale(self._rescale_module(), self.model.type_map)
-        config["shift"], config["scale"] = shift, scale
+        # sevenn rebuilds the rescale module from the config before loading the state dict: keep the two consistent
+        rescale = self.model._modules["rescale_atomic_energy"]
+        config["shift"], config["scale"] = get_resolved_shift_scale(rescale, self.model.type_map)
         state = {key: value.detach().cpu().clone() for key, value in self.model.state_dict().items()}
         torch.save(
             {
