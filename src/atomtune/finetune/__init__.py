@@ -2,7 +2,8 @@
 
 Flow: Dataset (train / valid) + Potential → ``Trainer(TrainingSettings(...)).fit(potential, train, valid, strategy)`` →
 a plain Potential saved with its metadata (``atomtune.models.load_potential("ft/")`` reloads it). Strategies live in
-``strategies/``; E0 re-estimation in ``e0.py``; hyperparameter scans in ``scan.py``.
+``strategies/``; E0 re-estimation in ``e0.py``; hyperparameter scans in ``scan.py``; mace's own multihead replay
+fine-tuning, wrapped, in ``mace_multihead.py``.
 """
 
 from atomtune.finetune.loop import FitResult, Trainer, TrainingDivergedError, TrainingSettings

@@ -17,7 +17,7 @@ from atomtune.models.base import Potential
 
 
 class Strategy:
-    """Base class: every parameter trains (the ``full`` strategy). Subclasses override what they change."""
+    """Base class: every parameter the backbone trains, trains (the ``full`` strategy). Subclasses override ``select``."""
 
     name = "full"
 
