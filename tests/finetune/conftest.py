@@ -49,20 +49,6 @@ def make_emt():
     return emt_structures
 
 
-def shifted_toy_labels(structures, potential, offsets):
-    """Copies of ``structures`` labelled by ``potential`` plus per-element ``offsets`` (eV/atom): E0 is then exact."""
-    from atomtune.data.dataset import attach_labels
-
-    labelled = []
-    for atoms, record in zip(structures, potential.predict(structures)):
-        copy = atoms.copy()
-        copy.info.update(atoms.info)
-        shift = sum(offsets[symbol] for symbol in copy.get_chemical_symbols())
-        attach_labels(copy, record["energy"] + shift, record["forces"], record["stress"])
-        labelled.append(copy)
-    return labelled
-
-
 @pytest.fixture(scope="session")
 def tiny_mace_file(pytestconfig, tmp_path_factory):
     """The tiny EMT-trained MACE ``.model`` (shared cache with tests/models)."""

@@ -53,7 +53,7 @@ def test_full_fine_tune_learns_and_saves_a_plain_reloadable_model(toy_backbone, 
 
 
 def test_e0_reestimation_recovers_offsets_of_a_shifted_reference(toy_backbone, emt_split):
-    from conftest import shifted_toy_labels
+    from finetune_helpers import shifted_toy_labels
 
     offsets = {"Cu": -4.0, "Ni": -5.5, "Al": -3.25}
     reference = toy_backbone(seed=1)

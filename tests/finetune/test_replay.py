@@ -29,7 +29,7 @@ def test_generated_structures_are_near_their_parents_and_pseudo_labelled(toy_bac
 
 
 def test_replay_data_from_another_energy_scale_is_aligned_to_the_model(toy_backbone, make_emt):
-    from conftest import shifted_toy_labels
+    from finetune_helpers import shifted_toy_labels
 
     potential = toy_backbone(seed=1)
     general = shifted_toy_labels(make_emt(6, seed=9), potential, {"Cu": 3.0, "Ni": 1.5, "Al": -2.0})
