@@ -29,10 +29,6 @@ from ase.stress import full_3x3_to_voigt_6_stress
 #: neighbour lists of a collapsing cell grow without bound.
 MIN_VOLUME_PER_ATOM = 1.0
 
-#: Structures in the pool per forward pass on CPU, by measurement (benchmarks/bench_batched_relax.py): batched
-#: forwards of the backbones were not cheaper per structure than single ones on CPU, so the pool is small there.
-CPU_BATCH_SIZE = 8
-GPU_BATCH_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -169,14 +165,17 @@ def fire_relax(
     """Relax ``structures`` (not modified) with batched FIRE on ``potential``; one :class:`Relaxation` each, in order.
 
     ``fmax`` in eV/Å; ``max_steps`` optimiser steps per structure; ``relax_cell`` relaxes the cell too (periodic
-    structures only; others relax positions); ``batch_size`` structures per forward (None: :data:`CPU_BATCH_SIZE` or
-    :data:`GPU_BATCH_SIZE`); ``stress``: also compute the stress of periodic structures relaxed at fixed cell (it is
-    always computed when the cell relaxes). A structure that fails (an element the model lacks, non-finite energies)
-    gets a Relaxation with ``error`` set; the others go on.
+    structures only; others relax positions); ``batch_size`` structures per forward (None: the backbone's measured
+    ``cpu_batch_size`` / ``gpu_batch_size``, as for ``predict``; see benchmarks/bench_batched_relax.py); ``stress``:
+    also compute the stress of periodic structures relaxed at fixed cell (it is always computed when the cell relaxes).
+    A structure that fails (an element the model lacks, non-finite energies) gets a Relaxation with ``error`` set; the
+    others go on.
     """
     structures = list(structures)
     if batch_size is None:
-        batch_size = GPU_BATCH_SIZE if potential.device.type == "cuda" else CPU_BATCH_SIZE
+        # The pool is one predict() batch, so the backbone's predict batch sizes apply: on CPU, batched forwards of
+        # CHGNet were measured no cheaper per structure than single ones, for relaxations too (batched_relax.json).
+        batch_size = potential.gpu_batch_size if potential.device.type == "cuda" else potential.cpu_batch_size
     batch_size = max(1, int(batch_size))
     results: list[Relaxation | None] = [None] * len(structures)
     waiting = deque(range(len(structures)))
