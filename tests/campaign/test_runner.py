@@ -80,3 +80,37 @@ def test_campaign_runs_caches_and_isolates_failures(campaign_file, tmp_path, mon
 
 def _must_not_run(*args, **kwargs):
     raise AssertionError("a cached step was recomputed")
+
+
+def test_sigkill_then_rerun_loses_nothing_and_recomputes_nothing_finished(campaign_file, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = Path(__file__).with_name("run_toy_campaign.py")
+    workdir = tmp_path / "killed"
+    campaign_file.write_text(campaign_file.read_text().replace("epochs: 2, learning_rate: 0.01", "epochs: 30, learning_rate: 0.01"))
+    process = subprocess.Popen([sys.executable, str(script), str(campaign_file), str(workdir)],
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 240
+    finished_before = {}
+    while time.time() < deadline and process.poll() is None:
+        done = list(workdir.glob("steps/finetune_toy-1+full-*/result.json"))
+        if done:
+            finished_before = {p: p.stat().st_mtime_ns for p in workdir.glob("steps/*/result.json")}
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the campaign finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert any("finetune_toy-1+full" in str(p) for p in finished_before)
+
+    subprocess.run([sys.executable, str(script), str(campaign_file), str(workdir)], check=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for path, mtime in finished_before.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path.parent.name} was recomputed"
+    results = json.loads((workdir / "results.json").read_text())
+    assert {"toy-1", "toy-1+full", "toy-1+lora"} <= set(results["errors"])

@@ -144,7 +144,10 @@ def finetune_model(
                                 refit_e0=e0, loss=weights, progress=False,
                                 drop_missing_stress=not train.has_stress)
     out = directory / "model"
-    result = Trainer(settings).fit(potential, list(train), list(valid), chosen, out=out, resume=True, model_spec=model)
+    from atomtune.finetune.checkpoint import checkpoint_path
+
+    resume = checkpoint_path(out).exists()  # an interrupted earlier run of this very step
+    result = Trainer(settings).fit(potential, list(train), list(valid), chosen, out=out, resume=resume, model_spec=model)
     metrics = result.metrics
     parameters = metrics.get("parameters", {})
     final_valid = metrics.get("final", {}).get("valid", {})

@@ -81,10 +81,12 @@ def load_potential(spec: str, device: str = "cpu", dtype: str = "float32"):
         potential = backbone_class(metadata["backbone"]).load_weights(path, metadata)
         potential.set_element_energy_shift(metadata.get("element_energy_shift", {}))
         potential.training_history = list(metadata.get("training_history", []))
-    elif path.suffix == ".model" or (path.exists() and path.suffix in (".pt", ".pth")):
+    elif path.suffix in (".model", ".pt", ".pth"):
         if not path.exists():
             raise ModelNotFoundError(f"{path}: model file not found.")
-        potential = backbone_class("mace").from_checkpoint(str(path))
+        # MACE saves whole pickled models (.model / .pt); SevenNet's checkpoints are .pth files.
+        backbone = "sevennet" if path.suffix == ".pth" else "mace"
+        potential = backbone_class(backbone).from_checkpoint(str(path))
     else:
         info = find_checkpoint(spec)
         if info is None:
