@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from atomtune.tasks.comparison import SUMMARY_ID
+
 #: (metric key in atomtune.tasks.errors.metrics, label with unit)
 ERROR_ROWS = (
     ("energy_mae_mev_per_atom", "energy MAE (meV/atom)"),
@@ -18,6 +20,10 @@ ERROR_ROWS = (
     ("stress_mae_gpa", "stress MAE (GPa)"),
     ("stress_rmse_gpa", "stress RMSE (GPa)"),
 )
+#: Task properties left out of the verdict: absolute energies differ between DFT codes and functionals by eV/atom, so
+#: "closest to the reference" there rewards the E0 shift, not the physics (the tables still show them).
+ABSOLUTE_ENERGY_PROPERTIES = ("energy_per_atom", "energy", "energy_per_atom_reference")
+
 VERDICT_METRICS = ("energy_mae_mev_per_atom", "aligned_energy_mae_mev_per_atom", "force_mae_mev_per_a", "stress_mae_gpa")
 
 
@@ -52,9 +58,11 @@ def verdict(results: dict) -> list[str]:
         # one verdict per property: deviations of different properties (GPa, Å) are never averaged together
         by_property: dict[str, dict[str, list[float]]] = {}
         for row in table.get("rows", []):
-            if not _number(row.get(reference)):
-                continue
+            if not _number(row.get(reference)) or row.get("id") == SUMMARY_ID:
+                continue  # the task's own MAE row would count every model twice
             name = str(row.get("property") or task)
+            if name in ABSOLUTE_ENERGY_PROPERTIES:
+                continue
             for label in models:
                 if _number(row.get(label)):
                     by_property.setdefault(name, {}).setdefault(label, []).append(abs(row[label] - row[reference]))
