@@ -76,3 +76,18 @@ def test_shipped_demo_campaign_is_valid():
     campaign = load_campaign(str(path), check_files=False)
     assert campaign.models == ["chgnet-0.3.0", "sevennet-0"]
     assert {run.strategy for run in campaign.finetune} == {"full", "freeze", "lora"}
+
+
+def test_unknown_task_setting_is_caught_before_work(folder):
+    text = GOOD.replace("  - {task: eos}", "  - {task: eos, settings: {n_pionts: 5}}")
+    with pytest.raises(CampaignError, match=r"campaign.yaml:9: unknown eos setting 'n_pionts'. Did you mean 'n_points'"):
+        load_campaign(_write(folder, text))
+
+
+@pytest.mark.parametrize("name", ["ni_alloy.yaml", "heo_lematerial.yaml", "oc22_surfaces.yaml"])
+def test_example_campaigns_are_valid(name):
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "examples" / name
+    campaign = load_campaign(path, check_files=False)
+    assert campaign.models

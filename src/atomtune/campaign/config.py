@@ -37,11 +37,15 @@ class Strict(BaseModel):
 
 
 class Source(Strict):
-    """One data source. ``path``: extxyz / ASE db / parquet / MPtrj JSON / vasprun.xml / OC22 db (by ``reader``)."""
+    """One data source. ``path``: extxyz / ASE db / parquet / MPtrj JSON / vasprun.xml / OC22 db, or ``lematerial``
+    (the Hugging Face LeMat-Bulk stream, online; ``options: {config: compatible_pbe}``). ``reader``: ``auto`` or one of
+    lematerial, mptrj, vasp, oc22, extxyz, db. ``curate``: the options of ``atomtune data curate`` (``preset: heo``,
+    ``exclude: [...]``, ``max_atoms`` …), applied while streaming."""
 
     path: str
     reader: str = "auto"
     options: dict[str, Any] = Field(default_factory=dict)
+    curate: dict[str, Any] | None = None
     energy_key: str | None = None
     forces_key: str | None = None
     stress_key: str | None = None
@@ -258,8 +262,8 @@ def _check_references(campaign: Campaign, path: Path, root) -> list[str]:
 
     problems = []
     for k, source in enumerate(campaign.data.sources):
-        if source.reader in ("lematerial",) and not Path(source.path).suffix:
-            continue  # a hub config name, resolved online
+        if source.path == "lematerial" or (source.reader == "lematerial" and not Path(source.path).suffix):
+            continue  # the Hugging Face stream, resolved online
         if not any(campaign.resolve(p).exists() for p in _glob_or_path(campaign, source.path)):
             line = _line_of(root, ["data", "sources", k, "path"])
             problems.append(f"{path}:{line}: data file {source.path!r} not found (looked in {campaign.base_dir}).")
@@ -279,6 +283,8 @@ def _check_references(campaign: Campaign, path: Path, root) -> list[str]:
             close = difflib.get_close_matches(task.task, list(TASKS), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             problems.append(f"{path}:{line}: unknown task {task.task!r}.{hint} Known: {', '.join(TASKS)}.")
+        else:
+            problems += _check_task_settings(task, path, _line_of(root, ["tasks", k, "settings"]))
         if task.structures and not campaign.resolve(task.structures).exists():
             line = _line_of(root, ["tasks", k, "structures"])
             problems.append(f"{path}:{line}: structures file {task.structures!r} not found.")
@@ -292,6 +298,22 @@ def _check_references(campaign: Campaign, path: Path, root) -> list[str]:
     if campaign.reference.results and not campaign.resolve(campaign.reference.results).exists():
         line = _line_of(root, ["reference", "results"])
         problems.append(f"{path}:{line}: reference results {campaign.reference.results!r} not found.")
+    return problems
+
+
+def _check_task_settings(task: Task, path: Path, line: int) -> list[str]:
+    """A task's ``settings`` must be fields of that task's ``Settings`` (checked before any work starts)."""
+    import dataclasses
+
+    from atomtune.tasks import load_task
+
+    fields = [f.name for f in dataclasses.fields(load_task(task.task).Settings)]
+    problems = []
+    for key in task.settings:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            problems.append(f"{path}:{line}: unknown {task.task} setting '{key}'.{hint} Valid: {', '.join(fields)}.")
     return problems
 
 

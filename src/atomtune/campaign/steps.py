@@ -51,18 +51,25 @@ def prepare_data(directory: Path, inputs: dict, sources: list[dict], label: dict
 
 
 def _read_source(source: dict):
+    """One source as a Dataset: extxyz / db directly, every other format through the readers (streamed and curated)."""
     from atomtune.data.dataset import Dataset
 
-    keys = {k: source.get(k) for k in ("energy_key", "forces_key", "stress_key")}
-    try:
-        from atomtune.data.readers import read_any
-    except ImportError:
-        read_any = None
-    if read_any is not None and source.get("reader", "auto") != "auto":
-        return read_any(source["path"], reader=source["reader"], **source.get("options", {}))
-    if read_any is not None and not Path(source["path"]).suffix in (".xyz", ".extxyz", ".db"):
-        return read_any(source["path"], **source.get("options", {}))
-    return Dataset.read(source["path"], **keys)
+    keys = {k: source[k] for k in ("energy_key", "forces_key", "stress_key") if source.get(k)}
+    reader = None if source.get("reader", "auto") == "auto" else source["reader"]
+    path = source["path"]
+    plain = Path(path).suffix in (".xyz", ".extxyz", ".db") and reader in (None, "extxyz", "db")
+    if plain and not source.get("curate"):
+        return Dataset.read(path, **keys)
+    from atomtune.data.curate import build_filters, curate
+    from atomtune.data.readers import read_any
+
+    options = {**source.get("options", {}), **keys}
+    if reader:
+        options["format"] = reader
+    if source.get("curate"):
+        dataset, report = curate(path, build_filters(**source["curate"]), max_rows=None, **options)
+        return dataset
+    return read_any(path, **options)
 
 
 def _data_plots(dataset, directory: Path) -> list[str]:
