@@ -49,11 +49,10 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
 
 from atomtune.campaign.config import load_campaign
 from atomtune.data.dataset import Dataset, structure_id
-from atomtune.data.label import CalculatorSpec, kpoint_mesh
+from atomtune.data.label import CalculatorSpec, ForceConsistentEnergy, kpoint_mesh
 from atomtune.exceptions import AtomtuneError
 from atomtune.tasks import load_task
 
@@ -241,28 +240,6 @@ def reference_calculator(spec: CalculatorSpec, task: str, atoms: Atoms, task_set
     supercell = atoms.repeat(tuple(task_settings.supercell))
     supercell.info.pop("kpts", None)
     return ForceConsistentEnergy(spec.build(supercell)), supercell
-
-
-class ForceConsistentEnergy(Calculator):
-    """``calculator`` (GPAW) with its force-consistent free energy reported as the energy (eV); forces (eV/Å) and
-    stress (eV/Å³, when asked for: it costs) passed through. See the module docstring for why."""
-
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
-
-    def __init__(self, calculator):
-        super().__init__()
-        self.calculator = calculator
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        free_energy = self.calculator.get_potential_energy(self.atoms, force_consistent=True)
-        self.results = {
-            "energy": free_energy,
-            "free_energy": free_energy,
-            "forces": self.calculator.get_forces(self.atoms),
-        }
-        if "stress" in properties:
-            self.results["stress"] = self.calculator.get_stress(self.atoms)
 
 
 def kpoint_mesh_of(atoms: Atoms, spec: CalculatorSpec) -> list[int]:

@@ -221,3 +221,17 @@ def test_gpaw_scf_non_convergence_is_recorded_with_the_structure_id(tmp_path):
     data, failures = label([atoms], spec, tmp_path, progress=False)
     assert len(data) == 0 and failures[0].error_type == "KohnShamConvergenceError"
     assert "al-two-iterations" in failures[0].message and "did not converge" in failures[0].message
+
+
+@pytest.mark.gpaw
+def test_force_consistent_gpaw_reports_the_free_energy_like_the_labels():
+    pytest.importorskip("gpaw")
+    from ase.build import bulk
+
+    spec = CalculatorSpec("gpaw", {"cutoff": 200, "kpoint_density": 1.0, "smearing": 0.2})
+    atoms = bulk("Al", "fcc", a=4.05)
+    atoms.calc = spec.build(atoms, force_consistent=True)
+    energy = atoms.get_potential_energy()
+    gpaw_calculator = atoms.calc.calculator
+    assert energy == pytest.approx(gpaw_calculator.get_potential_energy(atoms, force_consistent=True))
+    assert energy != pytest.approx(gpaw_calculator.get_potential_energy(atoms), abs=1e-6)  # σ→0 differs at 0.2 eV
