@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from atomtune.models.base import json_default
+
 RESULT_FILE = "result.json"
 
 
@@ -40,7 +42,7 @@ def write_result(directory: Path, result: dict) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=_json_default))
+    tmp.write_text(json.dumps(result, indent=1, default=json_default))
     os.replace(tmp, directory / RESULT_FILE)
 
 
@@ -51,13 +53,3 @@ def file_fingerprint(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
-
-
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

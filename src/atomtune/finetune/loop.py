@@ -36,7 +36,7 @@ from atomtune.finetune.loss import EnergyForceStressLoss, LossWeights, default_l
 from atomtune.finetune.metrics import errors, errors_from_predictions, predict_set
 from atomtune.finetune.strategies.base import Strategy, count_parameters
 from atomtune.finetune.strategies.full import Full
-from atomtune.models.base import Potential, _json_default
+from atomtune.models.base import Potential, json_default
 
 METRICS_FILE = "metrics.json"
 LEARNING_CURVE_FILE = "learning_curve.png"
@@ -547,7 +547,7 @@ class Trainer:
         out.mkdir(parents=True, exist_ok=True)
         potential.save(out, extra={"finetune": {"metrics": METRICS_FILE, "learning_curve": LEARNING_CURVE_FILE}})
         tmp = out / (METRICS_FILE + ".tmp")
-        tmp.write_text(json.dumps(metrics, indent=2, default=_json_default))
+        tmp.write_text(json.dumps(metrics, indent=2, default=json_default))
         os.replace(tmp, out / METRICS_FILE)
         plot_learning_curve(metrics["history"], out / LEARNING_CURVE_FILE, title=f"{potential.name} fine-tuning")
         if not self.settings.keep_checkpoint:

@@ -274,7 +274,7 @@ class Potential(torch.nn.Module, ABC):
         if extra:
             metadata.update(extra)
         tmp = directory / (METADATA_FILE + ".tmp")
-        tmp.write_text(json.dumps(metadata, indent=2, default=_json_default))
+        tmp.write_text(json.dumps(metadata, indent=2, default=json_default))
         os.replace(tmp, directory / METADATA_FILE)
         return directory
 
@@ -308,7 +308,8 @@ class PotentialCalculator(Calculator):
             self.results["stress"] = full_3x3_to_voigt_6_stress(record["stress"])
 
 
-def _json_default(value):
+def json_default(value):
+    """``json.dumps(default=…)`` for numpy values and paths (model metadata, campaign results, fine-tuning metrics)."""
     if isinstance(value, (np.ndarray, np.generic)):
         return value.tolist()
     if isinstance(value, Path):
