@@ -48,5 +48,5 @@ def main() -> None:
     try:
         app()
     except AtomtuneError as error:
-        console.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
