@@ -38,6 +38,16 @@ def relaxed_bulk(atoms: Atoms, label: str, calculator, fmax: float, max_steps: i
     return relaxed
 
 
+def starting_bulk(atoms: Atoms, label: str, calculator, task: str, relax: bool, fmax: float, max_steps: int) -> Atoms:
+    """The bulk a task starts from: ``atoms`` checked to be 3D-periodic (:func:`periodic_bulk`), relaxed by
+    ``calculator`` when ``relax`` (:func:`relaxed_bulk`, ``fmax`` eV/Å, ``max_steps``), with ``calculator`` attached."""
+    periodic_bulk(atoms, label, task)
+    atoms.calc = calculator
+    if relax:
+        atoms = relaxed_bulk(atoms, label, calculator, fmax, max_steps)
+    return atoms
+
+
 def supercell_repeats(atoms: Atoms, min_width: float) -> tuple[int, int, int]:
     """Smallest (n1, n2, n3) with every perpendicular width of ``atoms.repeat((n1, n2, n3))`` ≥ ``min_width`` (Å).
 

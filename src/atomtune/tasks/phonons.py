@@ -22,7 +22,7 @@ from ase import Atoms
 from ase.dft.kpoints import parse_path_string
 
 from atomtune.tasks import as_calculator, run_each
-from atomtune.tasks.bulk_reference import periodic_bulk, relaxed_bulk, supercell_repeats
+from atomtune.tasks.bulk_reference import starting_bulk, supercell_repeats
 from atomtune.tasks.comparison import SUMMARY_ID, compare_properties, records_by_id, safe_filename
 
 
@@ -79,11 +79,10 @@ def _phonons(atoms: Atoms, label: str, calculator, settings: Settings) -> dict:
     from phonopy.structure.atoms import PhonopyAtoms
     from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
 
-    periodic_bulk(atoms, label, "the phonon task")
-    atoms.calc = calculator
-    if settings.relax:
-        # phonons of an unrelaxed structure carry spurious imaginary modes: a failed relaxation fails the structure
-        atoms = relaxed_bulk(atoms, label, calculator, settings.fmax, settings.max_steps)
+    # phonons of an unrelaxed structure carry spurious imaginary modes: a failed relaxation fails the structure
+    atoms = starting_bulk(
+        atoms, label, calculator, "the phonon task", settings.relax, settings.fmax, settings.max_steps
+    )
     supercell_matrix = settings.supercell_matrix
     if supercell_matrix is None:
         supercell_matrix = np.diag(supercell_repeats(atoms, settings.min_supercell_width))

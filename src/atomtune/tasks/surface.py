@@ -24,7 +24,7 @@ from ase.geometry import get_layers
 
 from atomtune.exceptions import AtomtuneError
 from atomtune.tasks import as_calculator, error_message, run_each
-from atomtune.tasks.bulk_reference import periodic_bulk, relaxed_bulk
+from atomtune.tasks.bulk_reference import starting_bulk
 from atomtune.tasks.comparison import compare_properties, plot_properties
 from atomtune.tasks.relax import relax_structures
 
@@ -84,10 +84,9 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
 
 
 def _surfaces(bulk: Atoms, label: str, calculator, settings: Settings) -> list[dict]:
-    periodic_bulk(bulk, label, "the surface task")
-    bulk.calc = calculator
-    if settings.relax_bulk:
-        bulk = relaxed_bulk(bulk, label, calculator, settings.fmax, settings.max_steps)
+    bulk = starting_bulk(
+        bulk, label, calculator, "the surface task", settings.relax_bulk, settings.fmax, settings.max_steps
+    )
     energy_per_atom_bulk = bulk.get_potential_energy() / len(bulk)
     records = []
     for miller in settings.miller_indices:

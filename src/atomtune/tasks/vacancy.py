@@ -23,7 +23,7 @@ from ase import Atoms
 
 from atomtune.exceptions import AtomtuneError
 from atomtune.tasks import as_calculator, error_message, run_each
-from atomtune.tasks.bulk_reference import periodic_bulk, relaxed_bulk, supercell_repeats
+from atomtune.tasks.bulk_reference import starting_bulk, supercell_repeats
 from atomtune.tasks.comparison import compare_properties, plot_properties
 from atomtune.tasks.relax import relax_structures
 
@@ -71,10 +71,9 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
 
 
 def _vacancies(unit: Atoms, label: str, calculator, settings: Settings) -> list[dict]:
-    periodic_bulk(unit, label, "the vacancy task")
-    unit.calc = calculator
-    if settings.relax_bulk:
-        unit = relaxed_bulk(unit, label, calculator, settings.fmax, settings.max_steps)
+    unit = starting_bulk(
+        unit, label, calculator, "the vacancy task", settings.relax_bulk, settings.fmax, settings.max_steps
+    )
     repeats = tuple(settings.supercell or supercell_repeats(unit, settings.min_supercell_width))
     perfect = unit.repeat(repeats)
     perfect.calc = calculator
