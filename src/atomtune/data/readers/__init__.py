@@ -117,9 +117,8 @@ def _iter_dataset_files(source, report, require, keep_species, max_rows, **keys)
     for path in expand_paths(source):
         report.source = path.name
         for atoms in Dataset.read(path, require=require, **keys):
-            if max_rows is not None and report.read >= max_rows:
+            if not report.count_read(max_rows):
                 return
-            report.read += 1
             keep = keep_species is None or keep_species(atoms.get_chemical_symbols())
             kept = report.take(atoms.info.get("id", report.read - 1), _kept_or_none, atoms, keep)
             if kept is not None:

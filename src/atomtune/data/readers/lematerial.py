@@ -190,9 +190,8 @@ def _parquet_rows(paths: list[Path], report: ReadReport, keep_species, max_rows,
                 # Only the species column is converted for every row; the rest only for rows that pass keep_species.
                 species_column = batch.column("species_at_sites").to_pylist()
                 for index, species in enumerate(species_column):
-                    if max_rows is not None and report.read >= max_rows:
+                    if not report.count_read(max_rows):
                         return
-                    report.read += 1
                     if keep_species is not None and isinstance(species, list) and not keep_species(species):
                         continue
                     yield {name: batch.column(name)[index].as_py() for name in columns}

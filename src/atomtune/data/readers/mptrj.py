@@ -56,9 +56,8 @@ def iter_mptrj(
             report.skip("malformed material", material_id)
             continue
         for frame_id, frame in frames.items():
-            if max_rows is not None and report.read >= max_rows:
+            if not report.count_read(max_rows):
                 return
-            report.read += 1
             atoms = report.take(
                 frame_id, _frame_to_atoms, frame_id, material_id, frame, path.name, require, keep_species
             )

@@ -48,9 +48,8 @@ def iter_oc22(
     report = report if report is not None else ReadReport()
     report.source = path.name
     for row in _rows(path):
-        if max_rows is not None and report.read >= max_rows:
+        if not report.count_read(max_rows):
             return
-        report.read += 1
         metadata = _metadata(row)
         record_id = _record_id(path, row, metadata)
         atoms = report.take(record_id, _row_to_atoms, row, metadata, record_id, path.name, require, keep_species)

@@ -85,6 +85,14 @@ class ReadReport:
         self.produced += 1
         return atoms
 
+    def count_read(self, max_rows: int | None) -> bool:
+        """Count one more record read and return True, or return False (counting nothing) once ``max_rows`` records
+        have been read: the readers' ``max_rows`` limit (None: no limit)."""
+        if max_rows is not None and self.read >= max_rows:
+            return False
+        self.read += 1
+        return True
+
     def is_duplicate(self, record_id) -> bool:
         """True if ``record_id`` was seen before in this read (the caller skips it); records it otherwise."""
         key = str(record_id)

@@ -63,9 +63,8 @@ def iter_vasp(
     for path in files:
         name = str(path.relative_to(root)) if root is not None else path.name
         for step, frame in _frames(path, steps):
-            if max_rows is not None and report.read >= max_rows:
+            if not report.count_read(max_rows):
                 return
-            report.read += 1
             record_id = f"{name}:{step}"
             atoms = report.take(record_id, _frame_to_atoms, frame, record_id, name, step, energy, require, keep_species)
             if atoms is not None:
