@@ -12,21 +12,31 @@ elements): same cost per structure, meaningless energies. ``--model tiny`` uses 
 
     python benchmarks/bench_predict_mace.py --threads 1
     python benchmarks/bench_predict_mace.py --model tiny --structures 200
+    python benchmarks/bench_predict_mace.py --model tiny --structures 3 --out /tmp/predict_mace.json  # smoke test
+
+Options, timing (:class:`Clock`), the calculator loop and result writing are shared with the other predict benchmarks
+(``predict_benchmark.py``); the cells are this benchmark's own (Ni/Cu/Al only, which the tiny test model knows).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import shutil
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from predict_benchmark import (  # noqa: E402  (a sibling script, not a package)
+    Clock,
+    atomtune_predict,
+    calculator_loop,
+    predict_arguments,
+    write_result,
+)
 
 ELEMENTS = ("Ni", "Cu", "Al")
 LATTICE_CONSTANT = {"Ni": 3.52, "Cu": 3.61, "Al": 4.05}
@@ -81,17 +91,6 @@ def medium_like_model(path: Path) -> Path:
     return path
 
 
-class Clock:
-    """Wall and process-CPU seconds of a block (on a shared machine, CPU time is the steadier of the two at 1 thread)."""
-
-    def __enter__(self):
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
-
-
 def best_of(repeats: int, measure):
     """The fastest of ``repeats`` runs of ``measure() -> (Clock, energies)`` (other jobs on the machine only slow runs)."""
     runs = [measure() for _ in range(repeats)]
@@ -101,40 +100,30 @@ def best_of(repeats: int, measure):
 def time_native(model_file: Path, structures, dtype: str) -> tuple[Clock, list[float]]:
     from mace.calculators import MACECalculator
 
-    calc = MACECalculator(model_paths=str(model_file), device="cpu", default_dtype=dtype)
-
-    def run(batch):
-        energies = []
-        for atoms in batch:
-            atoms = atoms.copy()
-            atoms.calc = calc
-            energies.append(atoms.get_potential_energy())
-            atoms.get_forces()
-            atoms.get_stress()
-        return energies
-
-    run(structures[:2])  # warm-up
+    calculator = MACECalculator(model_paths=str(model_file), device="cpu", default_dtype=dtype)
+    calculator_loop(calculator, structures[:2])  # warm-up
     with Clock() as clock:
-        energies = run(structures)
-    return clock, energies
+        results = calculator_loop(calculator, structures)
+    return clock, [energy for energy, _, _ in results]
 
 
 def time_atomtune(potential, structures, batch_size: int, stress: bool = True) -> tuple[Clock, list[float]]:
-    potential.predict(structures[:2], batch_size=batch_size, stress=stress)  # warm-up
+    atomtune_predict(potential, structures[:2], batch_size, stress=stress)  # warm-up
     with Clock() as clock:
-        records = potential.predict(structures, batch_size=batch_size, stress=stress)
-    return clock, [record["energy"] for record in records]
+        results = atomtune_predict(potential, structures, batch_size, stress=stress)
+    return clock, [energy for energy, _, _ in results]
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = predict_arguments(
+        __doc__,
+        "predict_mace",
+        batch_sizes="1,2,4,8,16",
+        repeats=1,
+        repeats_help="time each configuration this many times, keep the best",
+    )
     parser.add_argument("--model", default="medium-like", help="medium-like (default), tiny, or a path to a .model file")
-    parser.add_argument("--structures", type=int, default=100, help="number of cells (8–32 atoms each)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    parser.add_argument("--batch-sizes", default="1,2,4,8,16", help="atomtune batch sizes to time, comma separated")
-    parser.add_argument("--repeats", type=int, default=1, help="time each configuration this many times, keep the best")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "predict_mace.json"))
     args = parser.parse_args(argv)
 
     from atomtune.runtime import configure_threads
@@ -186,7 +175,7 @@ def main(argv=None) -> dict:
         return record
 
     rows = []
-    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+    for batch_size in args.batch_sizes:
         clock, energies = best_of(args.repeats, lambda: time_atomtune(potential, structures, batch_size))
         rows.append(row(clock, batch_size, energies))
         print(f"atomtune predict batch {batch_size:3d} (E+F+S):   {rows[-1]['structures_per_s']:8.2f} structures/s wall "
@@ -220,11 +209,8 @@ def main(argv=None) -> dict:
         "versions": {"mace-torch": mace.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "machine": platform.processor() or platform.machine(),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_result(result, args.out)
     shutil.rmtree(workdir)  # the built model files (the medium-like one is 44 MB)
-    print(f"wrote {out}")
     return result
 
 
