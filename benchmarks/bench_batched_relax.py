@@ -2,7 +2,7 @@
 (CPU).
 
 Both relax the same cells (fcc, bcc and rock-salt supercells of 8–32 atoms, strained ±3 %, rattled 0.05 Å, a third with
-substituted elements; the generator of ``bench_predict_chgnet.py``) with positions and cell (ASE: ``FIRE`` on
+substituted elements; the generator of ``predict_benchmark.py``) with positions and cell (ASE: ``FIRE`` on
 ``FrechetCellFilter`` with the Potential's ASE calculator; atomtune: the same algorithm on all unconverged structures of
 a pool, one ``predict`` call per step) to ``fmax`` with the same step limit. Checked: final energies per atom agree to
 ≤ 1 meV/atom and step counts agree. Timed: wall and CPU seconds of this process for the whole set, per side, the two
@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
     threads = configure_threads(args.threads)
     warnings.filterwarnings("ignore")
     import torch
-    from bench_predict_chgnet import benchmark_structures
+    from predict_benchmark import benchmark_structures
 
     from atomtune.models import load_potential
 
