@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         table.add_column("metric")
         for spec in results:
             table.add_column(spec, justify="right")
-        for row in errors.compare(results, align_e0=align_e0):
+        for row in errors.metric_rows(summary):
             values = [row[spec] for spec in results]
             finite = [v for v in values if v is not None]
             best = min(finite) if finite else None

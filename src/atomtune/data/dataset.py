@@ -175,6 +175,8 @@ class Dataset(Sequence):
         raw = _read_frames(path, index)
         if not raw:
             raise DatasetError(f"{path}: no structures found in the file.")
+        label_info_keys = _all_keys(energy_key, stress_key)  # label keys stay out of info / arrays
+        label_array_keys = _all_keys(forces_key)
         structures = []
         for i, atoms in enumerate(raw):
             where = f"{path}, structure {i}"
@@ -182,9 +184,9 @@ class Dataset(Sequence):
             forces = _find_label(atoms, forces_key, FORCES_KEYS, "arrays", where)
             stress = _find_label(atoms, stress_key, STRESS_KEYS, "info", where)
             clean = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-            clean.info.update({k: v for k, v in atoms.info.items() if k not in _all_keys(energy_key, stress_key)})
+            clean.info.update({k: v for k, v in atoms.info.items() if k not in label_info_keys})
             for key, value in atoms.arrays.items():
-                if key not in ("numbers", "positions") and key not in _all_keys(forces_key):
+                if key not in ("numbers", "positions") and key not in label_array_keys:
                     clean.arrays[key] = value
             if "initial_magmoms" in atoms.arrays:
                 clean.set_initial_magnetic_moments(atoms.arrays["initial_magmoms"])

@@ -184,7 +184,8 @@ class Potential(torch.nn.Module, ABC):
             iterator = tqdm(chunks, desc=f"{self.name} predict", unit="batch")
         try:
             for chunk in iterator:
-                batch = self.make_batch([structures[i] for i in chunk])
+                chunk_structures = [structures[i] for i in chunk]  # elements already checked above, once
+                batch = self.make_batch(chunk_structures, [self.featurize(atoms) for atoms in chunk_structures])
                 output = self.forward(batch, forces=forces, stress=stress)
                 energies = output["energy"].detach().double().cpu().numpy()
                 atom_forces = output["forces"].detach().double().cpu().numpy() if forces else None

@@ -170,7 +170,11 @@ TABLE_ROWS = (
 
 def compare(results: dict[str, list[dict]], reference: str | None = None, align_e0: bool = False) -> list[dict]:
     """One row per metric (overall, then force MAE per element), one column per model (label → records)."""
-    summary = {label: metrics(records, align_e0=align_e0) for label, records in results.items()}
+    return metric_rows({label: metrics(records, align_e0=align_e0) for label, records in results.items()})
+
+
+def metric_rows(summary: dict[str, dict]) -> list[dict]:
+    """The rows of :func:`compare` from metrics already computed (label → :func:`metrics` result)."""
     rows = []
     for key, label in TABLE_ROWS:
         if any(key in m for m in summary.values()):
