@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -55,32 +56,41 @@ def main() -> None:
     parser.add_argument("--write-every", type=int, default=10, help="rewrite outputs every N structures")
     parser.add_argument("--dry-run", action="store_true", help="list the planned structures and exit")
     parser.add_argument("--quick", action="store_true", help="tiny settings and a few structures (smoke test)")
+    parser.add_argument(
+        "--helper", action="store_true",
+        help="label only: take unclaimed structures from the same plan and write no outputs (run next to a main run "
+        "to use a second core; each process claims a structure before labelling it)",
+    )
     args = parser.parse_args()
 
     settings = dict(SETTINGS)
     if args.quick:
         settings.update(cutoff=250.0, kpoint_density=1.0, max_scf_iterations=60)
     spec = CalculatorSpec("gpaw", settings)
-    run = Run(args.output, spec, args.max_minutes, args.write_every, quick=args.quick)
+    run = Run(args.output, spec, args.max_minutes, args.write_every, quick=args.quick, helper=args.helper)
     run.execute(dry_run=args.dry_run)
 
 
 class Run:
     """The stages of one (possibly resumed) dataset run, with the bookkeeping for outputs and provenance."""
 
-    def __init__(self, output: Path, spec: CalculatorSpec, max_minutes: float, write_every: int, quick: bool):
+    def __init__(
+        self, output: Path, spec: CalculatorSpec, max_minutes: float, write_every: int, quick: bool, helper: bool = False
+    ):
         self.output = output
+        self.helper = helper
         self.spec = spec
         self.cache_dir = output / "cache"
         self.deadline = time.time() + max_minutes * 60
         self.write_every = write_every
         self.quick = quick
         self.started = time.time()
-        self.stages: list[tuple[str, list[Atoms]]] = []  # labelled so far, in stage order
+        self.stages: list[tuple[str, dict[int, Atoms]]] = []  # labelled so far: stage name, {position: structure}
         self.references: list[Atoms] = []
         self.failures: list = []
         self.convergence: dict = {}
         self.stopped_early = False
+        self.deferred: list[tuple[str, int, Atoms, dict[int, Atoms]]] = []  # claimed by another process
 
     # -- driver ------------------------------------------------------------------------------------------------------
     def execute(self, dry_run: bool) -> None:
@@ -99,43 +109,75 @@ class Run:
             return
         for name, frames in plan:
             self.label_stage(name, frames)
-            if self.stopped_early:
-                break
+        self.collect_deferred()
         self.write_outputs(final=True)
         self.log(f"done in {(time.time() - self.started) / 60:.1f} min; {len(self.failures)} failures")
 
     def label_stage(self, name: str, frames: list[Atoms]) -> list[Atoms]:
-        """Label ``frames`` in chunks, rewriting the outputs after each chunk; stop at the deadline."""
-        done: list[Atoms] = []
+        """Label ``frames`` one by one, rewriting the outputs every few; stop at the deadline.
+
+        A structure claimed by another process (``--helper``) is left to it and collected at the end of the run.
+        """
+        done: dict[int, Atoms] = {}
         self.stages.append((name, done))
         cache = LabelCache(self.cache_dir, self.spec)
         for position, atoms in enumerate(frames, start=1):
-            if time.time() > self.deadline:
-                self.log(f"time limit reached in stage {name} at {position}/{len(frames)}; rerun to continue")
-                self.stopped_early = True
-                break
             cached = cache.path(atoms).exists()
-            # One structure per call so the deadline is checked between structures, not between chunks.
-            labelled, failures = label([atoms], self.spec, self.cache_dir, workers=1, progress=False)
-            for result in labelled:
-                result.info["config_type"] = name
-                if not cached:
-                    self.log(
-                        f"{name} {position}/{len(frames)} {result.get_chemical_formula()} k={atoms.info.get('kpts')}: "
-                        f"{result.info['label_wall_time_s']:.0f} s wall, "
-                        f"{result.info.get('label_cpu_time_s', 0):.0f} s cpu"
-                    )
-            done.extend(labelled)
-            self.failures.extend(failures)
-            for failure in failures:
-                self.log(f"FAILED {failure}")
-            if position == len(frames) or position % self.write_every == 0:
+            if not cached and time.time() > self.deadline:
+                # Past the deadline: start nothing new, but keep collecting what is already in the cache.
+                if not self.stopped_early:
+                    self.log(f"time limit reached in stage {name} at {position}/{len(frames)}; rerun to continue")
+                self.stopped_early = True
+                continue
+            claim = None
+            if not cached:
+                claim = _claim(cache.path(atoms))
+                if claim is None:  # another process is labelling it
+                    if not self.helper:
+                        self.deferred.append((name, position, atoms, done))
+                    continue
+            try:
+                # One structure per call so the deadline is checked between structures, not between chunks.
+                labelled, failures = label([atoms], self.spec, self.cache_dir, workers=1, progress=False)
+            finally:
+                if claim is not None:
+                    claim.unlink(missing_ok=True)
+            self.record(name, position, len(frames), atoms, labelled, failures, done, log=not cached)
+            if not self.helper and (position == len(frames) or position % self.write_every == 0):
                 self.write_outputs()
                 self.log(
                     f"{name}: {position}/{len(frames)}; {sum(len(d) for _, d in self.stages)} in the dataset; "
                     f"{(time.time() - self.started) / 60:.1f} min elapsed"
                 )
-        return done
+        return [done[position] for position in sorted(done)]
+
+    def record(self, name, position, total, atoms, labelled, failures, done, log: bool) -> None:
+        for result in labelled:
+            result.info["config_type"] = name
+            done[position] = result
+            if log:
+                self.log(
+                    f"{name} {position}/{total} {result.get_chemical_formula()} k={atoms.info.get('kpts')}: "
+                    f"{result.info['label_wall_time_s']:.0f} s wall, "
+                    f"{result.info.get('label_cpu_time_s', 0):.0f} s cpu"
+                )
+        self.failures.extend(failures)
+        for failure in failures:
+            self.log(f"FAILED {failure}")
+
+    def collect_deferred(self) -> None:
+        """Wait for the structures another process claimed; label any whose claim died with its process."""
+        cache = LabelCache(self.cache_dir, self.spec)
+        for name, position, atoms, done in self.deferred:
+            path = cache.path(atoms)
+            while not path.exists() and _claim_alive(path):
+                time.sleep(10)
+            if not path.exists() and time.time() > self.deadline:
+                self.stopped_early = True
+                continue
+            labelled, failures = label([atoms], self.spec, self.cache_dir, workers=1, progress=False)
+            self.record(name, position, 0, atoms, labelled, failures, done, log=False)
+        self.deferred = []
 
     # -- stages ------------------------------------------------------------------------------------------------------
     def convergence_check(self, dry_run: bool) -> dict:
@@ -326,7 +368,9 @@ class Run:
 
     # -- outputs -----------------------------------------------------------------------------------------------------
     def write_outputs(self, final: bool = False) -> None:
-        labelled = [atoms for _, frames in self.stages for atoms in frames]
+        if self.helper:
+            return
+        labelled = [frames[position] for _, frames in self.stages for position in sorted(frames)]
         if labelled:
             Dataset(labelled, name="ni_alloy_pbe").write(self.output / "ni_alloy_pbe.extxyz")
         if self.references:
@@ -389,7 +433,34 @@ class Run:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _count_by_name(stages: list[tuple[str, list[Atoms]]]) -> dict[str, int]:
+def _claim(result_path: Path) -> Path | None:
+    """Create ``<result>.claim`` holding our pid, or return None when a live process holds it (a dead one's is taken)."""
+    claim = result_path.with_name(result_path.name + ".claim")
+    for _ in range(2):
+        try:
+            with open(claim, "x") as handle:
+                handle.write(str(os.getpid()))
+            return claim
+        except FileExistsError:
+            if _claim_alive(result_path):
+                return None
+            claim.unlink(missing_ok=True)  # left by a killed process
+    return None
+
+
+def _claim_alive(result_path: Path) -> bool:
+    claim = result_path.with_name(result_path.name + ".claim")
+    try:
+        pid = int(claim.read_text() or 0)
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _count_by_name(stages: list[tuple[str, dict[int, Atoms]]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for name, frames in stages:
         counts[name] = counts.get(name, 0) + len(frames)

@@ -196,6 +196,39 @@ def test_training_forward_is_differentiable_in_parameters(potential):
     assert last_layer.grad is not None and last_layer.grad.abs().sum() > 0
 
 
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_split_first_layer_equals_chgnet_layers_in_training(potential_float64, monkeypatch, lora):
+    """The split gated-MLP first layer gives CHGNet's own layers' loss and parameter gradients (float64)."""
+    import atomtune.models.chgnet as chgnet_module
+
+    trainee = copy.deepcopy(potential_float64)
+    if lora:
+        from atomtune.finetune.strategies.lora import LoRA
+
+        LoRA(rank=4).select(trainee)
+        for parameter in trainee.parameters():  # a non-zero update, so the adapters take part in the forward
+            if parameter.requires_grad:
+                parameter.data.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(0))
+    trainee.train()
+    batch = trainee.make_batch(sample_cells()[:2])
+
+    def loss_and_gradients():
+        trainee.zero_grad(set_to_none=True)
+        output = trainee(batch)
+        loss = output["energy"].square().sum() + output["forces"].square().sum() + output["stress"].square().sum()
+        loss.backward()
+        named = trainee.named_parameters()
+        return float(loss), {name: p.grad.clone() for name, p in named if p.requires_grad and p.grad is not None}
+
+    split_loss, split_gradients = loss_and_gradients()
+    monkeypatch.setattr(chgnet_module, "_first_linear", lambda mlp: (None, []))  # CHGNet's own GatedMLP path
+    native_loss, native_gradients = loss_and_gradients()
+    assert split_loss == pytest.approx(native_loss, rel=1e-10)
+    assert split_gradients.keys() == native_gradients.keys() and len(split_gradients) > 10
+    for name, gradient in split_gradients.items():
+        torch.testing.assert_close(gradient, native_gradients[name], rtol=1e-8, atol=1e-10, msg=name)
+
 def test_atom_features_shape(potential):
     cells = sample_cells()[:2]
     features = potential.embed(cells)
