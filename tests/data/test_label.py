@@ -235,3 +235,48 @@ def test_force_consistent_gpaw_reports_the_free_energy_like_the_labels():
     gpaw_calculator = atoms.calc.calculator
     assert energy == pytest.approx(gpaw_calculator.get_potential_energy(atoms, force_consistent=True))
     assert energy != pytest.approx(gpaw_calculator.get_potential_energy(atoms), abs=1e-6)  # σ→0 differs at 0.2 eV
+
+
+def test_task_calculator_gives_each_cell_family_its_own_kpoint_mesh():
+    """A vacancy supercell or slab made by a task gets a mesh from its own cell; strained copies keep their parent's."""
+    pytest.importorskip("gpaw")
+    spec = CalculatorSpec("gpaw", {"kpoint_density": 2.5})
+    primitive = bulk("Ni", "fcc", a=3.52)
+    primitive.info["kpts"] = [9, 9, 9]  # pinned for this family only
+    calculator = spec.task_calculator(primitive)
+    assert calculator.kpoint_mesh_for(primitive) == [9, 9, 9]
+    strained = primitive.copy()
+    strained.set_cell(primitive.cell[:] * 1.03, scale_atoms=True)
+    assert calculator.calculator_for(strained) is calculator.calculator_for(primitive)
+    supercell = primitive.repeat((2, 2, 2))  # inherits info["kpts"] from the primitive cell
+    assert supercell.info["kpts"] == [9, 9, 9]
+    mesh = calculator.kpoint_mesh_for(supercell)
+    assert mesh == kpoint_mesh(bulk("Ni", "fcc", a=3.52).repeat((2, 2, 2)), 2.5) and mesh != [9, 9, 9]
+    assert len(calculator.families) == 2
+    assert spec.task_calculator(primitive) is not calculator  # one per input structure
+    assert isinstance(CalculatorSpec("emt").task_calculator(primitive), EMT)
+
+
+def test_cell_family_calculator_passes_results_through(monkeypatch):
+    """Energy / forces / stress come from the family's calculator (EMT stands in for GPAW here)."""
+    from atomtune.data.label import CellFamilyCalculator
+
+    spec = CalculatorSpec("emt")
+    built = []
+
+    def build(self, atoms, force_consistent=False):
+        built.append(len(atoms))
+        return EMT()
+
+    monkeypatch.setattr(CalculatorSpec, "build", build)
+    monkeypatch.setattr("atomtune.data.label.GPAWSettings", lambda **kwargs: type("S", (), {"spin": False, "kpoint_density": 2.0})())
+    calculator = CellFamilyCalculator(spec, bulk("Cu", "fcc", a=3.6))
+    for cell in (bulk("Cu", "fcc", a=3.6), bulk("Cu", "fcc", a=3.62), bulk("Cu", "fcc", a=3.6, cubic=True)):
+        cell.rattle(0.02, seed=1)
+        direct = cell.copy()
+        direct.calc = EMT()
+        cell.calc = calculator
+        assert cell.get_potential_energy() == pytest.approx(direct.get_potential_energy())
+        np.testing.assert_allclose(cell.get_forces(), direct.get_forces())
+        np.testing.assert_allclose(cell.get_stress(), direct.get_stress())
+    assert built == [1, 4]  # one calculator per family: the 1-atom cells share one

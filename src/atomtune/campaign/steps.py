@@ -238,7 +238,7 @@ def run_task(
         spec = CalculatorSpec.parse(calculator, calculator_kwargs or {})
         records = []
         for atoms in data:  # a DFT calculator's settings depend on the structure (k-points, spin)
-            records.extend(module.run([atoms], spec.build(atoms, force_consistent=True), task_settings, progress=False))
+            records.extend(module.run([atoms], spec.task_calculator(atoms), task_settings, progress=False))
     else:
         from atomtune.models import load_potential
 

@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
             reference_label = _reference_label(spec.name)
             records = []
             for atoms in structures:
-                records.extend(module.run([atoms], spec.build(atoms, force_consistent=True), task_settings, progress=progress))
+                records.extend(module.run([atoms], spec.task_calculator(atoms), task_settings, progress=progress))
             results[reference_label] = records
         if model:
             from atomtune.models import load_potential

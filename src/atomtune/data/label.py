@@ -154,6 +154,78 @@ class CalculatorSpec:
             return EMT(**self.kwargs)
         return _import_calculator_class(self.name)(**self.kwargs)
 
+    def task_calculator(self, atoms: Atoms):
+        """The calculator a property task runs on ``atoms`` with (force-consistent energy for GPAW).
+
+        Tasks build new cells from their input (vacancy supercells, slabs, stacking-fault cells, adsorbate slabs); for
+        GPAW each such cell needs its own k-point mesh, so GPAW runs behind :class:`CellFamilyCalculator`. Other
+        calculators have no structure-dependent settings and are built once."""
+        if self.name.lower() == "gpaw":
+            return CellFamilyCalculator(self, atoms)
+        return self.build(atoms, force_consistent=True)
+
+
+class CellFamilyCalculator(Calculator):
+    """GPAW with settings (k-point mesh, spin) chosen per *cell family*, not once for the first structure.
+
+    Two cells are one family when they have the same atoms count and lattice lengths within 10 % and angles within 5°:
+    the strained cells of an equation of state or an elastic-constant fit keep one mesh (a mesh that jumps between two
+    strains puts a step into E(V)), while a 2×2×2 vacancy supercell or a slab gets a mesh from its own cell at the same
+    k-point density. A mesh pinned in ``info["kpts"]`` holds only for the family of the structure given here (copies made
+    by a task inherit ``info`` from a cell of another size). Energy is GPAW's force-consistent free energy.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, spec: CalculatorSpec, atoms: Atoms):
+        super().__init__()
+        self.spec = spec
+        self.settings = GPAWSettings(**spec.kwargs)
+        self.pinned_family = _cell_signature(atoms)
+        self.families: list[tuple[tuple, list[int], Calculator]] = []  # (cell signature, k-mesh, calculator)
+
+    def calculator_for(self, atoms: Atoms) -> Calculator:
+        return self._family(atoms)[2]
+
+    def kpoint_mesh_for(self, atoms: Atoms) -> list[int]:
+        """The mesh the calculation of ``atoms`` uses (for checks and logs)."""
+        return self._family(atoms)[1]
+
+    def _family(self, atoms: Atoms) -> tuple[tuple, list[int], Calculator]:
+        signature = _cell_signature(atoms)
+        for family in self.families:
+            if _same_family(family[0], signature):
+                return family
+        template = atoms.copy()
+        if not _same_family(self.pinned_family, signature):
+            template.info.pop("kpts", None)
+        mesh = _kpoint_mesh(template, self.settings.kpoint_density)["size"]
+        template.info["kpts"] = mesh
+        family = (signature, mesh, self.spec.build(template, force_consistent=True))
+        self.families.append(family)
+        return family
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        inner = self.calculator_for(self.atoms)
+        _prepare_spin(self.atoms, self.settings)
+        self.results = {name: inner.get_property(name, self.atoms) for name in properties}
+        self.results.update({k: v for k, v in inner.results.items() if k in self.implemented_properties})
+
+    def get_magnetic_moment(self, atoms=None):
+        return self.calculator_for(atoms if atoms is not None else self.atoms).get_magnetic_moment(atoms)
+
+
+def _cell_signature(atoms: Atoms) -> tuple:
+    return (len(atoms), tuple(float(x) for x in atoms.cell.cellpar()))
+
+
+def _same_family(a: tuple, b: tuple) -> bool:
+    (count_a, par_a), (count_b, par_b) = a, b
+    lengths = all(abs(y / x - 1.0) < 0.10 for x, y in zip(par_a[:3], par_b[:3]) if x > 0)
+    angles = all(abs(x - y) < 5.0 for x, y in zip(par_a[3:], par_b[3:]))
+    return count_a == count_b and lengths and angles
+
 
 class ForceConsistentEnergy(Calculator):
     """A calculator whose force-consistent free energy is reported as the energy (eV); forces (eV/Å), stress (eV/Å³, only
@@ -437,15 +509,7 @@ def _build_gpaw(atoms: Atoms, settings: GPAWSettings):
     cutoff = settings.cutoff
     if "O" in atoms.get_chemical_symbols():
         cutoff = max(cutoff, OXIDE_CUTOFF)
-    symbols = set(atoms.get_chemical_symbols())
-    has_moments = atoms.has("initial_magmoms") and np.any(atoms.get_initial_magnetic_moments() != 0)
-    spin = settings.spin
-    if spin == "auto":
-        spin = bool(has_moments or symbols & set(MAGNETIC_MOMENTS))
-    if spin and not has_moments:
-        atoms.set_initial_magnetic_moments([MAGNETIC_MOMENTS.get(s, 0.0) for s in atoms.get_chemical_symbols()])
-    if not spin and has_moments:
-        atoms.set_initial_magnetic_moments(None)
+    _prepare_spin(atoms, settings)
     if not atoms.pbc.all():
         raise AtomtuneError(
             f"GPAW plane-wave mode needs periodic boundaries in all directions (pbc={atoms.pbc.tolist()}); "
@@ -459,6 +523,20 @@ def _build_gpaw(atoms: Atoms, settings: GPAWSettings):
         maxiter=settings.max_scf_iterations,
         txt=None,
     )
+
+
+def _prepare_spin(atoms: Atoms, settings: GPAWSettings) -> None:
+    """Initial magnetic moments on ``atoms`` as GPAW reads them: spin-polarised with ``spin`` on, or "auto" and a magnetic
+    element (or moments already set) present; moments cleared otherwise."""
+    symbols = set(atoms.get_chemical_symbols())
+    has_moments = atoms.has("initial_magmoms") and np.any(atoms.get_initial_magnetic_moments() != 0)
+    spin = settings.spin
+    if spin == "auto":
+        spin = bool(has_moments or symbols & set(MAGNETIC_MOMENTS))
+    if spin and not has_moments:
+        atoms.set_initial_magnetic_moments([MAGNETIC_MOMENTS.get(s, 0.0) for s in atoms.get_chemical_symbols()])
+    if not spin and has_moments:
+        atoms.set_initial_magnetic_moments(None)
 
 
 def kpoint_mesh(atoms: Atoms, kpoint_density: float) -> list[int]:
