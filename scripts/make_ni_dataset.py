@@ -8,7 +8,7 @@ finished structure, committed so the run resumes in another session).
 
 Order of work, most important first: convergence check → equations of state and equilibria → a first pass of random
 strains, rattles and Ni–Cu solid solutions → (111) slab → vacancy → stacking faults → Ni-rich B2 → the rest of the
-strains, rattles and solid solutions → extra rattles while time remains. The outputs are
+strains, rattles and solid solutions → extra rattles and strongly strained small cells while time remains. The outputs are
 rewritten from the cache every ``--write-every`` structures, so a partial dataset exists whenever the run stops.
 
 Run (single-threaded BLAS: threaded BLAS made one 8-atom cell 14× slower)::
@@ -344,6 +344,13 @@ class Run:
             for frame in family(cubic(n), strained_rattles(cubic(n), 6, 0.12, 0.02, seed=600 + 10 * i))
         ]
 
+        # Last: small cells under larger strains (stress and energy–volume information at ~30 s each): the primitive
+        # 1-atom fcc cells and the 2-atom B2 cell (rattled, so it carries forces too).
+        small_strains = [
+            frame for i, n in enumerate(("Ni", "Cu", "Al"))
+            for frame in family(equilibria[n], generate.random_strains(equilibria[n], 6, 0.05, seed=700 + 10 * i))
+        ] + family(equilibria["NiAl"], strained_rattles(equilibria["NiAl"], 8, 0.08, 0.04, seed=750))
+
         def first(groups: list[list[Atoms]], count: int) -> list[Atoms]:
             return [atoms for group in groups for atoms in group[:count]]
 
@@ -364,6 +371,7 @@ class Run:
             ("rattle", rest(rattled, 2)),
             ("solid_solution", rest(solid_solutions, 1)),
             ("extra_rattle", extra),
+            ("small_strain", small_strains),
         ]
 
     # -- outputs -----------------------------------------------------------------------------------------------------
@@ -408,7 +416,7 @@ class Run:
                 "gpaw": gpaw.__version__, "ase": ase.__version__, "numpy": np.__version__,
                 "python": platform.python_version(), "gpaw_setups": "gpaw-data (PyPI)",
             },
-            "threads": "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1, one process",
+            "threads": "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1; one process, or two sharing the plan (--helper)",
             "convergence_check": self.convergence or previous.get("convergence_check", {}),
             "n_structures": len(labelled),
             "n_reference_structures": len(self.references),
