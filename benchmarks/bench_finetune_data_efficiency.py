@@ -5,7 +5,8 @@ random quarter is held out as the test set; from the rest, the first N structure
 N in ``--sizes`` (10, 25, 50, 100 and all that exist), so larger sets contain the smaller ones. Each run holds out a fifth of
 its N (at least 2) for validation / early stopping, re-estimates E0 on its training part, and is scored on the same test
 set. The zero-shot line is the foundation model with E0 re-estimated on all training structures. Table and plot go to
-``benchmarks/results/finetune_data_efficiency.{json,png}`` (and the plot to ``docs/figures/`` for docs/finetuning.md).
+``benchmarks/results/finetune_data_efficiency[_<model>].{json,png}`` (and the plot to ``docs/figures/`` for
+docs/finetuning.md).
 
     python benchmarks/bench_finetune_data_efficiency.py --model chgnet-0.3.0 --epochs 30 --threads 1
 """
@@ -114,12 +115,14 @@ def main() -> None:
     }
     results = ROOT / "benchmarks" / "results"
     results.mkdir(exist_ok=True)
-    (results / "finetune_data_efficiency.json").write_text(json.dumps(record, indent=2))
-    figure_path = plot(rows, zero_shot, results / "finetune_data_efficiency.png", len(data), args.model)
-    docs_figure = ROOT / "docs" / "figures" / "finetune_data_efficiency.png"
+    # one file per backbone (CHGNet, the first one measured, keeps the plain name the docs link to)
+    stem = "finetune_data_efficiency" + ("" if args.model == "chgnet-0.3.0" else f"_{args.model}")
+    (results / f"{stem}.json").write_text(json.dumps(record, indent=2))
+    figure_path = plot(rows, zero_shot, results / f"{stem}.png", len(data), args.model)
+    docs_figure = ROOT / "docs" / "figures" / f"{stem}.png"
     docs_figure.parent.mkdir(parents=True, exist_ok=True)
     docs_figure.write_bytes(figure_path.read_bytes())
-    print(f"wrote {results / 'finetune_data_efficiency.json'}, {figure_path} and {docs_figure}")
+    print(f"wrote {results / f'{stem}.json'}, {figure_path} and {docs_figure}")
 
 
 def plot(rows: list[dict], zero_shot: dict, path: Path, total: int, model: str) -> Path:
