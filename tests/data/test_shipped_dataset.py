@@ -31,6 +31,7 @@ def test_structures_match_the_provenance(dataset, provenance):
     # a structure that could not be labelled is listed with its reason, never silently dropped
     assert all("structure" in failure and ": " in failure for failure in provenance["failures"])
     assert len(provenance["failures"]) <= 1
+    assert provenance["complete"] is True
     assert provenance["settings"]["cutoff"] == 450.0 and provenance["settings"]["kpoint_density"] == 2.5
 
 
