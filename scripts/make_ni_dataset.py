@@ -15,6 +15,8 @@ Run (single-threaded BLAS: threaded BLAS made one 8-atom cell 14× slower)::
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python scripts/make_ni_dataset.py            # resumes from the cache
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python scripts/make_ni_dataset.py --max-minutes 30 --dry-run
+    # a second core: a helper takes unclaimed structures of the same plan (each process claims one before labelling it)
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python scripts/make_ni_dataset.py --helper &
 """
 
 from __future__ import annotations
