@@ -280,3 +280,25 @@ def test_cell_family_calculator_passes_results_through(monkeypatch):
         np.testing.assert_allclose(cell.get_forces(), direct.get_forces())
         np.testing.assert_allclose(cell.get_stress(), direct.get_stress())
     assert built == [1, 4]  # one calculator per family: the 1-atom cells share one
+
+
+@pytest.mark.gpaw
+def test_gpaw_runs_without_point_group_symmetry_when_the_grid_would_blow_up(tmp_path):
+    """An fcc (111) stacking-fault cell: GPAW would grow 12×12×54 to 54×54×54 for its symmetry; atomtune turns point-group
+    symmetry off instead (4 s instead of 23 s of CPU at these settings) and says so in the record; the property-task
+    calculator does the same per cell family and warns."""
+    pytest.importorskip("gpaw")
+    fault = generate.stacking_fault("Al", 4.04, layers=6, fraction=1.0)
+    spec = CalculatorSpec("gpaw", {"cutoff": 250, "kpoint_density": 1.5, "smearing": 0.1})
+    labelled, failures = label([fault], spec, tmp_path, progress=False)
+    assert not failures
+    record = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert "point-group symmetry off" in record["note"] and "(54, 54, 54)" in record["note"]
+    assert labelled[0].get_potential_energy() == pytest.approx(-21.7001, abs=0.01)  # the symmetric run: −21.7012 eV
+    np.testing.assert_allclose(labelled[0].get_forces().sum(axis=0), 0.0, atol=1e-3)
+
+    task_cell = fault.copy()
+    task_cell.calc = spec.task_calculator(fault)
+    with pytest.warns(UserWarning, match="point-group symmetry off"):
+        energy = task_cell.get_potential_energy()
+    assert energy == pytest.approx(labelled[0].get_potential_energy(), abs=1e-6)
