@@ -403,18 +403,18 @@ class ChgnetPotential(Potential):
 
 
 def _first_linear(mlp) -> tuple[torch.nn.Linear | None, list[torch.nn.Module]]:
-    """An MLP's first Linear and the modules after it, or ``(None, [])`` when something before it is not a no-op."""
+    """An MLP's first Linear and the modules after it, or ``(None, [])`` when the split cannot stand in for the MLP:
+    an active dropout anywhere in it, or a module other than a dropout before its first Linear."""
     layers = list(mlp.layers)
+    dropouts = [layer for layer in layers if isinstance(layer, torch.nn.Dropout)]
+    if any(layer.p > 0 and layer.training for layer in dropouts):
+        return None, []
     for position, layer in enumerate(layers):
         if isinstance(layer, torch.nn.Linear):
             return layer, layers[position + 1 :]
-        if not (isinstance(layer, torch.nn.Dropout) and (layer.p == 0 or not layer.training)):
+        if not isinstance(layer, torch.nn.Dropout):
             return None, []
     return None, []
-
-
-def _no_op_dropout(modules) -> bool:
-    return all(not isinstance(m, torch.nn.Dropout) or m.p == 0 or not m.training for m in modules)
 
 
 def _gated_mlp(gated, parts: list[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
@@ -424,7 +424,7 @@ def _gated_mlp(gated, parts: list[tuple[torch.Tensor, torch.Tensor | None]]) -> 
     """
     core_first, core_rest = _first_linear(gated.mlp_core)
     gate_first, gate_rest = _first_linear(gated.mlp_gate)
-    if core_first is None or gate_first is None or not _no_op_dropout(core_rest + gate_rest):
+    if core_first is None or gate_first is None:
         return gated(torch.cat([f if i is None else f.index_select(0, i) for f, i in parts], dim=1))
     weight = torch.cat([core_first.weight, gate_first.weight], dim=0)
     hidden, start = None, 0
@@ -435,13 +435,11 @@ def _gated_mlp(gated, parts: list[tuple[torch.Tensor, torch.Tensor | None]]) -> 
         if index is not None:
             projected = projected.index_select(0, index)
         hidden = projected if hidden is None else hidden + projected
-    if core_first.bias is not None and gate_first.bias is not None:
-        hidden = hidden + torch.cat([core_first.bias, gate_first.bias])
-    elif core_first.bias is not None or gate_first.bias is not None:  # one side only: add where it exists
-        zeros = hidden.new_zeros(core_first.out_features if core_first.bias is None else gate_first.out_features)
-        core_bias = zeros if core_first.bias is None else core_first.bias
-        gate_bias = zeros if gate_first.bias is None else gate_first.bias
-        hidden = hidden + torch.cat([core_bias, gate_bias])
+    firsts = (core_first, gate_first)
+    if any(layer.bias is not None for layer in firsts):  # a side without bias adds zeros
+        hidden = hidden + torch.cat(
+            [layer.bias if layer.bias is not None else hidden.new_zeros(layer.out_features) for layer in firsts]
+        )
     core, gate = hidden.split([core_first.out_features, gate_first.out_features], dim=1)
     for module in core_rest:
         core = module(core)
@@ -464,14 +462,7 @@ def _atom_conv(layer, atom_feas, bond_feas, bond_weights, data: ChgnetGraphBatch
     # CHGNet's order of the concatenation: center atom, bond, neighbour atom.
     messages = _gated_mlp(layer.twoBody_atom, [(atom_feas, center), (bond_feas, undirected), (atom_feas, neighbor)])
     messages = messages * bond_weights.index_select(0, undirected)
-    new_atom_feas = _sum_into(messages, center, len(atom_feas))
-    if layer.use_mlp_out:
-        new_atom_feas = layer.mlp_out(new_atom_feas)
-    if layer.resnet:
-        new_atom_feas = new_atom_feas + atom_feas
-    if layer.atom_norm is not None:
-        new_atom_feas = layer.atom_norm(new_atom_feas)
-    return new_atom_feas
+    return _layer_output(layer, _sum_into(messages, center, len(atom_feas)), atom_feas, layer.atom_norm)
 
 
 def _bond_conv(layer, atom_feas, bond_feas, bond_weights, angle_feas, data: ChgnetGraphBatch) -> torch.Tensor:
@@ -480,26 +471,25 @@ def _bond_conv(layer, atom_feas, bond_feas, bond_weights, angle_feas, data: Chgn
     parts = [(bond_feas, graph[:, 1]), (bond_feas, graph[:, 2]), (angle_feas, None), (atom_feas, graph[:, 0])]
     update = _gated_mlp(layer.twoBody_bond, parts)
     update = update * bond_weights.index_select(0, graph[:, 1]) * bond_weights.index_select(0, graph[:, 2])
-    new_bond_feas = _sum_into(update, graph[:, 1], len(bond_feas))
-    if layer.use_mlp_out:
-        new_bond_feas = layer.mlp_out(new_bond_feas)
-    if layer.resnet:
-        new_bond_feas = new_bond_feas + bond_feas
-    if layer.bond_norm is not None:
-        new_bond_feas = layer.bond_norm(new_bond_feas)
-    return new_bond_feas
+    return _layer_output(layer, _sum_into(update, graph[:, 1], len(bond_feas)), bond_feas, layer.bond_norm)
 
 
 def _angle_update(layer, atom_feas, bond_feas, angle_feas, data: ChgnetGraphBatch) -> torch.Tensor:
     """``chgnet.model.layers.AngleUpdate.forward`` with the split first layer."""
     graph = data.bond_graph
     parts = [(bond_feas, graph[:, 1]), (bond_feas, graph[:, 2]), (angle_feas, None), (atom_feas, graph[:, 0])]
-    new_angle_feas = _gated_mlp(layer.twoBody_bond, parts)
+    return _layer_output(layer, _gated_mlp(layer.twoBody_bond, parts), angle_feas, layer.angle_norm)
+
+
+def _layer_output(layer, update: torch.Tensor, features: torch.Tensor, norm) -> torch.Tensor:
+    """The common tail of CHGNet's three layers: output MLP (AtomConv and BondConv only), residual, normalisation."""
+    if getattr(layer, "use_mlp_out", False):
+        update = layer.mlp_out(update)
     if layer.resnet:
-        new_angle_feas = new_angle_feas + angle_feas
-    if layer.angle_norm is not None:
-        new_angle_feas = layer.angle_norm(new_angle_feas)
-    return new_angle_feas
+        update = update + features
+    if norm is not None:
+        update = norm(update)
+    return update
 
 
 def _crystal_graph(structure, atom_graph_cutoff: float, bond_graph_cutoff: float):
