@@ -184,27 +184,25 @@ class CellFamilyCalculator(Calculator):
         self.spec = spec
         self.settings = GPAWSettings(**spec.kwargs)
         self.pinned_family = _cell_signature(atoms)
-        # per family: [cell signature, k-mesh, calculator, template atoms, grid checked]
-        self.families: list[list] = []
+        self.families: list[_CellFamily] = []
 
     def calculator_for(self, atoms: Atoms) -> Calculator:
-        return self._family(atoms)[2]
+        return self._family(atoms).calculator
 
     def kpoint_mesh_for(self, atoms: Atoms) -> list[int]:
         """The mesh the calculation of ``atoms`` uses (for checks and logs)."""
-        return self._family(atoms)[1]
+        return self._family(atoms).template.info["kpts"]
 
-    def _family(self, atoms: Atoms) -> list:
+    def _family(self, atoms: Atoms) -> _CellFamily:
         signature = _cell_signature(atoms)
         for family in self.families:
-            if _same_family(family[0], signature):
+            if _same_family(family.signature, signature):
                 return family
         template = atoms.copy()
         if not _same_family(self.pinned_family, signature):
             template.info.pop("kpts", None)
-        mesh = _kpoint_mesh(template, self.settings.kpoint_density)["size"]
-        template.info["kpts"] = mesh
-        family = [signature, mesh, self.spec.build(template, force_consistent=True), template, False]
+        template.info["kpts"] = _kpoint_mesh(template, self.settings.kpoint_density)["size"]
+        family = _CellFamily(signature, template, self.spec.build(template, force_consistent=True))
         self.families.append(family)
         return family
 
@@ -214,23 +212,34 @@ class CellFamilyCalculator(Calculator):
         _prepare_spin(self.atoms, self.settings)
 
         def run() -> dict:
-            return {name: family[2].get_property(name, self.atoms) for name in properties}
+            return {name: family.calculator.get_property(name, self.atoms) for name in properties}
 
-        if family[4]:  # grid already checked for this family
+        if family.grid_checked:
             self.results = run()
         else:
 
             def rebuild(point_group: bool) -> None:
-                family[2] = self.spec.build(family[3], force_consistent=True, point_group=point_group)
+                family.calculator = self.spec.build(family.template, force_consistent=True, point_group=point_group)
 
             self.results, note = _run_without_grid_blowup(run, rebuild)
-            family[4] = True
+            family.grid_checked = True
             if note:
                 warnings.warn(f"{self.atoms.get_chemical_formula()} ({len(self.atoms)} atoms): {note}", stacklevel=2)
-        self.results.update({k: v for k, v in family[2].results.items() if k in self.implemented_properties})
+        self.results.update({k: v for k, v in family.calculator.results.items() if k in self.implemented_properties})
 
     def get_magnetic_moment(self, atoms=None):
         return self.calculator_for(atoms if atoms is not None else self.atoms).get_magnetic_moment(atoms)
+
+
+@dataclass
+class _CellFamily:
+    """One cell family of a :class:`CellFamilyCalculator`: the first cell seen (its ``info["kpts"]`` is the family's
+    k-mesh), its GPAW calculator, and whether GPAW's symmetrised-grid check has run for it."""
+
+    signature: tuple
+    template: Atoms
+    calculator: Calculator
+    grid_checked: bool = False
 
 
 def _cell_signature(atoms: Atoms) -> tuple:
