@@ -124,7 +124,8 @@ class Run:
         self.stages.append((name, done))
         cache = LabelCache(self.cache_dir, self.spec)
         for position, atoms in enumerate(frames, start=1):
-            cached = cache.path(atoms).exists()
+            path = cache.path(atoms)
+            cached = path.exists()
             if not cached and time.time() > self.deadline:
                 # Past the deadline: start nothing new, but keep collecting what is already in the cache.
                 if not self.stopped_early:
@@ -133,7 +134,7 @@ class Run:
                 continue
             claim = None
             if not cached:
-                claim = _claim(cache.path(atoms))
+                claim = _claim(path)
                 if claim is None:  # another process is labelling it
                     if not self.helper:
                         self.deferred.append((name, position, atoms, done))
@@ -445,7 +446,7 @@ class Run:
 
 def _claim(result_path: Path) -> Path | None:
     """Create ``<result>.claim`` holding our pid, or return None when a live process holds it (a dead one's is taken)."""
-    claim = result_path.with_name(result_path.name + ".claim")
+    claim = _claim_path(result_path)
     for _ in range(2):
         try:
             with open(claim, "x") as handle:
@@ -459,15 +460,18 @@ def _claim(result_path: Path) -> Path | None:
 
 
 def _claim_alive(result_path: Path) -> bool:
-    claim = result_path.with_name(result_path.name + ".claim")
     try:
-        pid = int(claim.read_text() or 0)
+        pid = int(_claim_path(result_path).read_text() or 0)
         os.kill(pid, 0)
     except (FileNotFoundError, ValueError, ProcessLookupError):
         return False
     except PermissionError:
         return True
     return True
+
+
+def _claim_path(result_path: Path) -> Path:
+    return result_path.with_name(result_path.name + ".claim")
 
 
 def _count_by_name(stages: list[tuple[str, dict[int, Atoms]]]) -> dict[str, int]:
