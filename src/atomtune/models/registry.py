@@ -21,6 +21,7 @@ BACKBONES: dict[str, str] = {
     "chgnet": "atomtune.models.chgnet:ChgnetPotential",
     "sevennet": "atomtune.models.sevennet:SevennetPotential",
     "mace": "atomtune.models.mace:MacePotential",
+    "committee": "atomtune.uncertainty.committee:CommitteePotential",  # a saved committee directory (issue 12)
 }
 
 
