@@ -219,5 +219,5 @@ def test_fresh_run_refuses_to_overwrite_an_unfinished_checkpoint(toy_backbone, e
     from atomtune.finetune.checkpoint import write_checkpoint
 
     write_checkpoint(tmp_path, {"epoch": 3})
-    with pytest.raises(AtomtuneError, match="unfinished run .*--resume"):
+    with pytest.raises(AtomtuneError, match="unfinished run. Pass --resume"):
         Trainer(TrainingSettings(epochs=1, **QUICK)).fit(toy_backbone(), *emt_split, out=tmp_path)

@@ -3,6 +3,9 @@
 ``torch.save`` to ``checkpoint.pt.tmp`` then ``os.replace`` onto ``checkpoint.pt``: a run killed at any instant (SIGKILL,
 out of memory, a node reboot) leaves either the previous checkpoint or the new one, never half a file, so ``--resume``
 always has a consistent state to continue from. Used by :class:`atomtune.finetune.Trainer`.
+
+A checkpoint holds tensors and plain data only (numbers, strings, lists, dicts) and is read with ``weights_only=True``: a
+crafted ``checkpoint.pt`` dropped into an output directory cannot run code (:mod:`atomtune.loading`).
 """
 
 from __future__ import annotations
@@ -36,4 +39,11 @@ def read_checkpoint(out: str | Path) -> dict | None:
     path = checkpoint_path(out)
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    from atomtune.loading import load_tensors
+
+    return load_tensors(path, "training checkpoint", own_file=True)
+
+
+def has_checkpoint(out: str | Path) -> bool:
+    """Whether ``out`` holds an unfinished run's checkpoint (the file is not read)."""
+    return checkpoint_path(out).is_file()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -30,13 +29,14 @@ from atomtune.data.dataset import Dataset, labels_of
 from atomtune.exceptions import AtomtuneError
 from atomtune.finetune import checkpoint as checkpoints
 from atomtune.finetune.e0 import reestimate_element_energies, shift_element_energies
-from atomtune.finetune.ema import ExponentialMovingAverage
+from atomtune.finetune.ema import WeightAverage
 from atomtune.finetune.featurized import FeaturizedSet
 from atomtune.finetune.loss import EnergyForceStressLoss, LossWeights, default_loss_weights
 from atomtune.finetune.metrics import errors, errors_from_predictions, predict_set
 from atomtune.finetune.strategies.base import Strategy, count_parameters
 from atomtune.finetune.strategies.full import Full
-from atomtune.models.base import Potential, json_default
+from atomtune.files import OutputLock, atomic_write_json
+from atomtune.models.base import Potential
 
 METRICS_FILE = "metrics.json"
 LEARNING_CURVE_FILE = "learning_curve.png"
@@ -222,6 +222,13 @@ class Trainer:
         ``general``: a held-out "general" set scored before and after (forgetting; energies E0-aligned).
         ``model_spec``: what the user gave as ``--model`` (recorded in the metadata).
         """
+        if out is None:
+            return self._fit(potential, train, valid, strategy, None, resume, general, callback, model_spec)
+        # One run per output directory: a second process pointed here gets a clear error instead of overwriting.
+        with OutputLock(out, "fine-tuning"):
+            return self._fit(potential, train, valid, strategy, out, resume, general, callback, model_spec)
+
+    def _fit(self, potential, train, valid, strategy, out, resume, general, callback, model_spec) -> FitResult:
         settings = self.settings
         strategy = strategy or Full()
         train, valid = list(train), list(valid)
@@ -270,11 +277,11 @@ class Trainer:
             list(named_trainable.values()), lr=settings.learning_rate, weight_decay=settings.weight_decay
         )
         scheduler = self._scheduler(optimizer)
-        ema = ExponentialMovingAverage(named_trainable, settings.ema_decay) if settings.ema_decay is not None else None
+        ema = WeightAverage(named_trainable, settings.ema_decay) if settings.ema_decay is not None else None
 
         history: list[dict] = []
         best = {"valid_loss": math.inf, "epoch": 0, "parameters": _copy(named_trainable)}
-        stale_epochs, ema_updates, first_epoch = 0, 0, 1
+        stale_epochs, first_epoch = 0, 1
         if state is None:
             valid_loss0, valid_metrics0 = self._validate(potential, valid_set, loss_function, ema)
             history.append({"epoch": 0, "valid_loss": valid_loss0, **_prefixed("valid", valid_metrics0)})
@@ -288,14 +295,14 @@ class Trainer:
                 ema.load_state_dict(state["ema"])
             torch.set_rng_state(state["torch_rng"])
             history, best, stale_epochs = state["history"], state["best"], state["stale_epochs"]
-            ema_updates, first_epoch = state["ema_updates"], state["epoch"] + 1
+            first_epoch = state["epoch"] + 1
 
         for epoch in range(first_epoch, settings.epochs + 1):
             if settings.early_stopping_patience is not None and stale_epochs >= settings.early_stopping_patience:
                 break
             epoch_started = time.perf_counter()
-            train_record, ema_updates = self._train_epoch(
-                potential, epoch, train_set, replay_sets, loss_function, optimizer, ema, ema_updates, out
+            train_record = self._train_epoch(
+                potential, epoch, train_set, replay_sets, loss_function, optimizer, ema, out
             )
             valid_loss, valid_metrics = self._validate(potential, valid_set, loss_function, ema)
             if not math.isfinite(valid_loss):
@@ -336,7 +343,6 @@ class Trainer:
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
                         "ema": ema.state_dict() if ema is not None else None,
-                        "ema_updates": ema_updates,
                         "best": best,
                         "stale_epochs": stale_epochs,
                         "history": history,
@@ -393,7 +399,7 @@ class Trainer:
         return FitResult(potential, history, metrics, out, record)
 
     # -- one epoch ---------------------------------------------------------------------------------------------------
-    def _train_epoch(self, potential, epoch, train_set, replay_sets, loss_function, optimizer, ema, ema_updates, out):
+    def _train_epoch(self, potential, epoch, train_set, replay_sets, loss_function, optimizer, ema, out):
         settings = self.settings
         # Shuffling depends only on (seed, epoch): a resumed run sees exactly the batches the killed one would have.
         rng = np.random.default_rng([settings.seed, epoch])
@@ -434,8 +440,6 @@ class Trainer:
                         )
                 optimizer.step()
                 if ema is not None:
-                    ema_updates += 1
-                    ema.decay = min(settings.ema_decay, (1 + ema_updates) / (10 + ema_updates))
                     ema.update()
                 if data is train_set:
                     count += 1
@@ -452,7 +456,7 @@ class Trainer:
         record = {key: value / max(count, 1) for key, value in sums.items() if key.startswith("train_")}
         if "replay_batches" in sums:
             record["replay_loss"] = sums["replay_loss"] / sums["replay_batches"]
-        return record, ema_updates
+        return record
 
     def _validate(self, potential, valid_set, loss_function, ema) -> tuple[float, dict]:
         """Validation loss (same weights as training) and errors, with the EMA weights when EMA is on."""
@@ -507,14 +511,15 @@ class Trainer:
             if resume:
                 raise AtomtuneError("resume needs the output directory of the run to continue (--out).")
             return None
-        state = checkpoints.read_checkpoint(out)
         if not resume:
-            if state is not None:
+            # Not read without --resume: a file someone dropped into --out is never opened unless asked for.
+            if checkpoints.has_checkpoint(out):
                 raise AtomtuneError(
-                    f"{out} holds the checkpoint of an unfinished run (epoch {state['epoch']}). Pass --resume to "
-                    f"continue it, choose another --out, or delete {checkpoints.checkpoint_path(out)}."
+                    f"{out} holds the checkpoint of an unfinished run. Pass --resume to continue it, choose another "
+                    f"--out, or delete {checkpoints.checkpoint_path(out)}."
                 )
             return None
+        state = checkpoints.read_checkpoint(out)
         if state is None:
             metrics_file = out / METRICS_FILE
             if metrics_file.exists() and json.loads(metrics_file.read_text()).get("finished"):
@@ -546,9 +551,7 @@ class Trainer:
 
         out.mkdir(parents=True, exist_ok=True)
         potential.save(out, extra={"finetune": {"metrics": METRICS_FILE, "learning_curve": LEARNING_CURVE_FILE}})
-        tmp = out / (METRICS_FILE + ".tmp")
-        tmp.write_text(json.dumps(metrics, indent=2, default=json_default))
-        os.replace(tmp, out / METRICS_FILE)
+        atomic_write_json(out / METRICS_FILE, metrics)
         plot_learning_curve(metrics["history"], out / LEARNING_CURVE_FILE, title=f"{potential.name} fine-tuning")
         if not self.settings.keep_checkpoint:
             checkpoints.checkpoint_path(out).unlink(missing_ok=True)
