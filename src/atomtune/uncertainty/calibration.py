@@ -189,7 +189,7 @@ def calibrate(committee, structures: Sequence[Atoms], apply: bool = True, batch_
     want_stress = all(atoms.pbc.all() and labels_of(atoms).stress is not None for atoms in structures)
     predictions = committee.predict(structures, batch_size=batch_size, stress=want_stress)
     pairs = errors_and_spreads(predictions, structures, committee.calibration)
-    records = {quantity: assess(data) for quantity, data in pairs.items()}
+    records = _assess_each(pairs, {})
     if apply:
         committee.set_calibration({quantity: record.alpha for quantity, record in records.items()})
     return records
@@ -201,7 +201,20 @@ def evaluate(committee, structures: Sequence[Atoms], batch_size: int | None = No
     want_stress = all(atoms.pbc.all() and labels_of(atoms).stress is not None for atoms in structures)
     predictions = committee.predict(structures, batch_size=batch_size, stress=want_stress)
     pairs = errors_and_spreads(predictions, structures, committee.calibration)
-    return {q: assess(data, alpha=committee.alpha(q)) for q, data in pairs.items()}
+    return _assess_each(pairs, {q: committee.alpha(q) for q in pairs})
+
+
+def _assess_each(pairs: dict[str, ErrorsAndSpreads], alphas: dict[str, float]) -> dict[str, QuantityCalibration]:
+    """:func:`assess` per quantity; a quantity with no spread at all is left out with a warning (its α stays 1)."""
+    import warnings
+
+    records = {}
+    for quantity, data in pairs.items():
+        try:
+            records[quantity] = assess(data, alpha=alphas.get(quantity))
+        except AtomtuneError as error:
+            warnings.warn(str(error), stacklevel=3)
+    return records
 
 
 def plot_calibration(records: dict[str, QuantityCalibration], path: str | Path, title: str = "") -> Path:
