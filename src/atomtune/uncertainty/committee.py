@@ -222,8 +222,13 @@ class CommitteePotential(Potential):
         return record
 
     @classmethod
-    def load_weights(cls, directory: Path, metadata: dict) -> CommitteePotential:
-        from atomtune.models.registry import load_potential
+    def load_weights(cls, directory: Path, metadata: dict, trust: bool = False) -> CommitteePotential:
+        """Members load through :func:`load_potential` (atomtune directories: tensors and plain data); ``trust`` is
+        passed on only when set, for a member whose backbone saves pickles by design."""
+        from atomtune.models import registry
+
+        def load_potential(path: str):
+            return registry.load_potential(path, **({"trust": True} if trust else {}))
 
         directory = Path(directory)
         weights = metadata.get("weights") or {}
@@ -245,6 +250,21 @@ class CommitteePotential(Potential):
                 readout_block(member).load_state_dict(state)
                 members.append(member)
         return cls(members, kind=kind, calibration=weights.get("calibration") or {}, checkpoint=metadata.get("checkpoint", ""))
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str, trust: bool = False) -> CommitteePotential:
+        raise CommitteeError(
+            f"{checkpoint!r}: a committee has no released checkpoint; it is a directory written by "
+            f"`atomtune finetune --committee K --out DIR` (then --model DIR)."
+        )
+
+    @classmethod
+    def checkpoint_available(cls, checkpoint: str) -> bool:
+        return False
+
+    @classmethod
+    def checkpoint_elements(cls, checkpoint: str) -> frozenset[str]:
+        return frozenset()
 
     def set_calibration(self, calibration: dict[str, float]) -> None:
         """Replace the α factors (quantity → α); :func:`atomtune.uncertainty.calibration.calibrate` fits them."""
