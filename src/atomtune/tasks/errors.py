@@ -52,8 +52,9 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
     if isinstance(calculator, Potential):
         predictions = calculator.predict(structures, batch_size=settings.batch_size, stress=want_stress, progress=progress)
         for record in predictions:
-            if "stress" in record:
-                record["stress"] = full_3x3_to_voigt_6_stress(record["stress"])
+            for key in ("stress", "stress_std"):  # stress_std: a committee's spread (atomtune.uncertainty)
+                if key in record:
+                    record[key] = full_3x3_to_voigt_6_stress(record[key])
     else:
         predictions = []
         iterator = structures
@@ -84,6 +85,9 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
         if "stress" in predicted and reference.stress is not None:
             record["stress_ref"] = reference.stress.tolist()
             record["stress_pred"] = np.asarray(predicted["stress"]).tolist()
+        for key in ("energy_std", "forces_std", "stress_std"):  # a committee's calibrated spreads
+            if key in predicted and (key != "stress_std" or "stress_ref" in record):
+                record[key] = np.asarray(predicted[key]).tolist()
         records.append(record)
     return records
 
@@ -141,6 +145,10 @@ def metrics(records: Sequence[dict], align_e0: bool = False) -> dict:
             entry["n_atoms"] = int(mask.sum())
         per_element[symbol] = entry
     result["per_element"] = per_element
+    if any("forces_std" in r or "energy_std" in r for r in records):  # a committee: how good is its σ here?
+        from atomtune.uncertainty.calibration import uncertainty_metrics
+
+        result.update(uncertainty_metrics(records))
     return result
 
 
@@ -165,6 +173,10 @@ TABLE_ROWS = (
     ("force_rmse_mev_per_a", "F RMSE (meV/Å)"),
     ("stress_mae_gpa", "σ MAE (GPa)"),
     ("stress_rmse_gpa", "σ RMSE (GPa)"),
+    ("uncertainty_energy_spearman", "committee σ_E vs |ε_E| Spearman ρ"),
+    ("uncertainty_forces_spearman", "committee σ_F vs |ε_F| Spearman ρ"),
+    ("uncertainty_forces_miscalibration_area", "committee σ_F miscalibration area"),
+    ("uncertainty_forces_alpha_refit", "committee σ_F α refit here (1: calibrated)"),
 )
 
 
@@ -225,6 +237,11 @@ def plot(results: dict[str, list[dict]], out_dir: Path) -> list[Path]:
         figure.savefig(path, dpi=110)
         plt.close(figure)
         paths.append(path)
+        if any("forces_std" in r for r in records):  # a committee: calibration curves of its σ on this set
+            from atomtune.uncertainty.calibration import plot_record_calibration
+
+            calibration = plot_record_calibration(records, out_dir / f"calibration_{_safe(label)}.png", label)
+            paths += [calibration] if calibration else []
     return paths
 
 

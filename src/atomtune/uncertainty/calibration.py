@@ -269,3 +269,57 @@ def _usable(errors, sigmas, quantity: str = "") -> tuple[np.ndarray, np.ndarray]
             f"members? train them with different seeds / bootstrap resamples)."
         )
     return errors[keep], sigmas[keep]
+
+
+# -- from the records of atomtune.tasks.errors (``atomtune errors --model committee/``) --------------------------------
+
+
+def pairs_from_error_records(records: Sequence[dict]) -> dict[str, ErrorsAndSpreads]:
+    """Errors and (calibrated) spreads per quantity from :func:`atomtune.tasks.errors.run` records of a committee."""
+    collected: dict[str, tuple[list, list]] = {q: ([], []) for q in QUANTITIES}
+    for r in records:
+        if "energy_std" in r and r.get("energy_ref") is not None:
+            collected["energy"][0].append([r["energy_pred"] - r["energy_ref"]])
+            collected["energy"][1].append([r["energy_std"]])
+        if "forces_std" in r and r.get("forces_ref") is not None:
+            collected["forces"][0].append(np.ravel(np.asarray(r["forces_pred"]) - np.asarray(r["forces_ref"])))
+            collected["forces"][1].append(np.repeat(np.asarray(r["forces_std"], dtype=float), 3))
+        if "stress_std" in r and "stress_ref" in r:
+            collected["stress"][0].append(np.asarray(r["stress_pred"]) - np.asarray(r["stress_ref"]))
+            collected["stress"][1].append(np.asarray(r["stress_std"], dtype=float))
+    return {
+        q: ErrorsAndSpreads(q, np.concatenate([np.ravel(e) for e in errors]), np.concatenate([np.ravel(s) for s in sigmas]))
+        for q, (errors, sigmas) in collected.items() if errors
+    }
+
+
+def uncertainty_metrics(records: Sequence[dict]) -> dict:
+    """Flat calibration metrics of a committee's error records, for the errors table: per quantity Spearman ρ, NLL and
+    miscalibration area of σ as predicted (the saved α applied), and ``alpha_refit`` (the α this set would fit: 1 means
+    the saved calibration holds here). A quantity without any spread is left out with a warning."""
+    import warnings
+
+    result = {}
+    for quantity, data in pairs_from_error_records(records).items():
+        try:
+            as_predicted = assess(data, alpha=1.0)
+        except AtomtuneError as error:
+            warnings.warn(str(error), stacklevel=2)
+            continue
+        prefix = f"uncertainty_{quantity}_"
+        result[prefix + "spearman"] = as_predicted.spearman
+        result[prefix + "nll"] = as_predicted.nll
+        result[prefix + "miscalibration_area"] = as_predicted.miscalibration_area
+        result[prefix + "alpha_refit"] = fit_alpha(data.errors, data.sigmas)
+    return result
+
+
+def plot_record_calibration(records: Sequence[dict], path: str | Path, title: str = "") -> Path | None:
+    """:func:`plot_calibration` of a committee's error records (σ as predicted); None when there is no spread."""
+    assessed = {}
+    for quantity, data in pairs_from_error_records(records).items():
+        try:
+            assessed[quantity] = assess(data, alpha=1.0)
+        except AtomtuneError:
+            continue
+    return plot_calibration(assessed, path, title=title) if assessed else None
