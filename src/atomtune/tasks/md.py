@@ -11,7 +11,7 @@ are apart (Wasserstein and Jensen–Shannon distances, scipy). Units: fs and ps,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,9 @@ class Settings:
     steps between samples (traces, RDF/ADF frames).
     ``rdf_max_distance``: Å; ``rdf_bins``; ``adf_bins`` over 0–180°. ``bond_cutoff_factor``: bonds for the ADF are pairs
     closer than this times the sum of covalent radii (1.2 takes the first shell of fcc metals, not the second).
-    ``seed``: velocities and stochastic thermostats."""
+    ``seed``: velocities and stochastic thermostats. ``engine``: ``"ase"`` (ASE's integrators) or ``"lammps"`` (LAMMPS
+    integrates through ``fix external``, the calculator computes; :mod:`atomtune.lammps`), with ``lammps_commands``
+    (extra LAMMPS computes / dumps / thermo, run before the integration fixes)."""
 
     ensemble: str = "nvt"
     temperature_k: float = 300.0
@@ -76,6 +78,8 @@ class Settings:
     adf_bins: int = 90
     bond_cutoff_factor: float = 1.2
     seed: int = 0
+    engine: str = "ase"
+    lammps_commands: list[str] = field(default_factory=list)
 
 
 def run(structures: Sequence[Atoms], calculator, settings: Settings | None = None, progress: bool = True) -> list[dict]:
@@ -104,9 +108,19 @@ def _check(settings: Settings) -> None:
         raise AtomtuneError(f"md thermostat {settings.thermostat!r}: use one of {', '.join(THERMOSTATS)}.")
     if settings.barostat not in BAROSTATS:
         raise AtomtuneError(f"md barostat {settings.barostat!r}: use one of {', '.join(BAROSTATS)}.")
+    if settings.engine not in ("ase", "lammps"):
+        raise AtomtuneError(f"md engine {settings.engine!r}: use 'ase' or 'lammps'.")
+    if settings.engine == "lammps":
+        from atomtune.lammps import dynamics_for
+
+        dynamics_for(settings, settings.ensemble).check()
 
 
 def _integrator(atoms: Atoms, settings: Settings):
+    if settings.engine == "lammps":
+        from atomtune.lammps import LammpsIntegrator, dynamics_for
+
+        return LammpsIntegrator(atoms, dynamics_for(settings, settings.ensemble))
     timestep = settings.timestep_fs * units.fs
     temperature = settings.temperature_k
     rng = np.random.default_rng(settings.seed)
@@ -250,7 +264,12 @@ def _molecular_dynamics(atoms: Atoms, label: str, calculator, settings: Settings
         if not running:
             break
         if integrator is None:
-            integrator = VelocityVerlet(atoms, settings.timestep_fs * units.fs)
+            if settings.engine == "lammps":
+                from atomtune.lammps import LammpsIntegrator, dynamics_for
+
+                integrator = LammpsIntegrator(atoms, dynamics_for(settings, "nve"))
+            else:
+                integrator = VelocityVerlet(atoms, settings.timestep_fs * units.fs)
         if phase == "nve":
             running = observe(step, "nve")  # the NVE segment starts from the last thermostatted state
         done = 0
