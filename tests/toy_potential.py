@@ -116,14 +116,14 @@ class ToyPotential(Potential):
         return {"file": "toy.pt", "width": self.width, "cutoff": self._cutoff}
 
     @classmethod
-    def load_weights(cls, directory: Path, metadata: dict):
+    def load_weights(cls, directory: Path, metadata: dict, trust: bool = False):
         weights = metadata["weights"]
         potential = cls(metadata["checkpoint"], width=weights["width"], cutoff=weights["cutoff"])
         potential.load_state_dict(torch.load(directory / weights["file"]))
         return potential
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str):
+    def from_checkpoint(cls, checkpoint: str, trust: bool = False):
         return cls(checkpoint)
 
     @classmethod

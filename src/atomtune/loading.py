@@ -15,6 +15,8 @@ from pathlib import Path
 
 from atomtune.exceptions import AtomtuneError
 
+#: How torch's weights-only unpickler words a refused Python object (as opposed to bytes that are no pickle at all).
+GLOBAL_MARKS = ("Unsupported global", "Unsupported class", "unsupported GLOBAL")
 TRUST_HINT = "--trust-model (or `trust_models: true` in a campaign file)"
 
 
@@ -58,7 +60,12 @@ def load_tensors(path: str | Path, what: str, own_file: bool = False):
         with torch.serialization.safe_globals(_numpy_array_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        detail = str(error).split("\n")[0] if "Unsupported global" not in str(error) else _unsupported_global(error)
+        if not any(mark in str(error) for mark in GLOBAL_MARKS):
+            raise CorruptFileError(
+                f"{path}: not a readable {what} (its bytes are not a torch file); the file is truncated, corrupt or of "
+                f"another format. Write it again, or pass the right file."
+            ) from None
+        detail = _unsupported_global(error)
         if own_file:
             raise UnsafeFileError(
                 f"{path}: this {what} holds Python objects other than tensors and plain data ({detail}). atomtune never "
@@ -101,8 +108,8 @@ def load_pickle(path: str | Path, what: str, trust: bool):
 
 def _unsupported_global(error: Exception) -> str:
     for line in str(error).splitlines():
-        if "Unsupported global" in line:
-            return line.strip().removeprefix("WeightsUnpickler error: ")
+        if any(mark in line for mark in GLOBAL_MARKS):
+            return line.strip().removeprefix("WeightsUnpickler error: ").rstrip(".")
     return "an unsupported global"
 
 

@@ -74,7 +74,7 @@ def backbone_potential(tiny_mace_file):
 
     def get(name: str):
         if name not in _LOADED:
-            potential = load_potential(specs[name])
+            potential = load_potential(specs[name], trust=True)
             state = {key: value.detach().clone() for key, value in potential.state_dict().items()}
             flags = {key: p.requires_grad for key, p in potential.named_parameters()}
             _LOADED[name] = (potential, state, flags)

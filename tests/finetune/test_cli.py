@@ -71,10 +71,10 @@ def test_replay_and_split_without_valid(files):
 @pytest.mark.parametrize(
     "extra, match",
     [
-        (["--learning-rate", 0], "learning rate 0 makes no sense"),
-        (["--epochs", 0], "epochs must be"),
-        (["--strategy", "adapter"], "unknown strategy 'adapter'"),
-        (["--replay-data", "x.extxyz"], "need --strategy replay"),
+        (["--learning-rate", 0], "--learning-rate: Input should be greater than 0"),
+        (["--epochs", 0], "--epochs: Input should be greater than 0"),
+        (["--strategy", "adapter"], "--strategy: Input should be 'full', 'freeze'"),
+        (["--replay-data", "x.extxyz"], "need strategy 'replay'"),
         (["--scan", "depth=1,2"], "cannot scan 'depth'"),
         (["--scan", "lora-rank=two"], "not a valid value"),
     ],

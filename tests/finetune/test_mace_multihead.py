@@ -17,7 +17,7 @@ def test_mace_multihead_cli_writes_an_atomtune_model(tiny_mace_file, make_emt, t
     Dataset(structures[:9]).write(tmp_path / "train.extxyz")
     Dataset(structures[9:]).write(tmp_path / "valid.extxyz")
     result = CliRunner().invoke(app, [
-        "finetune", "--model", str(tiny_mace_file), "--train", str(tmp_path / "train.extxyz"),
+        "finetune", "--model", str(tiny_mace_file), "--trust-model", "--train", str(tmp_path / "train.extxyz"),
         "--valid", str(tmp_path / "valid.extxyz"), "--strategy", "mace-multihead", "--replay-generate", "6",
         "--epochs", "2", "--out", str(tmp_path / "ft"), "--threads", "1", "--no-progress",
     ])

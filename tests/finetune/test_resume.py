@@ -74,3 +74,25 @@ def test_resume_of_a_finished_run_says_so(toy_backbone, emt_split, tmp_path):
     Trainer(settings).fit(toy_backbone(), *emt_split, out=tmp_path)
     with pytest.raises(AtomtuneError, match="already finished"):
         Trainer(settings).fit(toy_backbone(), *emt_split, out=tmp_path, resume=True)
+
+
+@pytest.fixture
+def marker(tmp_path):
+    path = tmp_path / "pwned"
+    yield path
+    assert not path.exists(), "a crafted pickle ran code while loading"
+
+
+def test_checkpoint_in_out_is_not_read_without_resume_and_refused_with_resume(toy_backbone, emt_split, tmp_path,
+                                                                               marker):
+    from atomtune.finetune import Trainer, TrainingSettings
+    from atomtune.finetune.checkpoint import checkpoint_path
+    from atomtune.loading import UnsafeFileError
+    from crafted_pickle import plant
+
+    plant(checkpoint_path(tmp_path), marker)
+    settings = TrainingSettings(epochs=1, batch_size=4, progress=False)
+    with pytest.raises(AtomtuneError, match="unfinished run"):
+        Trainer(settings).fit(toy_backbone(), *emt_split, out=tmp_path)
+    with pytest.raises(UnsafeFileError, match="checkpoint.pt"):
+        Trainer(settings).fit(toy_backbone(), *emt_split, out=tmp_path, resume=True)

@@ -66,7 +66,7 @@ def test_matches_mace_calculator_float64(tiny_mace, tiny_mace_model_file):
 
 
 def test_matches_mace_calculator_float32_default(tiny_mace_model_file):
-    potential = load_potential(str(tiny_mace_model_file))
+    potential = load_potential(str(tiny_mace_model_file), trust=True)
     assert potential.dtype == torch.float32
     structures = mixed_cells()
     ours = potential.predict(structures)
@@ -221,11 +221,11 @@ def test_save_load_round_trip_and_native_file(tiny_mace, tmp_path):
 
 
 def test_load_potential_on_model_file(tiny_mace_model_file):
-    potential = load_potential(str(tiny_mace_model_file))
+    potential = load_potential(str(tiny_mace_model_file), trust=True)
     assert isinstance(potential, MacePotential)
     assert potential.checkpoint == str(tiny_mace_model_file)
     assert MacePotential.checkpoint_available(str(tiny_mace_model_file))
-    assert MacePotential.checkpoint_elements(str(tiny_mace_model_file)) == frozenset({"Ni", "Cu", "Al"})
+    assert MacePotential.checkpoint_elements(str(tiny_mace_model_file), trust=True) == frozenset({"Ni", "Cu", "Al"})
 
 
 def test_missing_and_wrong_model_files(tmp_path):
@@ -233,10 +233,10 @@ def test_missing_and_wrong_model_files(tmp_path):
         load_potential(str(tmp_path / "missing.model"))
     torch.save({"model": {"weight": torch.zeros(2)}}, tmp_path / "checkpoint.model")
     with pytest.raises(ModelNotFoundError, match="not a pickled MACE model"):
-        load_potential(str(tmp_path / "checkpoint.model"))
+        load_potential(str(tmp_path / "checkpoint.model"), trust=True)
     (tmp_path / "garbage.model").write_text("not a model")
-    with pytest.raises(ModelNotFoundError, match="could not load it as a MACE model"):
-        load_potential(str(tmp_path / "garbage.model"))
+    with pytest.raises(AtomtuneError, match="could not load this MACE"):
+        load_potential(str(tmp_path / "garbage.model"), trust=True)
 
 
 def test_offline_download_gives_clear_error_fast(tmp_path, monkeypatch):

@@ -26,10 +26,29 @@ Examples:
 
   atomtune finetune --model sevennet-0 --train train.extxyz --valid valid.extxyz --strategy freeze --freeze-depth 2 --out ft/
 
-  atomtune finetune --model ./mace.model --train train.extxyz --valid valid.extxyz --strategy replay --replay-data generated.extxyz --general-data general.extxyz --out ft/
+  atomtune finetune --model ./mace.model --trust-model --train train.extxyz --valid valid.extxyz --strategy replay --replay-data generated.extxyz --general-data general.extxyz --out ft/
 
   atomtune finetune --model chgnet-0.3.0 --train train.extxyz --valid valid.extxyz --strategy freeze --scan freeze-depth=1,2,3,all --out scan/
 """
+
+
+def _default(name: str) -> str:
+    """The spec's default of a setting, for --help (the value lives only in FinetuneSpec)."""
+    from atomtune.finetune.spec import FinetuneSpec
+
+    default = FinetuneSpec.model_fields[name].default
+    if isinstance(default, tuple):
+        default = ",".join(default)
+    return f" [default: {default}]" if default is not None else ""
+
+
+#: CLI options that map one to one onto FinetuneSpec fields (None on the command line: the spec's default).
+SPEC_OPTIONS = (
+    "strategy", "freeze_depth", "lora_rank", "lora_alpha", "lora_targets", "replay_data", "replay_generate",
+    "replay_weight", "replay_per_epoch", "replay_base", "epochs", "learning_rate", "batch_size", "weight_decay",
+    "scheduler", "gradient_clip", "ema_decay", "patience", "loss", "huber_delta", "energy_weight", "forces_weight",
+    "stress_weight", "drop_missing_stress", "e0", "dtype", "seed",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -41,48 +60,65 @@ def register(app: typer.Typer) -> None:
         valid_fraction: float = typer.Option(0.1, "--valid-fraction", help="Fraction of --train held out without --valid."),
         out: Path = typer.Option(..., "--out", help="Output model directory (checkpoints, metrics.json, plots)."),
         strategy: str = typer.Option(
-            "full", "--strategy", help="full | freeze | lora | replay | mace-multihead (mace_run_train's own replay)."
+            None, "--strategy",
+            help="full | freeze | lora | replay | mace-multihead (mace_run_train's own replay)." + _default("strategy"),
         ),
-        freeze_depth: str = typer.Option("2", "--freeze-depth", help="Blocks that train, from the readout ('all')."),
-        lora_rank: int = typer.Option(8, "--lora-rank", help="LoRA rank r."),
-        lora_alpha: float = typer.Option(16.0, "--lora-alpha", help="LoRA α (update scaled by α/r)."),
+        freeze_depth: str = typer.Option(
+            None, "--freeze-depth", help="Blocks that train, from the readout ('all')." + _default("freeze_depth")
+        ),
+        lora_rank: int = typer.Option(None, "--lora-rank", help="LoRA rank r." + _default("lora_rank")),
+        lora_alpha: float = typer.Option(None, "--lora-alpha", help="LoRA α (update scaled by α/r). [default: 2·r]"),
         lora_targets: str = typer.Option(
-            "linear,e3nn_linear,e3nn_mlp", "--lora-targets", help="Layer kinds LoRA adapts (comma-separated)."
+            None, "--lora-targets", help="Layer kinds LoRA adapts (comma-separated)." + _default("lora_targets")
         ),
         replay_data: Path = typer.Option(None, "--replay-data", help="Labelled structures replayed every epoch."),
         replay_generate: int = typer.Option(
-            0, "--replay-generate", help="Generate N structures around the training cells, pseudo-labelled by the model."
+            None, "--replay-generate", help="Generate N structures around the training cells, pseudo-labelled by the model."
         ),
-        replay_weight: float = typer.Option(0.5, "--replay-weight", help="Loss weight of replay batches."),
+        replay_weight: float = typer.Option(
+            None, "--replay-weight", help="Loss weight of replay batches." + _default("replay_weight")
+        ),
         replay_per_epoch: int = typer.Option(None, "--replay-per-epoch", help="Replay structures per epoch."),
-        replay_base: str = typer.Option("full", "--replay-base", help="What trains under replay: full | freeze | lora."),
+        replay_base: str = typer.Option(
+            None, "--replay-base", help="What trains under replay: full | freeze | lora." + _default("replay_base")
+        ),
         general_data: Path = typer.Option(
             None, "--general-data", help="Held-out 'general' set scored before and after (forgetting report)."
         ),
-        epochs: int = typer.Option(30, "--epochs", help="Training epochs."),
-        learning_rate: float = typer.Option(1e-3, "--learning-rate", "--lr", help="AdamW learning rate."),
-        batch_size: int = typer.Option(4, "--batch-size", help="Structures per optimiser step."),
-        weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
-        scheduler: str = typer.Option("cosine", "--scheduler", help="cosine | plateau | constant."),
-        gradient_clip: float = typer.Option(10.0, "--gradient-clip", help="Max gradient norm (0: off)."),
-        ema_decay: float = typer.Option(0.99, "--ema-decay", help="EMA decay of weights (0: off)."),
-        patience: int = typer.Option(10, "--patience", help="Early stopping after N epochs without improvement (0: off)."),
-        loss: str = typer.Option("mse", "--loss", help="mse | huber."),
-        huber_delta: float = typer.Option(0.01, "--huber-delta", help="Huber width (in each term's units)."),
+        epochs: int = typer.Option(None, "--epochs", help="Training epochs." + _default("epochs")),
+        learning_rate: float = typer.Option(
+            None, "--learning-rate", "--lr", help="AdamW learning rate." + _default("learning_rate")
+        ),
+        batch_size: int = typer.Option(None, "--batch-size", help="Structures per optimiser step." + _default("batch_size")),
+        weight_decay: float = typer.Option(None, "--weight-decay", help="AdamW weight decay." + _default("weight_decay")),
+        scheduler: str = typer.Option(None, "--scheduler", help="cosine | plateau | constant." + _default("scheduler")),
+        gradient_clip: float = typer.Option(
+            None, "--gradient-clip", help="Max gradient norm (0: off)." + _default("gradient_clip")
+        ),
+        ema_decay: float = typer.Option(None, "--ema-decay", help="EMA decay of weights (0: off)." + _default("ema_decay")),
+        patience: int = typer.Option(
+            None, "--patience", help="Early stopping after N epochs without improvement (0: off)." + _default("patience")
+        ),
+        loss: str = typer.Option(None, "--loss", help="mse | huber." + _default("loss")),
+        huber_delta: float = typer.Option(None, "--huber-delta", help="Huber width (in each term's units)."),
         energy_weight: float = typer.Option(None, "--energy-weight", help="λ_E, (eV/atom)⁻² (default: per backbone)."),
         forces_weight: float = typer.Option(None, "--forces-weight", help="λ_F, (eV/Å)⁻² (default: per backbone)."),
         stress_weight: float = typer.Option(None, "--stress-weight", help="λ_S, (eV/Å³)⁻² (default: per backbone)."),
         drop_missing_stress: bool = typer.Option(
-            False, "--drop-missing-stress", help="Train structures without stress labels on energy/forces only."
+            None, "--drop-missing-stress/--require-stress",
+            help="Train structures without stress labels on energy/forces only. [default: when none has stress]",
         ),
-        refit_e0: bool = typer.Option(True, "--e0/--no-e0", help="Re-estimate per-element E0s on --train first."),
-        dtype: str = typer.Option("float32", "--dtype", help="float32 | float64."),
+        e0: bool = typer.Option(None, "--e0/--no-e0", help="Re-estimate per-element E0s on --train first." + _default("e0")),
+        dtype: str = typer.Option(None, "--dtype", help="float32 | float64." + _default("dtype")),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-        seed: int = typer.Option(0, "--seed", help="Seed for splits, shuffling and adapter initialisation."),
+        seed: int = typer.Option(None, "--seed", help="Seed for splits, shuffling and adapter initialisation."),
         threads: int = typer.Option(None, "--threads", help="torch / BLAS threads (default: all cores)."),
         resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint in --out."),
         keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep checkpoint.pt after finishing."),
         scan: str = typer.Option(None, "--scan", help="One run per value: e.g. freeze-depth=1,2,3,all."),
+        trust_model: bool = typer.Option(
+            False, "--trust-model", help="Allow a --model file that is a pickle by design (MACE *.model): it can run code."
+        ),
         energy_key: str = typer.Option(None, "--energy-key", help="Energy key in the files (default: auto)."),
         forces_key: str = typer.Option(None, "--forces-key", help="Forces key in the files (default: auto)."),
         stress_key: str = typer.Option(None, "--stress-key", help="Stress key in the files (default: auto)."),
@@ -92,21 +128,66 @@ def register(app: typer.Typer) -> None:
 
         configure_threads(threads)
         options = dict(locals())
+        spec = spec_from_options(options)
         console = Console()
-        datasets = _read_datasets(options, console)
+        datasets = _read_datasets(options, spec.seed, console)
+
+        def run_once(run_spec, directory: Path):
+            return run_spec.fit(model, datasets["train"], datasets["valid"], directory, device=device, resume=resume,
+                                general=datasets.get("general_data"), progress=progress,
+                                keep_checkpoint=keep_checkpoint, trust=trust_model, log=console.print)
+
         if scan:
             from atomtune.finetune.scan import Scan
 
             plan = Scan.parse(scan)
-            rows = plan.run(lambda value, directory: _run_once(options, datasets, console, plan.parameter, value,
-                                                               directory), out)
+            rows = plan.run(lambda value, directory: _scan_run(spec, plan.parameter, value, directory, resume, console,
+                                                               run_once), out)
             _print_scan(console, plan, rows, out)
             return
-        result = _run_once(options, datasets, console)
-        _print_result(console, result)
+        _print_result(console, run_once(spec, out))
 
 
-def _read_datasets(options: dict, console: Console) -> dict:
+def spec_from_options(options: dict):
+    """The :class:`~atomtune.finetune.spec.FinetuneSpec` of the command-line options (unset options: its defaults);
+    invalid values get one error naming the option."""
+    from pydantic import ValidationError
+
+    from atomtune.finetune.spec import FinetuneSpec
+
+    given = {name: options[name] for name in SPEC_OPTIONS if options.get(name) is not None}
+    if "replay_data" in given:
+        given["replay_data"] = str(given["replay_data"])
+    try:
+        return FinetuneSpec(**given)
+    except ValidationError as error:
+        raise AtomtuneError("; ".join(_option_message(item) for item in error.errors())) from None
+
+
+def _option_message(item: dict) -> str:
+    location = [str(part) for part in item["loc"] if not str(part).startswith(("function-", "literal["))]
+    option = f"--{location[0].replace('_', '-')}" if location else "finetune settings"
+    message = item["msg"].removeprefix("Value error, ")
+    return f"{option}: {message}" + (f" (got {item['input']!r})" if location else "")
+
+
+def _scan_run(spec, parameter: str, value, directory: Path, resume: bool, console: Console, run_once):
+    """One run of a scan (``parameter`` set to ``value``); a finished run is reused under --resume."""
+    from atomtune.finetune import FitResult
+    from atomtune.finetune.loop import METRICS_FILE
+
+    console.rule(f"{parameter} = {value}")
+    metrics_file = Path(directory) / METRICS_FILE
+    if resume and metrics_file.exists():
+        metrics = json.loads(metrics_file.read_text())
+        if metrics.get("finished"):
+            console.print(f"{directory}: finished earlier, reusing its metrics")
+            return FitResult(None, metrics["history"], metrics, Path(directory))
+    run_spec = spec.model_validate({**spec.model_dump(), parameter.replace("-", "_"): value})
+    return run_once(run_spec, Path(directory))
+
+
+def _read_datasets(options: dict, seed: int, console: Console) -> dict:
     from atomtune.data.dataset import Dataset
 
     keys = {"energy_key": options["energy_key"], "forces_key": options["forces_key"], "stress_key": options["stress_key"]}
@@ -116,149 +197,17 @@ def _read_datasets(options: dict, console: Console) -> dict:
     else:
         if not 0 < options["valid_fraction"] < 1:
             raise AtomtuneError(f"--valid-fraction must be in (0, 1), got {options['valid_fraction']}.")
-        parts = train.split(
-            {"train": 1 - options["valid_fraction"], "valid": options["valid_fraction"]}, seed=options["seed"]
-        )
+        parts = train.split({"train": 1 - options["valid_fraction"], "valid": options["valid_fraction"]}, seed=seed)
         train, valid = parts["train"], parts["valid"]
         console.print(f"no --valid: held out {len(valid)} of {len(train) + len(valid)} structures of {options['train']}")
     datasets = {"train": train, "valid": valid}
-    for name in ("replay_data", "general_data"):
-        if options[name] is not None:
-            datasets[name] = Dataset.read(options[name], **keys)
+    if options["general_data"] is not None:
+        datasets["general_data"] = Dataset.read(options["general_data"], **keys)
     console.print(
         f"train: {len(train)} structures ({' '.join(train.elements)}), valid: {len(valid)}"
-        + "".join(f", {name.split('_')[0]}: {len(data)}" for name, data in datasets.items() if name.endswith("_data"))
+        + (f", general: {len(datasets['general_data'])}" if "general_data" in datasets else "")
     )
     return datasets
-
-
-def _build_strategy(options: dict):
-    from atomtune.finetune import Freeze, Full, LoRA, Replay
-
-    def simple(name: str):
-        if name == "full":
-            return Full()
-        if name == "freeze":
-            return Freeze(options["freeze_depth"])
-        if name == "lora":
-            targets = tuple(t.strip() for t in str(options["lora_targets"]).split(",") if t.strip())
-            return LoRA(options["lora_rank"], options["lora_alpha"], targets=targets, seed=options["seed"])
-        raise AtomtuneError(f"unknown strategy {name!r}: use full, freeze, lora or replay.")
-
-    name = options["strategy"]
-    if name == "replay":
-        return Replay(
-            options["datasets"].get("replay_data"),
-            weight=options["replay_weight"],
-            generate=options["replay_generate"],
-            per_epoch=options["replay_per_epoch"],
-            base=simple(options["replay_base"]),
-            seed=options["seed"],
-        )
-    if options["replay_data"] is not None or options["replay_generate"]:
-        raise AtomtuneError("--replay-data / --replay-generate need --strategy replay (with --replay-base for the rest).")
-    return simple(name)
-
-
-def _build_settings(options: dict, backbone: str):
-    from dataclasses import replace
-
-    from atomtune.finetune import TrainingSettings, default_loss_weights
-
-    weights = default_loss_weights(backbone)
-    overrides = {
-        name: options[f"{name}_weight"] for name in ("energy", "forces", "stress") if options[f"{name}_weight"] is not None
-    }
-    weights = replace(weights, kind=options["loss"], huber_delta=options["huber_delta"], **overrides)
-    if overrides:
-        weights = replace(weights, source=f"{weights.source}; overridden: {', '.join(sorted(overrides))}")
-    return TrainingSettings(
-        epochs=options["epochs"],
-        learning_rate=options["learning_rate"],
-        batch_size=options["batch_size"],
-        weight_decay=options["weight_decay"],
-        scheduler=options["scheduler"],
-        gradient_clip=options["gradient_clip"] or None,
-        ema_decay=options["ema_decay"] or None,
-        early_stopping_patience=options["patience"] or None,
-        loss=weights,
-        refit_e0=options["refit_e0"],
-        drop_missing_stress=options["drop_missing_stress"],
-        dtype=options["dtype"],
-        seed=options["seed"],
-        progress=options["progress"],
-        keep_checkpoint=options["keep_checkpoint"],
-    )
-
-
-def _run_once(options: dict, datasets: dict, console: Console, parameter: str | None = None, value=None,
-              out: Path | None = None):
-    """One fine-tuning run (with one scanned setting overridden); a finished scan run is reused under --resume."""
-    from atomtune.finetune import FitResult, Trainer
-    from atomtune.finetune.loop import METRICS_FILE
-    from atomtune.models import load_potential
-
-    options = {**options, "datasets": datasets}
-    if parameter is not None:
-        options[parameter.replace("-", "_")] = value
-        console.rule(f"{parameter} = {value}")
-    out = Path(out or options["out"])
-    metrics_file = out / METRICS_FILE
-    if parameter is not None and options["resume"] and metrics_file.exists():
-        metrics = json.loads(metrics_file.read_text())
-        if metrics.get("finished"):
-            console.print(f"{out}: finished earlier, reusing its metrics")
-            return FitResult(None, metrics["history"], metrics, out)
-    if options["strategy"] == "mace-multihead":
-        return _run_mace_multihead(options, datasets, out)
-    strategy = _build_strategy(options)
-    potential = load_potential(options["model"], device=options["device"], dtype=options["dtype"])
-    settings = _build_settings(options, potential.backbone)
-    console.print(
-        f"fine-tuning {potential.name} with {strategy!r}; loss weights E {settings.loss.energy:g}, "
-        f"F {settings.loss.forces:g}, S {settings.loss.stress:g} ({settings.loss.kind}; {settings.loss.source})"
-    )
-    return Trainer(settings).fit(
-        potential,
-        datasets["train"],
-        datasets["valid"],
-        strategy,
-        out=out,
-        resume=options["resume"],
-        general=datasets.get("general_data"),
-        model_spec=options["model"],
-    )
-
-
-def _run_mace_multihead(options: dict, datasets: dict, out: Path):
-    """mace's own multihead replay fine-tuning; the replay head gets --replay-data and/or generated pseudo-labels."""
-    from atomtune.finetune.mace_multihead import MaceMultiheadFinetune
-    from atomtune.finetune.strategies.replay import generate_around, pseudo_label
-    from atomtune.models import load_potential
-
-    foundation = load_potential(options["model"], device=options["device"], dtype="float64")
-    if foundation.backbone != "mace":
-        raise AtomtuneError(f"--strategy mace-multihead needs a MACE model; {options['model']} is {foundation.backbone}.")
-    train, valid = list(datasets["train"]), list(datasets["valid"])
-    foundation.check_elements(train + valid, where="the training or validation set")
-    replay = list(datasets.get("replay_data") or [])
-    if options["replay_generate"]:
-        replay += pseudo_label(foundation, generate_around(train, options["replay_generate"], options["seed"]))
-    model_file = Path(options["model"])
-    weights = _build_settings(options, "mace").loss
-    native = MaceMultiheadFinetune(
-        str(model_file) if model_file.exists() else foundation.checkpoint,
-        epochs=options["epochs"],
-        learning_rate=options["learning_rate"],
-        batch_size=options["batch_size"],
-        energy_weight=weights.energy,
-        forces_weight=weights.forces,
-        stress_weight=weights.stress if all(labels.stress is not None for labels in datasets["train"].labels()) else 0.0,
-        weight_pt_head=options["replay_weight"],
-        seed=options["seed"],
-        device=options["device"],
-    )
-    return native.run(train, valid, replay, out, model_spec=options["model"])
 
 
 def _print_result(console: Console, result) -> None:

@@ -26,8 +26,6 @@ scale without touching its weights.
 
 from __future__ import annotations
 
-import json
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,8 +39,8 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.data import chemical_symbols
 
 from atomtune.exceptions import UnsupportedElementsError
-
-METADATA_FILE = "atomtune.json"
+from atomtune.files import atomic_write_json, json_default  # noqa: F401  (json_default: re-exported for old imports)
+from atomtune.models.registry import METADATA_FILE, backbones_covering
 UNITS = {"energy": "eV", "forces": "eV/Å", "stress": "eV/Å³ (ASE sign)", "element_energy_shift": "eV/atom"}
 
 
@@ -117,8 +115,26 @@ class Potential(torch.nn.Module, ABC):
 
     @classmethod
     @abstractmethod
-    def load_weights(cls, directory: Path, metadata: dict) -> Potential:
-        """Rebuild the potential saved by :meth:`save_weights`."""
+    def load_weights(cls, directory: Path, metadata: dict, trust: bool = False) -> Potential:
+        """Rebuild the potential saved by :meth:`save_weights` (tensors and plain data only; ``trust`` only matters
+        for a backbone whose saved form must be unpickled, see :mod:`atomtune.loading`)."""
+
+    # -- what each backbone's registry entry needs (called by atomtune.models.registry) ------------------------------
+    @classmethod
+    @abstractmethod
+    def from_checkpoint(cls, checkpoint: str, trust: bool = False) -> Potential:
+        """A released checkpoint by the backbone's own name, or a file in the backbone's native format; a native file
+        that is a pickle by design loads only with ``trust``."""
+
+    @classmethod
+    @abstractmethod
+    def checkpoint_available(cls, checkpoint: str) -> bool:
+        """Whether ``checkpoint`` loads without network now (in the wheel, cached, or a local file)."""
+
+    @classmethod
+    @abstractmethod
+    def checkpoint_elements(cls, checkpoint: str) -> frozenset[str]:
+        """Chemical symbols a named checkpoint covers (used to suggest alternatives for unsupported elements)."""
 
     def backbone_version(self) -> str:
         """Version of the backbone's package (recorded in the metadata)."""
@@ -230,8 +246,6 @@ class Potential(torch.nn.Module, ABC):
                 )
                 if first is not None:
                     where = f"structure {first} ({structures[first].info.get('id', first)})"
-            from atomtune.models.registry import backbones_covering
-
             raise UnsupportedElementsError(missing, self.name, where, alternatives=backbones_covering(missing))
 
     @property
@@ -267,24 +281,18 @@ class Potential(torch.nn.Module, ABC):
         }
 
     def save(self, directory: str | Path, extra: dict | None = None) -> Path:
-        """Save weights plus ``atomtune.json`` (backbone, source checkpoint, versions, units, E0 shift) to a directory."""
+        """Save weights plus ``atomtune.json`` (backbone, source checkpoint, versions, units, E0 shift) to a directory.
+
+        Load it back with :func:`atomtune.models.load_potential` (``--model DIR``); the files hold tensors and plain data.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         metadata = self.metadata()
         metadata["weights"] = self.save_weights(directory)
         if extra:
             metadata.update(extra)
-        tmp = directory / (METADATA_FILE + ".tmp")
-        tmp.write_text(json.dumps(metadata, indent=2, default=json_default))
-        os.replace(tmp, directory / METADATA_FILE)
+        atomic_write_json(directory / METADATA_FILE, metadata)
         return directory
-
-    @staticmethod
-    def load(directory: str | Path) -> Potential:
-        """Load a potential saved by :meth:`save` (any backbone)."""
-        from atomtune.models.registry import load_potential
-
-        return load_potential(str(directory))
 
 
 class PotentialCalculator(Calculator):
@@ -307,12 +315,3 @@ class PotentialCalculator(Calculator):
             from ase.stress import full_3x3_to_voigt_6_stress
 
             self.results["stress"] = full_3x3_to_voigt_6_stress(record["stress"])
-
-
-def json_default(value):
-    """``json.dumps(default=…)`` for numpy values and paths (model metadata, campaign results, fine-tuning metrics)."""
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -91,8 +91,8 @@ class ChgnetPotential(Potential):
 
     # -- construction ----------------------------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, checkpoint: str = "0.3.0") -> ChgnetPotential:
-        """Load a released CHGNet checkpoint from the chgnet wheel (offline) onto CPU."""
+    def from_checkpoint(cls, checkpoint: str = "0.3.0", trust: bool = False) -> ChgnetPotential:
+        """Load a released CHGNet checkpoint from the chgnet wheel (offline) onto CPU (wheel files need no ``trust``)."""
         cls._check_checkpoint(checkpoint)
         from chgnet.model import CHGNet
 
@@ -313,16 +313,29 @@ class ChgnetPotential(Potential):
         return metadata
 
     @classmethod
-    def load_weights(cls, directory: Path, metadata: dict) -> ChgnetPotential:
-        """Rebuild the potential saved by :meth:`save_weights` (CHGNet model, source checkpoint name)."""
+    def load_weights(cls, directory: Path, metadata: dict, trust: bool = False) -> ChgnetPotential:
+        """Rebuild the potential saved by :meth:`save_weights` (CHGNet model, source checkpoint name).
+
+        Read with ``weights_only=True`` (CHGNet's own ``from_file`` unpickles anything), then built by ``from_dict``.
+        """
         from chgnet.model import CHGNet
+
+        from atomtune.loading import load_tensors
 
         weights = metadata["weights"]
         path = Path(directory) / weights.get("file", WEIGHTS_FILE)
         if not path.exists():
             raise ModelNotFoundError(f"{path}: CHGNet weights file missing from the saved model directory.")
-        with contextlib.redirect_stdout(io.StringIO()):
-            model = CHGNet.from_file(str(path))
+        saved = load_tensors(path, "CHGNet weights file", own_file=True)
+        if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict) or "state_dict" not in saved["model"]:
+            raise ModelNotFoundError(f"{path}: not a CHGNet weights file (no model state dict); write the model again.")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                model = CHGNet.from_dict(saved["model"])
+        except (TypeError, KeyError, RuntimeError) as error:
+            raise ModelNotFoundError(
+                f"{path}: the CHGNet weights do not fit a CHGNet model ({type(error).__name__}: {str(error)[:200]})."
+            ) from None
         reference = weights.get("atom_reference_energy")
         if reference is not None and model.composition_model is not None:
             weight = model.composition_model.fc.weight

@@ -54,6 +54,10 @@ CPU_BATCH_WIDTH_BUDGET = 1200
 
 MODEL_FILE = "mace.model"
 NATIVE_MODEL_FILE = "mace-native.model"
+STATE_FILE = "mace-weights.pt"
+ARCHITECTURE_FILE = "mace-architecture.json"
+#: Where the classes and functions named in ``mace-architecture.json`` may come from (nothing else is ever imported).
+ARCHITECTURE_MODULES = ("mace.modules", "torch.nn.functional", "torch")
 
 
 class MacePotential(Potential):
@@ -89,8 +93,11 @@ class MacePotential(Potential):
 
     # -- construction ----------------------------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, checkpoint: str, head: str | None = None) -> MacePotential:
+    def from_checkpoint(cls, checkpoint: str, head: str | None = None, trust: bool = False) -> MacePotential:
         """Load a named foundation checkpoint (downloaded on first use) or a local pickled ``*.model`` file.
+
+        A named checkpoint comes from mace's own download URL and is trusted; a local ``*.model`` file is a pickle and
+        loads only with ``trust`` (``--trust-model``).
 
         The model keeps the dtype it was saved in (foundation models: float64); :func:`load_potential` converts it to
         the requested dtype. All parameters are made trainable; strategies freeze what they need.
@@ -104,7 +111,7 @@ class MacePotential(Potential):
                     f"{path}: MACE model file not found. Pass a *.model file written by mace_run_train or one of the "
                     f"named checkpoints {', '.join(FOUNDATION_CHECKPOINTS)}."
                 )
-        model = _load_model_file(Path(path))
+        model = _load_model_file(Path(path), trust=trust or checkpoint in FOUNDATION_CHECKPOINTS)
         model.requires_grad_(True)
         return cls(model, checkpoint, head=head)
 
@@ -116,11 +123,12 @@ class MacePotential(Potential):
         return Path(checkpoint).is_file()
 
     @classmethod
-    def checkpoint_elements(cls, checkpoint: str) -> frozenset[str]:
-        """Chemical symbols a checkpoint covers (named foundation models: Z = 1–89; a file: its ``atomic_numbers``)."""
+    def checkpoint_elements(cls, checkpoint: str, trust: bool = False) -> frozenset[str]:
+        """Chemical symbols a checkpoint covers (named foundation models: Z = 1–89; a trusted file: its
+        ``atomic_numbers``)."""
         if checkpoint in FOUNDATION_CHECKPOINTS:
             return FOUNDATION_ELEMENTS
-        model = _load_model_file(Path(checkpoint))
+        model = _load_model_file(Path(checkpoint), trust=trust)
         return frozenset(chemical_symbols[int(z)] for z in model.atomic_numbers)
 
     # -- protocol --------------------------------------------------------------------------------------------------
@@ -237,18 +245,26 @@ class MacePotential(Potential):
         return torch.cat(scalars, dim=1)
 
     def save_weights(self, directory: Path) -> dict:
-        """Pickle the model as ``mace.model`` (``torch.save(model)``, what ``MACECalculator(model_paths=...)`` reads).
+        """Write the model as tensors plus a JSON description of its architecture, so loading it runs no code.
 
-        The pickle holds whatever modules the model contains: a strategy that wraps layers (LoRA) must merge them back
-        first, or the file will need atomtune to load.
-
-        With a non-zero ``element_energy_shift`` a second file, ``mace-native.model``, carries the shift inside the
-        model's own atomic energies, so mace's calculator on that file gives atomtune's energies; ``mace.model`` stays
-        the bare backbone so :meth:`load_weights` reloads it exactly.
+        ``mace-weights.pt`` (the state dict, read with ``weights_only=True``) and ``mace-architecture.json`` (mace's own
+        ``extract_config_mace_model``, with classes and functions written as names that :func:`_architecture_from_json`
+        resolves only inside mace and torch). For mace's own tools the directory also gets ``mace.model`` (the pickle
+        that ``MACECalculator(model_paths=...)`` reads; atomtune never loads it back) and, with a non-zero
+        ``element_energy_shift``, ``mace-native.model`` with the shift folded into the model's own atomic energies.
+        A strategy that wraps layers (LoRA) must merge them back before saving.
         """
+        from atomtune.files import atomic_write_json
+
         directory = Path(directory)
         torch.save(self.model, directory / MODEL_FILE)
         weights = {"file": MODEL_FILE, "head": self.head, "native_model": MODEL_FILE}
+        architecture = _architecture_to_json(self.model)
+        if architecture is not None:
+            torch.save({name: value.detach().cpu() for name, value in self.model.state_dict().items()},
+                       directory / STATE_FILE)
+            atomic_write_json(directory / ARCHITECTURE_FILE, architecture)
+            weights.update(state=STATE_FILE, architecture=ARCHITECTURE_FILE)
         shift = self.get_element_energy_shift()
         if shift:
             torch.save(self.native_model(), directory / NATIVE_MODEL_FILE)
@@ -256,9 +272,27 @@ class MacePotential(Potential):
         return weights
 
     @classmethod
-    def load_weights(cls, directory: Path, metadata: dict) -> MacePotential:
+    def load_weights(cls, directory: Path, metadata: dict, trust: bool = False) -> MacePotential:
+        """Rebuild the model from ``mace-weights.pt`` + ``mace-architecture.json`` (no unpickling); a directory that
+        has only the pickled ``mace.model`` (a MACE class mace cannot describe) loads only with ``trust``."""
+        from atomtune.loading import load_tensors
+
         weights = metadata["weights"]
-        model = _load_model_file(Path(directory) / weights["file"])
+        directory = Path(directory)
+        if weights.get("state") and weights.get("architecture"):
+            import json
+
+            architecture_file = directory / weights["architecture"]
+            try:
+                architecture = json.loads(architecture_file.read_text())
+            except (OSError, ValueError) as error:
+                raise ModelNotFoundError(
+                    f"{architecture_file}: missing or not valid JSON ({error}); the saved model is incomplete."
+                ) from None
+            state = load_tensors(directory / weights["state"], "MACE weights file", own_file=True)
+            model = _architecture_from_json(architecture, state, architecture_file)
+        else:
+            model = _load_model_file(directory / weights["file"], trust=trust)
         return cls(model, metadata["checkpoint"], head=weights.get("head"))
 
     def backbone_version(self) -> str:
@@ -356,22 +390,100 @@ def _choose_head(heads: list[str], head: str | None, checkpoint: str) -> str:
     return defaults[0]
 
 
-def _load_model_file(path: Path) -> torch.nn.Module:
-    """Unpickle a MACE ``*.model`` file on CPU (``torch.load`` of a whole module, as ``MACECalculator`` does)."""
+def _load_model_file(path: Path, trust: bool = False) -> torch.nn.Module:
+    """Unpickle a MACE ``*.model`` file on CPU (``torch.load`` of a whole module, as ``MACECalculator`` does).
+
+    A ``*.model`` file is a pickle by design, so it loads only with ``trust`` (see :mod:`atomtune.loading`).
+    """
     import mace.modules  # noqa: F401  (the pickle refers to mace's classes)
 
-    try:
-        model = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # unpickling errors come in many types (zip, pickle, attribute)
-        raise ModelNotFoundError(
-            f"{path}: could not load it as a MACE model ({type(error).__name__}: {error}). A MACE model file is the "
-            f"pickled *.model that mace_run_train writes (not the *.pt training checkpoint)."
-        ) from error
+    from atomtune.loading import load_pickle
+
+    model = load_pickle(path, "MACE *.model file", trust=trust)
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "atomic_numbers") or not hasattr(model, "r_max"):
         raise ModelNotFoundError(
             f"{path}: holds a {type(model).__name__}, not a pickled MACE model; pass the *.model file that "
             f"mace_run_train writes next to its *.pt checkpoints."
         )
+    return model
+
+
+def _architecture_to_json(model: torch.nn.Module) -> dict | None:
+    """mace's ``extract_config_mace_model`` as plain JSON (None for a model class it cannot describe)."""
+    import numpy as np
+    from e3nn import o3
+    from mace.tools.scripts_utils import extract_config_mace_model
+
+    config = extract_config_mace_model(model)
+    if "error" in config or config.get("cueq_config") is not None:
+        return None
+
+    def encode(value):
+        if isinstance(value, o3.Irreps):
+            return {"irreps": str(value)}
+        if isinstance(value, (np.ndarray, torch.Tensor)):
+            array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+            return {"array": array.tolist(), "dtype": str(array.dtype)}
+        if isinstance(value, type) or callable(value):
+            return {"object": f"{value.__module__}:{value.__qualname__}"}
+        if isinstance(value, (list, tuple)):
+            return [encode(item) for item in value]
+        if isinstance(value, dict):
+            return {"dict": {str(key): encode(item) for key, item in value.items()}}
+        if isinstance(value, np.generic):
+            return value.item()
+        return value
+
+    return {"class": f"{type(model).__module__}:{type(model).__qualname__}",
+            "config": {key: encode(value) for key, value in config.items()}}
+
+
+def _architecture_from_json(architecture: dict, state: dict, source: Path) -> torch.nn.Module:
+    """Build the MACE model described by :func:`_architecture_to_json` and load ``state`` into it (exact dtype)."""
+    import importlib
+
+    import numpy as np
+    from e3nn import o3
+    from mace.tools.torch_tools import default_dtype
+
+    def resolve(name: str):
+        module_name, _, qualname = name.partition(":")
+        if not any(module_name == allowed or module_name.startswith(allowed + ".") for allowed in ARCHITECTURE_MODULES):
+            raise ModelNotFoundError(f"{source}: names {name!r}, outside mace and torch; refusing to import it.")
+        target = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+        return target
+
+    def decode(value):
+        if isinstance(value, list):
+            return [decode(item) for item in value]
+        if isinstance(value, dict):
+            if "irreps" in value:
+                return o3.Irreps(value["irreps"])
+            if "array" in value:
+                return np.asarray(value["array"], dtype=value["dtype"])
+            if "object" in value:
+                return resolve(value["object"])
+            if "dict" in value:
+                return {key: decode(item) for key, item in value["dict"].items()}
+        return value
+
+    try:
+        model_class = resolve(architecture["class"])
+        config = {key: decode(value) for key, value in architecture["config"].items()}
+        floating = [t for t in state.values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        dtype = floating[0].dtype if floating else torch.float64
+        with default_dtype(dtype):
+            model = model_class(**config)
+        model.load_state_dict(state)
+    except ModelNotFoundError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, ImportError) as error:
+        raise ModelNotFoundError(
+            f"{source}: the saved MACE architecture does not rebuild with this mace ({type(error).__name__}: "
+            f"{str(error)[:300]}); the directory is incomplete or was written by another mace version."
+        ) from None
     return model
 
 

@@ -16,11 +16,15 @@ from pathlib import Path
 
 from atomtune.exceptions import ModelNotFoundError
 
+#: The file that marks a directory as a model saved by atomtune (:meth:`Potential.save`).
+METADATA_FILE = "atomtune.json"
+
 #: backbone family → "module:Class"
 BACKBONES: dict[str, str] = {
     "chgnet": "atomtune.models.chgnet:ChgnetPotential",
     "sevennet": "atomtune.models.sevennet:SevennetPotential",
     "mace": "atomtune.models.mace:MacePotential",
+    "sevennet-mf": "atomtune.models.sevennet_mf:SevennetMultiFidelityPotential",
     "committee": "atomtune.uncertainty.committee:CommitteePotential",  # a saved committee directory (issue 12)
 }
 
@@ -45,6 +49,17 @@ CHECKPOINTS: list[CheckpointInfo] = [
     CheckpointInfo("mace-mp-0-large", "mace", "large", False, "MACE-MP-0 large (MPtrj); downloaded on first use"),
     CheckpointInfo("mace-mpa-0", "mace", "medium-mpa-0", False, "MACE-MPA-0 medium (MPtrj + sAlex); downloaded"),
     CheckpointInfo("mace-omat-0", "mace", "medium-omat-0", False, "MACE-OMAT-0 medium (OMat24); downloaded"),
+    CheckpointInfo("sevennet-mf-0", "sevennet-mf", "7net-mf-0:PBE", True, "SevenNet-MF-0, PBE(+U) fidelity (MPtrj)"),
+    CheckpointInfo(
+        "sevennet-mf-0-r2scan", "sevennet-mf", "7net-mf-0:R2SCAN", True, "SevenNet-MF-0, r2SCAN fidelity (MP r2SCAN)"
+    ),
+    CheckpointInfo(
+        "sevennet-mf-ompa", "sevennet-mf", "7net-mf-ompa:mpa", False, "SevenNet-MF-ompa, MPtrj+sAlex fidelity; downloaded"
+    ),
+    CheckpointInfo(
+        "sevennet-mf-ompa-omat24", "sevennet-mf", "7net-mf-ompa:omat24", False, "SevenNet-MF-ompa, OMat24 fidelity; downloaded"
+    ),
+    CheckpointInfo("sevennet-omat", "sevennet", "7net-omat", False, "SevenNet-omat (OMat24); sevenn downloads it"),
 ]
 
 ALIASES = {"chgnet": "chgnet-0.3.0", "sevennet": "sevennet-0", "7net-0": "sevennet-0", "mace": "mace-mp-0"}
@@ -64,22 +79,24 @@ def find_checkpoint(name: str) -> CheckpointInfo | None:
     return next((info for info in CHECKPOINTS if info.name == name), None)
 
 
-def load_potential(spec: str, device: str = "cpu", dtype: str = "float32"):
-    """Resolve ``spec`` (checkpoint name, ``*.model`` file or saved directory) into a Potential on ``device``."""
-    import torch
+def load_potential(spec: str, device: str = "cpu", dtype: str = "float32", trust: bool = False):
+    """Resolve ``spec`` (checkpoint name, ``*.model`` / ``.pth`` file or saved directory) into a Potential on ``device``.
 
-    from atomtune.models.base import METADATA_FILE
+    ``trust``: the user trusts ``spec``'s files, so formats that are pickles by design (a MACE ``*.model``) may load;
+    atomtune's own directories and the named checkpoints never need it (:mod:`atomtune.loading`).
+    """
+    import torch
 
     path = Path(spec)
     if path.is_dir():
-        meta_file = path / METADATA_FILE
-        if not meta_file.exists():
+        metadata = read_metadata(path)
+        try:
+            potential = backbone_class(metadata["backbone"]).load_weights(path, metadata, trust=trust)
+        except KeyError as error:
             raise ModelNotFoundError(
-                f"{path}: directory has no {METADATA_FILE}; it is not a model saved by atomtune "
-                f"(`atomtune finetune --out DIR` writes one)."
-            )
-        metadata = json.loads(meta_file.read_text())
-        potential = backbone_class(metadata["backbone"]).load_weights(path, metadata)
+                f"{path / METADATA_FILE}: incomplete model metadata (no {error}); the directory was not written "
+                f"completely by atomtune. Write the model again."
+            ) from None
         potential.set_element_energy_shift(metadata.get("element_energy_shift", {}))
         potential.training_history = list(metadata.get("training_history", []))
     elif path.suffix in (".model", ".pt", ".pth"):
@@ -87,7 +104,7 @@ def load_potential(spec: str, device: str = "cpu", dtype: str = "float32"):
             raise ModelNotFoundError(f"{path}: model file not found.")
         # MACE saves whole pickled models (.model / .pt); SevenNet's checkpoints are .pth files.
         backbone = "sevennet" if path.suffix == ".pth" else "mace"
-        potential = backbone_class(backbone).from_checkpoint(str(path))
+        potential = backbone_class(backbone).from_checkpoint(str(path), trust=trust)
     else:
         info = find_checkpoint(spec)
         if info is None:
@@ -109,6 +126,38 @@ def load_potential(spec: str, device: str = "cpu", dtype: str = "float32"):
         raise ModelNotFoundError(f"dtype {dtype!r} not supported: use float32 or float64.")
     potential.element_energy_shift.data = potential.element_energy_shift.data.to(torch.float64)
     return potential
+
+
+def read_metadata(directory: Path) -> dict:
+    """``DIR/atomtune.json`` of a saved model, checked: present, JSON, a mapping with a known backbone and weights."""
+    meta_file = Path(directory) / METADATA_FILE
+    if not meta_file.is_file():
+        raise ModelNotFoundError(
+            f"{directory}: directory has no {METADATA_FILE}; it is not a model saved by atomtune "
+            f"(`atomtune finetune --out DIR` writes one)."
+        )
+    try:
+        metadata = json.loads(meta_file.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ModelNotFoundError(
+            f"{meta_file}: not valid JSON ({error}); the file is truncated or was edited by hand. Restore it, or write "
+            f"the model again."
+        ) from None
+    if not isinstance(metadata, dict):
+        raise ModelNotFoundError(f"{meta_file}: holds a {type(metadata).__name__}, not the model's metadata mapping.")
+    missing = [key for key in ("backbone", "checkpoint", "weights") if key not in metadata]
+    if missing:
+        raise ModelNotFoundError(
+            f"{meta_file}: incomplete model metadata (missing {', '.join(missing)}); the directory was not written "
+            f"completely by atomtune. Write the model again."
+        )
+    if metadata["backbone"] not in BACKBONES:
+        raise ModelNotFoundError(
+            f"{meta_file}: unknown backbone {metadata['backbone']!r}; this atomtune knows {', '.join(BACKBONES)}."
+        )
+    if not isinstance(metadata["weights"], dict):
+        raise ModelNotFoundError(f"{meta_file}: 'weights' must be a mapping; the metadata is damaged.")
+    return metadata
 
 
 def available_models() -> list[dict]:

@@ -79,12 +79,14 @@ class SevennetPotential(Potential):
 
     # -- construction ------------------------------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, checkpoint: str = "7net-0") -> SevennetPotential:
-        """A pretrained SevenNet (``"7net-0"``, ``"7net-l3i5"``, any name sevenn knows) or a ``.pth`` checkpoint."""
-        import sevenn.util
+    def from_checkpoint(cls, checkpoint: str = "7net-0", trust: bool = False) -> SevennetPotential:
+        """A pretrained SevenNet (``"7net-0"``, ``"7net-l3i5"``, any name sevenn knows) or a ``.pth`` checkpoint.
 
+        The file is read with ``weights_only=True`` (plus numpy arrays); one that holds other Python objects loads
+        only with ``trust``.
+        """
         try:
-            native = sevenn.util.load_checkpoint(checkpoint)
+            native = _native_checkpoint(checkpoint, trust)
         except (ValueError, FileNotFoundError) as error:
             raise ModelNotFoundError(
                 f"SevenNet checkpoint {checkpoint!r} not found: give a pretrained name "
@@ -306,15 +308,13 @@ class SevennetPotential(Potential):
         }
 
     @classmethod
-    def load_weights(cls, directory: Path, metadata: dict) -> SevennetPotential:
+    def load_weights(cls, directory: Path, metadata: dict, trust: bool = False) -> SevennetPotential:
         """Rebuild the potential written by :meth:`save_weights` (exact weights, dtype and native E0 offsets)."""
-        import sevenn.util
-
         weights = metadata["weights"]
         path = Path(directory) / weights["file"]
         if not path.exists():
             raise ModelNotFoundError(f"{path}: SevenNet weights missing from the saved model directory.")
-        native = sevenn.util.load_checkpoint(str(path))
+        native = _native_checkpoint(str(path), trust=False, own_file=True)
         model = _build_model(native)
         if weights.get("dtype", "float32") == "float64":
             # build_model loads into float32; reload the float64 weights without rounding.
@@ -517,6 +517,46 @@ def _coupling(buffers: dict, l_x: int, l_filter: int, l_out: int) -> torch.Tenso
     return None if wigner is None else wigner.detach().to("cpu", torch.float64)
 
 
+def _native_checkpoint(checkpoint: str, trust: bool, own_file: bool = False):
+    """sevenn's ``SevenNetCheckpoint`` for a pretrained name or a ``.pth`` path, read without unpickling code.
+
+    sevenn's own loader calls ``torch.load(weights_only=False)``. Here the file is read by
+    :func:`atomtune.loading.load_tensors` (tensors, plain data, numpy arrays, torch devices) and handed to the checkpoint
+    object as if it had read it itself; with ``trust`` a file that needs more falls back to sevenn's loader.
+    """
+    import sevenn.util
+    from sevenn.checkpoint import SevenNetCheckpoint, _config_cp_routine
+
+    from atomtune.loading import UnsafeFileError, load_tensors
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        return sevenn.util.load_checkpoint(checkpoint)  # a pretrained name: sevenn resolves it inside its wheel
+    try:
+        saved = load_tensors(path, "SevenNet checkpoint", own_file=own_file)
+    except UnsafeFileError:
+        if trust and not own_file:
+            return sevenn.util.load_checkpoint(str(path))
+        raise
+    if not isinstance(saved, dict) or "model_state_dict" not in saved or not saved.get("config"):
+        raise ModelNotFoundError(
+            f"{path}: not a SevenNet checkpoint (no config / model_state_dict); pass a .pth file that `sevenn train` "
+            f"or `atomtune finetune` wrote."
+        )
+    # Mirrors SevenNetCheckpoint._load (sevenn 0.13), minus its torch.load.
+    native = SevenNetCheckpoint(str(path))
+    native._config_original = saved["config"]
+    native._model_state_dict = saved["model_state_dict"]
+    native._optimizer_state_dict = saved.get("optimizer_state_dict", {})
+    native._scheduler_state_dict = saved.get("scheduler_state_dict", {})
+    native._epoch = saved.get("epoch")
+    native._time = saved.get("time", "Not found")
+    native._hash = saved.get("hash", "Not found")
+    native._config = _config_cp_routine(saved["config"])
+    native._loaded = True
+    return native
+
+
 def _build_model(native):
     """sevenn's model from a loaded ``SevenNetCheckpoint``, with e3nn's generated code left as torch.fx (not scripted).
 
@@ -561,7 +601,5 @@ def _local_checkpoint_path(checkpoint: str) -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def _elements_of_checkpoint_file(path: str) -> frozenset[str]:
-    import sevenn.util
-
-    type_map = sevenn.util.load_checkpoint(path).config["_type_map"]
+    type_map = _native_checkpoint(path, trust=False).config["_type_map"]
     return frozenset(chemical_symbols[z] for z in type_map)

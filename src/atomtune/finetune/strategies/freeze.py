@@ -21,7 +21,7 @@ class Freeze(Strategy):
 
     name = "freeze"
 
-    def __init__(self, depth: int | str = 1):
+    def __init__(self, depth: int | str = 2):
         self.depth = depth
 
     def trained_blocks(self, potential: Potential) -> list[str]:

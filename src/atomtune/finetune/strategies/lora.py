@@ -85,9 +85,10 @@ class LoRA(Strategy):
 
     name = "lora"
 
-    def __init__(self, rank: int = 8, alpha: float = 16.0, targets: tuple[str, ...] = LAYER_KINDS, seed: int = 0):
+    def __init__(self, rank: int = 8, alpha: float | None = None, targets: tuple[str, ...] = LAYER_KINDS, seed: int = 0):
         self.rank = rank
-        self.alpha = alpha
+        # α = 2r unless given (the update then starts at scale 2 whatever the rank, the common LoRA choice; 16 at r = 8)
+        self.alpha = 2.0 * rank if alpha is None else alpha
         self.targets = tuple(targets)
         self.seed = seed
 

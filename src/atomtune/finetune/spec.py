@@ -1,0 +1,208 @@
+"""One fine-tuning run as a typed spec: the strategy and training settings, validated, with one home for every default.
+
+``atomtune finetune`` maps its options onto a :class:`FinetuneSpec`; a campaign's ``finetune:`` entry *is* one (plus its
+name); both call :meth:`FinetuneSpec.fit`. The defaults are read from the classes that use them (the strategies'
+constructors, :class:`~atomtune.finetune.TrainingSettings`), so no default is written twice; :meth:`fingerprint` is the
+cache key of the settings (every default spelled out).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from atomtune.exceptions import AtomtuneError
+from atomtune.finetune.loop import TrainingSettings
+from atomtune.finetune.strategies import Freeze, LoRA, Replay
+from atomtune.finetune.strategies.lora import LAYER_KINDS
+
+
+def _argument_default(cls, name: str):
+    return inspect.signature(cls.__init__).parameters[name].default
+
+
+def _training_default(name: str):
+    return TrainingSettings.__dataclass_fields__[name].default
+
+
+STRATEGY_NAMES = ("full", "freeze", "lora", "replay", "mace-multihead")
+
+
+class FinetuneSpec(BaseModel):
+    """Settings of one fine-tuning run (units: learning rate per optimizer step; loss weights as in
+    :class:`~atomtune.finetune.LossWeights`, None = the backbone's documented default).
+
+    - ``strategy``: full | freeze | lora | replay | mace-multihead (mace_run_train's own replay fine-tuning);
+    - ``freeze_depth``: blocks that train, counted from the readout (``"all"``); ``lora_rank``, ``lora_alpha`` (None: 2·r),
+      ``lora_targets``; ``replay_*``: data replayed every epoch, generated pseudo-labelled structures, loss weight,
+      structures per epoch, what trains under replay (``replay_base``);
+    - training: ``epochs``, ``learning_rate``, ``batch_size``, ``weight_decay``, ``scheduler``, ``gradient_clip`` (0: off),
+      ``ema_decay`` (0: off), ``patience`` (early stopping, 0: off), ``loss`` (mse | huber), ``huber_delta``;
+    - ``drop_missing_stress``: train structures without stress on energy and forces only (None: when the training set
+      has no stress labels at all); ``e0``: re-estimate per-element E0s first; ``dtype``; ``seed``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Literal["full", "freeze", "lora", "replay", "mace-multihead"] = "full"
+    freeze_depth: int | Literal["all"] = _argument_default(Freeze, "depth")
+    lora_rank: int = Field(default=_argument_default(LoRA, "rank"), gt=0)
+    lora_alpha: float | None = Field(default=_argument_default(LoRA, "alpha"), gt=0)
+    lora_targets: tuple[str, ...] = LAYER_KINDS
+    replay_data: str | None = None
+    replay_generate: int = Field(default=_argument_default(Replay, "generate"), ge=0)
+    replay_weight: float = Field(default=_argument_default(Replay, "weight"), ge=0)
+    replay_per_epoch: int | None = Field(default=_argument_default(Replay, "per_epoch"), gt=0)
+    replay_base: Literal["full", "freeze", "lora"] = "full"
+    epochs: int = Field(default=_training_default("epochs"), gt=0)
+    learning_rate: float = Field(default=_training_default("learning_rate"), gt=0, le=1)
+    batch_size: int = Field(default=_training_default("batch_size"), gt=0)
+    weight_decay: float = Field(default=_training_default("weight_decay"), ge=0)
+    scheduler: Literal["cosine", "plateau", "constant"] = _training_default("scheduler")
+    gradient_clip: float = Field(default=_training_default("gradient_clip"), ge=0)
+    ema_decay: float = Field(default=_training_default("ema_decay"), ge=0, lt=1)
+    patience: int = Field(default=_training_default("early_stopping_patience"), ge=0)
+    loss: Literal["mse", "huber"] = "mse"
+    huber_delta: float = Field(default=0.01, gt=0)
+    energy_weight: float | None = Field(default=None, ge=0)
+    forces_weight: float | None = Field(default=None, ge=0)
+    stress_weight: float | None = Field(default=None, ge=0)
+    drop_missing_stress: bool | None = None
+    e0: bool = _training_default("refit_e0")
+    dtype: Literal["float32", "float64"] = "float32"
+    seed: int = _training_default("seed")
+
+    @field_validator("freeze_depth", mode="before")
+    @classmethod
+    def _depth(cls, value):
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)  # "2" from a command line
+        return value
+
+    @field_validator("lora_targets", mode="before")
+    @classmethod
+    def _targets(cls, value):
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        unknown = sorted(set(value) - set(LAYER_KINDS))
+        if unknown:
+            raise ValueError(f"unknown LoRA target(s) {', '.join(unknown)}; use {', '.join(LAYER_KINDS)}")
+        return tuple(value)
+
+    @model_validator(mode="after")
+    def _replay_needs_replay(self) -> FinetuneSpec:
+        if self.strategy not in ("replay", "mace-multihead") and (self.replay_data or self.replay_generate):
+            raise ValueError("replay_data / replay_generate need strategy 'replay' (with replay_base for the rest)")
+        if self.strategy == "replay" and not (self.replay_data or self.replay_generate):
+            raise ValueError("strategy 'replay' needs replay_data (a labelled file to mix in) or replay_generate > 0")
+        return self
+
+    # -- building the objects -----------------------------------------------------------------------------------------
+    def strategy_object(self, replay_structures=None):
+        """The :class:`~atomtune.finetune.Strategy` (``replay_structures``: the read ``replay_data``)."""
+        from atomtune.finetune import Freeze, Full, LoRA, Replay
+
+        def simple(name: str):
+            if name == "freeze":
+                return Freeze(self.freeze_depth)
+            if name == "lora":
+                return LoRA(self.lora_rank, self.lora_alpha, targets=self.lora_targets, seed=self.seed)
+            return Full()
+
+        if self.strategy == "replay":
+            return Replay(replay_structures, weight=self.replay_weight, generate=self.replay_generate,
+                          per_epoch=self.replay_per_epoch, base=simple(self.replay_base), seed=self.seed)
+        if self.strategy == "mace-multihead":
+            raise AtomtuneError("strategy 'mace-multihead' runs mace_run_train itself; it has no atomtune Strategy.")
+        return simple(self.strategy)
+
+    def loss_weights(self, backbone: str):
+        """The backbone's documented loss weights with this spec's overrides and error kind."""
+        from atomtune.finetune import default_loss_weights
+
+        weights = default_loss_weights(backbone)
+        overrides = {name: getattr(self, f"{name}_weight") for name in ("energy", "forces", "stress")
+                     if getattr(self, f"{name}_weight") is not None}
+        weights = dataclasses.replace(weights, kind=self.loss, huber_delta=self.huber_delta, **overrides)
+        if overrides:
+            weights = dataclasses.replace(weights, source=f"{weights.source}; overridden: {', '.join(sorted(overrides))}")
+        return weights
+
+    def training_settings(self, backbone: str, has_stress: bool = True, progress: bool = True,
+                          keep_checkpoint: bool = False) -> TrainingSettings:
+        """The trainer's settings for a ``backbone`` (``has_stress``: does the training set carry stress labels)."""
+        drop = self.drop_missing_stress if self.drop_missing_stress is not None else not has_stress
+        return TrainingSettings(
+            epochs=self.epochs, learning_rate=self.learning_rate, batch_size=self.batch_size,
+            weight_decay=self.weight_decay, scheduler=self.scheduler, gradient_clip=self.gradient_clip or None,
+            ema_decay=self.ema_decay or None, early_stopping_patience=self.patience or None,
+            loss=self.loss_weights(backbone), refit_e0=self.e0, drop_missing_stress=drop, dtype=self.dtype,
+            seed=self.seed, progress=progress, keep_checkpoint=keep_checkpoint,
+        )
+
+    def fingerprint(self) -> str:
+        """A short hash of every setting (defaults included) and of the replay file's content, for cache keys."""
+        from atomtune.campaign.cache import file_fingerprint
+
+        payload = self.model_dump(mode="json")
+        if self.replay_data and Path(self.replay_data).is_file():
+            payload["replay_data"] = file_fingerprint(Path(self.replay_data))
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    # -- doing the work ----------------------------------------------------------------------------------------------
+    def fit(self, model: str, train, valid, out: str | Path, device: str = "cpu", resume: bool = False,
+            general=None, progress: bool = True, keep_checkpoint: bool = False, trust: bool = False, log=print):
+        """Load ``model`` (checkpoint name, file or directory) and fine-tune it on ``train`` (validated on ``valid``);
+        the result (:class:`~atomtune.finetune.FitResult`) is saved in ``out`` (a model like any other)."""
+        from atomtune.data.dataset import Dataset
+        from atomtune.finetune import Trainer
+        from atomtune.models import load_potential
+
+        if self.strategy == "mace-multihead":
+            return self._fit_mace_multihead(model, train, valid, out, device, trust)
+        replay = list(Dataset.read(self.replay_data)) if self.replay_data else None
+        strategy = self.strategy_object(replay)
+        potential = load_potential(model, device=device, dtype=self.dtype, trust=trust)
+        has_stress = all(labels.stress is not None for labels in Dataset(list(train)).labels())
+        settings = self.training_settings(potential.backbone, has_stress, progress, keep_checkpoint)
+        log(f"fine-tuning {potential.name} with {strategy!r}; loss weights E {settings.loss.energy:g}, "
+            f"F {settings.loss.forces:g}, S {settings.loss.stress:g} ({settings.loss.kind}; {settings.loss.source})")
+        return Trainer(settings).fit(potential, list(train), list(valid), strategy, out=out, resume=resume,
+                                     general=list(general) if general is not None else None, model_spec=model)
+
+    def _fit_mace_multihead(self, model: str, train, valid, out, device: str, trust: bool):
+        """mace's own multihead replay fine-tuning; the replay head gets ``replay_data`` and/or generated pseudo-labels."""
+        from atomtune.data.dataset import Dataset
+        from atomtune.finetune.mace_multihead import MaceMultiheadFinetune
+        from atomtune.finetune.strategies.replay import generate_around, pseudo_label
+        from atomtune.files import OutputLock
+        from atomtune.models import load_potential
+
+        foundation = load_potential(model, device=device, dtype="float64", trust=trust)
+        if foundation.backbone != "mace":
+            raise AtomtuneError(f"strategy mace-multihead needs a MACE model; {model} is {foundation.backbone}.")
+        train, valid = list(train), list(valid)
+        foundation.check_elements(train + valid, where="the training or validation set")
+        replay = list(Dataset.read(self.replay_data)) if self.replay_data else []
+        if self.replay_generate:
+            replay += pseudo_label(foundation, generate_around(train, self.replay_generate, self.seed))
+        weights = self.loss_weights("mace")
+        has_stress = all(labels.stress is not None for labels in Dataset(train).labels())
+        native = MaceMultiheadFinetune(
+            str(model) if Path(model).exists() else foundation.checkpoint,
+            epochs=self.epochs, learning_rate=self.learning_rate, batch_size=self.batch_size,
+            energy_weight=weights.energy, forces_weight=weights.forces,
+            stress_weight=weights.stress if has_stress else 0.0,
+            weight_pt_head=self.replay_weight, seed=self.seed, device=device,
+        )
+        with OutputLock(out, "fine-tuning (mace multihead)"):
+            return native.run(train, valid, replay, Path(out), model_spec=model)
+
+
+__all__ = ["FinetuneSpec", "STRATEGY_NAMES"]
