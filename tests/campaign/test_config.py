@@ -91,3 +91,23 @@ def test_example_campaigns_are_valid(name):
     path = Path(__file__).parents[2] / "examples" / name
     campaign = load_campaign(path, check_files=False)
     assert campaign.models
+
+
+def test_task_settings_of_the_wrong_type_name_the_line(folder):
+    text = GOOD.replace("  - {task: eos}", "  - {task: eos, settings: {fmax: '0.01', n_points: seven}}")
+    with pytest.raises(CampaignError, match=r"campaign.yaml:9: .*'fmax' must be a number"):
+        load_campaign(_write(folder, text))
+
+
+def test_finetune_entry_is_a_finetune_spec(folder):
+    from atomtune.finetune.spec import FinetuneSpec
+
+    campaign = load_campaign(_write(folder, GOOD))
+    spec = campaign.finetune[0].spec()
+    assert isinstance(spec, FinetuneSpec) and spec == FinetuneSpec(strategy="lora", lora_rank=4)
+
+
+def test_replay_without_data_is_refused_with_the_line(folder):
+    text = GOOD.replace("{name: lora, strategy: lora, lora_rank: 4}", "{name: r, strategy: replay}")
+    with pytest.raises(CampaignError, match=r"campaign.yaml:7: .*strategy 'replay' needs replay_data"):
+        load_campaign(_write(folder, text))

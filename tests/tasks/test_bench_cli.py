@@ -77,8 +77,25 @@ def test_bench_refuses_bad_input_with_a_message(structures, tmp_path):
         app, ["bench", "--task", "eos", "--data", str(structures), "--reference", "emt", "--settings", '{"npoints": 5}']
     )
     assert isinstance(unknown_setting.exception, AtomtuneError)
-    assert "unknown setting(s) npoints" in str(unknown_setting.exception)
+    assert "unknown eos setting 'npoints'. Did you mean 'n_points'" in str(unknown_setting.exception)
     unknown_task = runner.invoke(app, ["bench", "--task", "eoss", "--data", str(structures), "--reference", "emt"])
     assert "Did you mean eos" in str(unknown_task.exception)
     nothing = runner.invoke(app, ["bench", "--task", "eos", "--data", str(structures)])
     assert "at least one --model" in str(nothing.exception)
+
+
+@pytest.mark.parametrize("settings, match", [
+    ('{"fmax": "0.01"}', "setting 'fmax' must be a number .*got the string '0.01'"),
+    ('{"fmax": [1, 2]}', "fmax: Input should be a valid number"),
+    ('{"fmx": 0.01}', "unknown relax setting 'fmx'. Did you mean 'fmax'"),
+])
+def test_bench_task_settings_of_the_wrong_type_are_refused_before_work(structures, tmp_path, settings, match):
+    """Issue: --settings '{"fmax":"0.01"}' gave rc 0 and an empty table, the error only inside the records."""
+    from atomtune.cli import app
+
+    out = tmp_path / "results"
+    result = CliRunner().invoke(app, ["bench", "--task", "relax", "--data", str(structures), "--reference", "emt",
+                                      "--settings", settings, "--out", str(out), "--no-progress"])
+    assert isinstance(result.exception, AtomtuneError), result.output
+    assert __import__("re").search(match, str(result.exception))
+    assert not out.exists()  # nothing ran

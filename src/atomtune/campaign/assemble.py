@@ -59,12 +59,11 @@ def assemble(campaign: Campaign, steps: list, models: dict[str, dict], results: 
             if result.get("plot"):
                 summary["error_plots"][result["label"]] = result["plot"]
         elif step.kind == "finetune":
-            label = step.name.removeprefix("finetune ")
-            summary["finetune"][label] = {k: v for k, v in result.items() if k != "model_dir"}
+            summary["finetune"][step.label] = {k: v for k, v in result.items() if k != "model_dir"}
         elif step.kind == "scan":
-            summary["scans"][step.name.removeprefix("scan ")] = result
+            summary["scans"][step.label] = result
         elif step.kind == "compare":
-            summary["tasks"][step.name.removeprefix("compare ")] = {
+            summary["tasks"][step.label] = {
                 "rows": result["rows"],
                 "plots": result["plots"],
                 "reference": result.get("reference"),

@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from atomtune.exceptions import AtomtuneError
+from atomtune.finetune.spec import FinetuneSpec
 
 
 class CampaignError(AtomtuneError):
@@ -84,26 +85,21 @@ class Split(Strict):
         return value
 
 
-class Finetune(Strict):
-    """One fine-tuning run per backbone in ``models``. ``scan``: ``{freeze_depth: [1, 2, all]}`` → one run per value."""
+class Finetune(FinetuneSpec):
+    """One fine-tuning run per backbone in ``models``: every field of :class:`~atomtune.finetune.spec.FinetuneSpec`
+    (the same settings and defaults as ``atomtune finetune``), plus its ``name``, an optional ``scan``
+    (``{freeze_depth: [1, 2, all]}`` → one run per value) and ``models`` (restrict to these backbones)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str
-    strategy: Literal["full", "freeze", "lora", "replay"]
-    epochs: int = Field(default=5, gt=0)
-    learning_rate: float = Field(default=1e-3, gt=0, lt=1)
-    batch_size: int = Field(default=8, gt=0)
-    freeze_depth: int | Literal["all"] | None = None
-    lora_rank: int | None = Field(default=None, gt=0)
-    lora_alpha: float | None = Field(default=None, gt=0)
-    replay_data: str | None = None
-    replay_weight: float | None = Field(default=None, ge=0)
-    energy_weight: float | None = Field(default=None, ge=0)
-    forces_weight: float | None = Field(default=None, ge=0)
-    stress_weight: float | None = Field(default=None, ge=0)
-    e0: bool = True
-    seed: int = 0
     scan: dict[str, list[Any]] | None = None
-    models: list[str] | None = None  # restrict to these backbones (default: all in `models`)
+    models: list[str] | None = None
+
+    def spec(self, **overrides) -> FinetuneSpec:
+        """The run's :class:`FinetuneSpec` (``overrides``: a scanned value, a resolved path)."""
+        fields = self.model_dump(exclude={"name", "scan", "models"})
+        return FinetuneSpec.model_validate({**fields, **overrides})
 
 
 class Task(Strict):
@@ -142,6 +138,8 @@ class Campaign(Strict):
     report: Report = Field(default_factory=Report)
     workers: int | None = Field(default=None, ge=0)  # Dask workers (default: cores); 0 = all steps in this process
     device: str = "cpu"
+    # Allow model files that are pickles by design (MACE *.model): loading them can run code, so only for your own files.
+    trust_models: bool = False
 
     # Set by load_campaign: the folder relative paths are resolved against.
     base_dir: Path | None = Field(default=None, exclude=True)
@@ -292,9 +290,6 @@ def _check_references(campaign: Campaign, path: Path, root) -> list[str]:
         if run.replay_data and not campaign.resolve(run.replay_data).exists():
             line = _line_of(root, ["finetune", k, "replay_data"])
             problems.append(f"{path}:{line}: replay data {run.replay_data!r} not found.")
-        if run.strategy == "replay" and not run.replay_data:
-            line = _line_of(root, ["finetune", k])
-            problems.append(f"{path}:{line}: strategy 'replay' needs replay_data (a labelled file to mix in).")
     if campaign.reference.results and not campaign.resolve(campaign.reference.results).exists():
         line = _line_of(root, ["reference", "results"])
         problems.append(f"{path}:{line}: reference results {campaign.reference.results!r} not found.")
@@ -302,19 +297,14 @@ def _check_references(campaign: Campaign, path: Path, root) -> list[str]:
 
 
 def _check_task_settings(task: Task, path: Path, line: int) -> list[str]:
-    """A task's ``settings`` must be fields of that task's ``Settings`` (checked before any work starts)."""
-    import dataclasses
+    """A task's ``settings`` must be fields of that task's ``Settings``, of the right types (before any work starts)."""
+    from atomtune.tasks.spec import TaskRun
 
-    from atomtune.tasks import load_task
-
-    fields = [f.name for f in dataclasses.fields(load_task(task.task).Settings)]
-    problems = []
-    for key in task.settings:
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            problems.append(f"{path}:{line}: unknown {task.task} setting '{key}'.{hint} Valid: {', '.join(fields)}.")
-    return problems
+    try:
+        TaskRun(task=task.task, settings=task.settings, limit=task.limit)
+    except AtomtuneError as error:
+        return [f"{path}:{line}: {error}"]
+    return []
 
 
 def _glob_or_path(campaign: Campaign, pattern: str) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Callable
 from atomtune.campaign import steps as step_functions
 from atomtune.campaign.cache import file_fingerprint, read_result, step_dir, step_key, write_result
 from atomtune.campaign.config import Campaign
+from atomtune.tasks.spec import TaskRun
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Step:
     depends: list[str] = field(default_factory=list)
     local: bool = False  # run in the main process (cheap bookkeeping steps)
     partial: bool = False  # runs on whichever dependencies finished (a comparison shows what is missing)
+    label: str = ""  # the model / task this step is about (what the report calls it)
+    fingerprints: dict = field(default_factory=dict)  # content hashes of inputs: in the cache key, not passed on
     key: str = ""
     directory: Path | None = None
 
@@ -50,17 +53,18 @@ def model_label(spec: str, finetune_name: str | None = None, scan: dict | None =
 def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]]:
     """The steps of a campaign in dependency order (each with its cache key and folder), and the models by label."""
     steps: list[Step] = []
-    sources = []
+    sources, source_fingerprints = [], {}
     for source in campaign.data.sources:
         resolved = campaign.resolve(source.path)
         entry = source.model_dump()
         entry["path"] = str(resolved)
         if resolved.exists() and resolved.is_file():
-            entry["fingerprint"] = file_fingerprint(resolved)
+            source_fingerprints[str(resolved)] = file_fingerprint(resolved)
         sources.append(entry)
     label = campaign.data.label.model_dump() if campaign.data.label else None
     steps.append(Step("data", "data", step_functions.prepare_data,
-                      {"sources": sources, "label": label, "show": campaign.data.show}))
+                      {"sources": sources, "label": label, "show": campaign.data.show},
+                      fingerprints=source_fingerprints))
     steps.append(Step("split", "split", step_functions.split_data, campaign.split.model_dump(), ["data"]))
 
     models: dict[str, dict] = {}  # label → {"spec" or "from_step", "kind", …}
@@ -69,11 +73,7 @@ def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]
         spec_value = str(resolved) if resolved.exists() else spec
         models[model_label(spec)] = {"spec": spec_value, "kind": "zero-shot", "backbone_spec": spec}
     for run in campaign.finetune:
-        settings = run.model_dump(exclude={"scan", "models", "name"})
-        if run.replay_data:
-            replay = campaign.resolve(run.replay_data)
-            settings["replay_data"] = str(replay)
-            settings["replay_fingerprint"] = file_fingerprint(replay)
+        resolved = {"replay_data": str(campaign.resolve(run.replay_data))} if run.replay_data else {}
         variations = [{}]
         if run.scan:
             (parameter, values), = run.scan.items()
@@ -85,9 +85,11 @@ def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]
             scan_labels = []
             for variation in variations:
                 label_ = model_label(spec, run.name, variation or None)
-                step_settings = {**settings, **variation, "model": models[base]["spec"], "device": campaign.device}
+                finetune_spec = run.spec(**resolved, **variation)
+                step_settings = {"spec": finetune_spec.model_dump(mode="json"), "model": models[base]["spec"],
+                                 "device": campaign.device, "trust": campaign.trust_models}
                 steps.append(Step(f"finetune {label_}", "finetune", step_functions.finetune_model, step_settings,
-                                  ["split"]))
+                                  ["split"], label=label_, fingerprints={"spec": finetune_spec.fingerprint()}))
                 models[label_] = {"from_step": f"finetune {label_}", "kind": "fine-tuned", "strategy": run.strategy,
                                   "base": base, "finetune": run.name, "scan": variation}
                 scan_labels.append(label_)
@@ -96,12 +98,14 @@ def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]
                 steps.append(Step(f"scan {base}+{run.name} {parameter}", "scan", step_functions.summarise_scan,
                                   {"parameter": parameter, "labels": scan_labels,
                                    "values": [v[parameter] for v in variations]},
-                                  [f"finetune {lab}" for lab in scan_labels], local=True, partial=True))
+                                  [f"finetune {lab}" for lab in scan_labels], local=True, partial=True,
+                                  label=f"{base}+{run.name} {parameter}"))
 
     for label_, model in models.items():
         depends = ["split"] + ([model["from_step"]] if "from_step" in model else [])
         steps.append(Step(f"errors {label_}", "errors", step_functions.evaluate_errors,
-                          {"model": model.get("spec"), "label": label_, "device": campaign.device}, depends))
+                          {"model": model.get("spec"), "label": label_, "device": campaign.device,
+                           "trust": campaign.trust_models}, depends, label=label_))
 
     reference = campaign.reference
     reference_results = None
@@ -112,36 +116,38 @@ def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]
         if task.task == "errors":
             continue  # the error benchmark is always run on the test split above
         structures = campaign.resolve(task.structures) if task.structures else None
+        run = TaskRun(task=task.task, settings=task.settings, limit=task.limit)
         common = {
-            "task": task.task,
-            "settings": task.settings,
+            "run": run.model_dump(mode="json"),
             "structures": str(structures) if structures else None,
-            "structures_fingerprint": file_fingerprint(structures) if structures and structures.is_file() else None,
-            "limit": task.limit,
             "device": campaign.device,
         }
+        fingerprints = {"task": run.fingerprint()}
+        if structures and structures.is_file():
+            fingerprints["structures"] = file_fingerprint(structures)
         task_id = f"{task.task}" if sum(t.task == task.task for t in campaign.tasks) == 1 else f"{task.task}#{index}"
         labels = []
         if reference.calculator:
             steps.append(Step(f"task {task_id} {reference.label}", "task", step_functions.run_task,
                               {**common, "calculator": reference.calculator, "calculator_kwargs": reference.kwargs,
-                               "label": reference.label}, ["split"]))
+                               "label": reference.label}, ["split"], label=reference.label, fingerprints=fingerprints))
             labels.append(reference.label)
         for label_, model in models.items():
             depends = ["split"] + ([model["from_step"]] if "from_step" in model else [])
             steps.append(Step(f"task {task_id} {label_}", "task", step_functions.run_task,
-                              {**common, "model": model.get("spec"), "label": label_}, depends))
+                              {**common, "model": model.get("spec"), "label": label_, "trust": campaign.trust_models},
+                              depends, label=label_, fingerprints=fingerprints))
             labels.append(label_)
         steps.append(Step(f"compare {task_id}", "compare", step_functions.compare_task,
                           {"task": task.task, "labels": labels,
                            "reference": reference.label if (reference.calculator or reference_results) else None,
                            "reference_results": reference_results},
-                          [f"task {task_id} {lab}" for lab in labels], local=True, partial=True))
+                          [f"task {task_id} {lab}" for lab in labels], local=True, partial=True, label=task_id))
 
     by_name = {}
     for step in steps:
         inputs = [by_name[d].key for d in step.depends]
-        step.key = step_key(step.kind, step.settings, inputs)
+        step.key = step_key(step.kind, {**step.settings, "fingerprints": step.fingerprints}, inputs)
         step.directory = step_dir(workdir, step.name, step.key)
         by_name[step.name] = step
     return steps, models
@@ -282,8 +288,14 @@ def _progress(total: int, done: int, enabled: bool):
 
 def run_campaign(campaign: Campaign, workdir: Path, scheduler: str | None = None, progress: bool = True) -> Path:
     """Plan, execute, assemble results.json and the HTML report; returns the report path."""
+    from atomtune.files import OutputLock
+
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    with OutputLock(workdir, "campaign"):  # two runs of one campaign folder would race on every step
+        return _run_locked(campaign, workdir, scheduler, progress)
+
+
+def _run_locked(campaign: Campaign, workdir: Path, scheduler: str | None, progress: bool) -> Path:
     started = time.perf_counter()
     steps, models = plan(campaign, workdir)
     results = execute(steps, scheduler=scheduler, workers=campaign.workers, progress=progress)

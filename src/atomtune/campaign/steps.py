@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from atomtune.exceptions import AtomtuneError
+from atomtune.files import atomic_write_json
 
 
 def prepare_data(directory: Path, inputs: dict, sources: list[dict], label: dict | None, show: bool) -> dict:
@@ -98,76 +99,37 @@ def split_data(directory: Path, inputs: dict, fractions: dict, by: str, seed: in
     return result
 
 
-def finetune_model(
-    directory: Path,
-    inputs: dict,
-    model: str,
-    device: str,
-    strategy: str,
-    epochs: int,
-    learning_rate: float,
-    batch_size: int,
-    seed: int,
-    e0: bool,
-    freeze_depth=None,
-    lora_rank: int | None = None,
-    lora_alpha: float | None = None,
-    replay_data: str | None = None,
-    replay_weight: float | None = None,
-    replay_fingerprint: str | None = None,
-    energy_weight: float | None = None,
-    forces_weight: float | None = None,
-    stress_weight: float | None = None,
-) -> dict:
-    """Fine-tune ``model`` on the train split (validated on valid); the model is saved in ``directory/model``.
+def finetune_model(directory: Path, inputs: dict, spec: dict, model: str, device: str, trust: bool = False) -> dict:
+    """Fine-tune ``model`` with ``spec`` (a :class:`~atomtune.finetune.spec.FinetuneSpec`, as JSON) on the train split
+    (validated on valid); the model is saved in ``directory/model``.
 
     Resumes from the checkpoint in ``directory/model`` when the step was interrupted (same data and settings).
     """
-    from dataclasses import replace
-
     from atomtune.data.dataset import Dataset
-    from atomtune.finetune import Freeze, Full, LoRA, Replay, Trainer, TrainingSettings, default_loss_weights
-    from atomtune.models import load_potential
+    from atomtune.finetune.checkpoint import has_checkpoint
+    from atomtune.finetune.spec import FinetuneSpec
 
     split = inputs["split"]
     train = Dataset.read(split["train"])
     valid = Dataset.read(split.get("valid") or split["test"])
-    potential = load_potential(model, device=device)
-    if strategy == "freeze":
-        chosen = Freeze(freeze_depth if freeze_depth is not None else 1)
-    elif strategy == "lora":
-        chosen = LoRA(lora_rank or 8, lora_alpha or 2.0 * (lora_rank or 8), seed=seed)
-    elif strategy == "replay":
-        chosen = Replay(list(Dataset.read(replay_data)), weight=replay_weight if replay_weight is not None else 0.5,
-                        seed=seed)
-    else:
-        chosen = Full()
-    weights = default_loss_weights(potential.backbone)
-    overrides = {name: value for name, value in
-                 (("energy", energy_weight), ("forces", forces_weight), ("stress", stress_weight)) if value is not None}
-    if overrides:
-        weights = replace(weights, **overrides)
-    settings = TrainingSettings(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                                refit_e0=e0, loss=weights, progress=False,
-                                drop_missing_stress=not train.has_stress)
+    finetune_spec = FinetuneSpec.model_validate(spec)
     out = directory / "model"
-    from atomtune.finetune.checkpoint import checkpoint_path
-
-    resume = checkpoint_path(out).exists()  # an interrupted earlier run of this very step
-    result = Trainer(settings).fit(potential, list(train), list(valid), chosen, out=out, resume=resume, model_spec=model)
+    result = finetune_spec.fit(model, list(train), list(valid), out, device=device, resume=has_checkpoint(out),
+                               progress=False, trust=trust, log=lambda message: None)
     metrics = result.metrics
     parameters = metrics.get("parameters", {})
     final_valid = metrics.get("final", {}).get("valid", {})
+    potential = result.potential
     return {
         "model_dir": str(out),
-        "strategy": strategy,
-        "settings": chosen.settings(),
+        "strategy": finetune_spec.strategy,
+        "settings": (getattr(result, "record", None) or {}).get("strategy", {"strategy": finetune_spec.strategy}),
         "epochs": metrics.get("epochs_run"),
         "best_epoch": metrics.get("best_epoch"),
         "trainable_parameters": parameters.get("trainable"),
         "total_parameters": parameters.get("total"),
         "seconds_per_epoch": metrics.get("seconds_per_epoch"),
-        "e0_shift_ev": potential.get_element_energy_shift(),
+        "e0_shift_ev": potential.get_element_energy_shift() if potential is not None else {},
         "valid_metrics": _with_mev_forces(final_valid),
         "zero_shot_valid_metrics": _with_mev_forces(metrics.get("zero_shot", {}).get("valid", {})),
         "history": metrics.get("history", []),
@@ -185,24 +147,26 @@ def _with_mev_forces(metrics: dict) -> dict:
 
 
 def _model_spec(model: str | None, inputs: dict) -> str:
+    """``model`` when given, else the model directory the fine-tuning step this step depends on wrote."""
     if model:
         return model
-    for name, result in inputs.items():
-        if name.startswith("finetune ") and "model_dir" in result:
+    for result in inputs.values():
+        if "model_dir" in result:
             return result["model_dir"]
     raise AtomtuneError("no model to evaluate: the fine-tuning step produced no model directory.")
 
 
-def evaluate_errors(directory: Path, inputs: dict, model: str | None, label: str, device: str) -> dict:
+def evaluate_errors(directory: Path, inputs: dict, model: str | None, label: str, device: str,
+                    trust: bool = False) -> dict:
     """Error benchmark of one model on the test split (with the per-element E0-aligned numbers)."""
     from atomtune.data.dataset import Dataset
     from atomtune.models import load_potential
     from atomtune.tasks import errors
 
     test = Dataset.read(inputs["split"]["test"])
-    potential = load_potential(_model_spec(model, inputs), device=device)
+    potential = load_potential(_model_spec(model, inputs), device=device, trust=trust)
     records = errors.run(list(test), potential, progress=False)
-    (directory / "records.json").write_text(json.dumps(records))
+    atomic_write_json(directory / "records.json", records, indent=None)
     metrics = errors.metrics(records, align_e0=True)
     plots = errors.plot({label: records}, directory)
     return {"label": label, "metrics": metrics, "plot": str(plots[0]) if plots else None}
@@ -211,40 +175,32 @@ def evaluate_errors(directory: Path, inputs: dict, model: str | None, label: str
 def run_task(
     directory: Path,
     inputs: dict,
-    task: str,
-    settings: dict,
+    run: dict,
     structures: str | None,
-    limit: int | None,
     device: str,
     label: str,
     model: str | None = None,
     calculator: str | None = None,
     calculator_kwargs: dict | None = None,
-    structures_fingerprint: str | None = None,
+    trust: bool = False,
 ) -> dict:
-    """One property task on one model (or the reference calculator): records written to ``records.json``."""
+    """One property task (``run``: a :class:`~atomtune.tasks.spec.TaskRun` as JSON) on one model or on the reference
+    calculator; records written to ``records.json``."""
     from atomtune.data.dataset import Dataset
-    from atomtune.tasks import load_task
+    from atomtune.tasks.spec import TaskRun
 
-    module = load_task(task)
-    path = structures or inputs["split"]["test"]
-    data = list(Dataset.read(path, require=()))
-    if limit:
-        data = data[:limit]
-    task_settings = module.Settings(**settings)
+    task_run = TaskRun.model_validate(run)
+    data = list(Dataset.read(structures or inputs["split"]["test"], require=()))
     if calculator:
         from atomtune.data.label import CalculatorSpec
 
-        spec = CalculatorSpec.parse(calculator, calculator_kwargs or {})
-        records = []
-        for atoms in data:  # a DFT calculator's settings depend on the structure (k-points, spin)
-            records.extend(module.run([atoms], spec.task_calculator(atoms), task_settings, progress=False))
+        target = CalculatorSpec.parse(calculator, calculator_kwargs or {})
     else:
         from atomtune.models import load_potential
 
-        potential = load_potential(_model_spec(model, inputs), device=device)
-        records = module.run(data, potential, task_settings, progress=False)
-    (directory / "records.json").write_text(json.dumps(records))
+        target = load_potential(_model_spec(model, inputs), device=device, trust=trust)
+    records = task_run.run(data, target, progress=False)
+    atomic_write_json(directory / "records.json", records, indent=None)
     return {"label": label, "records": records}
 
 

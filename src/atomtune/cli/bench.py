@@ -13,6 +13,8 @@ from pathlib import Path
 
 import typer
 
+from atomtune.cli.options import trust_model_option
+
 
 def register(app: typer.Typer) -> None:
     @app.command("bench")
@@ -24,9 +26,7 @@ def register(app: typer.Typer) -> None:
         ),
         data: Path = typer.Option(..., "--data", help="structures (extxyz or ASE db; labels not needed)"),
         model: list[str] = typer.Option([], "--model", help="model name, .model file or fine-tuned dir; repeat"),
-        trust_model: bool = typer.Option(
-            False, "--trust-model", help="allow --model files that are pickles by design (MACE *.model); they can run code"
-        ),
+        trust_model: bool = trust_model_option(),
         reference: str = typer.Option(None, "--reference", help="reference calculator: emt, gpaw or module:Class"),
         reference_kwargs: str = typer.Option(
             "{}", "--reference-kwargs", help='JSON settings of the reference calculator, e.g. \'{"cutoff": 450}\''

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from atomtune.cli.options import trust_model_option
+
 SOURCE_HELP = (
     "'lematerial' (LeMat-Bulk streamed from the Hugging Face Hub), LeMat-Bulk parquet file(s) or a quoted glob, "
     "an MPtrj .json, vasprun.xml / OUTCAR / a folder of VASP runs, an OC22 or plain ASE .db, or extxyz."
@@ -115,6 +117,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(16, "--batch-size", help="Structures per embedding forward pass."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
         threads: int = typer.Option(None, "--threads", help="torch / BLAS threads (default: all cores)."),
+        trust_model: bool = trust_model_option(),
     ) -> None:
         """Pick an informative subset: DIRECT sampling on a foundation model's embeddings, with random and
         farthest-point baselines scored for coverage side by side.
@@ -134,7 +137,7 @@ def register(app: typer.Typer) -> None:
         configure_threads(threads)
         console = Console()
         dataset = read_any(data, require=())  # unlabelled pools are fine: selection often decides what to label
-        potential = load_potential(model, device=device)
+        potential = load_potential(model, device=device, trust=trust_model)
         features = structure_features(potential, list(dataset), batch_size=batch_size, progress=True)
         selections, rows = compare_samplers(features, n, per_cluster=per_cluster, choose=choose, seed=seed)
         table = Table(
@@ -181,6 +184,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="UMAP random seed."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
         threads: int = typer.Option(None, "--threads", help="torch / BLAS threads (default: all cores)."),
+        trust_model: bool = trust_model_option(),
     ) -> None:
         """Element counts (bar and periodic table), distributions of elements, sizes, energies and forces, example
         structures and, with --model, a UMAP of the model's embeddings; PNGs plus summary.md.
@@ -198,7 +202,8 @@ def register(app: typer.Typer) -> None:
             from atomtune.data.select import structure_features
             from atomtune.models import load_potential
 
-            features = structure_features(load_potential(model, device=device), list(dataset), progress=True)
+            features = structure_features(load_potential(model, device=device, trust=trust_model), list(dataset),
+                                          progress=True)
         selected_ids = read_any(selected, require=()).ids() if selected is not None else None
         summary = show(dataset, out, features=features, selected_ids=selected_ids, n_examples=examples, seed=seed)
         Console().print(f"wrote {summary} and the PNGs beside it")

@@ -9,12 +9,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from atomtune.cli.options import trust_model_option
+
 
 def register(app: typer.Typer) -> None:
     @app.command("errors")
     def errors_command(
         data: Path = typer.Option(..., "--data", help="Labelled structures (extxyz or ASE db)."),
         model: list[str] = typer.Option(..., "--model", help="Model name, .model file or fine-tuned dir; repeat."),
+        trust_model: bool = trust_model_option(),
         out: Path = typer.Option(Path("results/errors"), "--out", help="Output folder (JSON, parity PNGs)."),
         align_e0: bool = typer.Option(False, "--align-e0", help="Also report errors after a per-element E0 refit."),
         energy_key: str = typer.Option(None, "--energy-key", help="Energy key in the file (default: auto)."),
@@ -38,7 +41,7 @@ def register(app: typer.Typer) -> None:
         console = Console()
         dataset = Dataset.read(data, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
         console.print(f"{data}: {len(dataset)} structures, {dataset.n_atoms} atoms, elements {' '.join(dataset.elements)}")
-        potentials = {spec: load_potential(spec, device=device) for spec in model}
+        potentials = {spec: load_potential(spec, device=device, trust=trust_model) for spec in model}
         for spec, potential in potentials.items():  # every model checked before any compute
             potential.check_elements(list(dataset), where="")
         settings = errors.Settings(batch_size=batch_size, align_e0=align_e0)

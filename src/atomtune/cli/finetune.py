@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from atomtune.cli.options import trust_model_option
 from atomtune.exceptions import AtomtuneError
 
 HELP = (
@@ -116,9 +117,7 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint in --out."),
         keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep checkpoint.pt after finishing."),
         scan: str = typer.Option(None, "--scan", help="One run per value: e.g. freeze-depth=1,2,3,all."),
-        trust_model: bool = typer.Option(
-            False, "--trust-model", help="Allow a --model file that is a pickle by design (MACE *.model): it can run code."
-        ),
+        trust_model: bool = trust_model_option(),
         energy_key: str = typer.Option(None, "--energy-key", help="Energy key in the files (default: auto)."),
         forces_key: str = typer.Option(None, "--forces-key", help="Forces key in the files (default: auto)."),
         stress_key: str = typer.Option(None, "--stress-key", help="Stress key in the files (default: auto)."),

@@ -312,6 +312,14 @@ def label(
     """
     spec = CalculatorSpec.parse(calculator_spec)
     structures = [atoms for atoms in structures]
+    from atomtune.files import OutputLock
+
+    # One labelling run per cache folder: a second one would compute the same structures twice.
+    with OutputLock(cache_dir, "labelling"):
+        return _label_locked(structures, spec, cache_dir, workers, scheduler, progress, retry_failed)
+
+
+def _label_locked(structures, spec, cache_dir, workers, scheduler, progress, retry_failed):
     cache = LabelCache(cache_dir, spec)
     ids = [str(atoms.info.get("id") or structure_id(atoms)) for atoms in structures]
 

@@ -61,8 +61,9 @@ class TaskRun(BaseModel):
             default = defaults.get(key)
             # pydantic would turn "0.01" into 0.01; a quoted number in a settings file is a typo worth naming.
             if isinstance(value, str) and isinstance(default, (int, float, bool)):
-                problems.append(f"{name} setting '{key}' must be a {type(default).__name__} (like {default!r}), "
-                                f"got the string {value!r}")
+                kind = ("true or false" if isinstance(default, bool) else
+                        "a whole number" if isinstance(default, int) else "a number")
+                problems.append(f"{name} setting '{key}' must be {kind} (like {default!r}), got the string {value!r}")
         if problems:
             raise TaskSettingsError("; ".join(problems) + ".")
         try:

@@ -1,0 +1,14 @@
+"""Options that several commands share, defined once (name, default, help)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def trust_model_option():
+    """``--trust-model``: allow model files that are pickles by design (see :mod:`atomtune.loading`)."""
+    return typer.Option(
+        False, "--trust-model",
+        help="Allow a --model file that is a Python pickle by design (a MACE *.model); loading it can run code, so "
+        "only for files you made or trust. Models saved by atomtune and named checkpoints never need it.",
+    )
