@@ -38,6 +38,8 @@ TASKS: dict[str, str] = {
     "stacking_fault": "atomtune.tasks.stacking_fault",
     "adsorption": "atomtune.tasks.adsorption",
     "composition_scan": "atomtune.tasks.composition_scan",
+    "cluster_expansion": "atomtune.tasks.cluster_expansion",
+    "monte_carlo": "atomtune.tasks.monte_carlo",
 }
 
 
