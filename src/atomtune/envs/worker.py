@@ -1,0 +1,401 @@
+"""The one door between atomtune's main process and a backbone family's own environment.
+
+Two ways through it, both started from the main process, both running ``python -m atomtune.envs.worker`` with the
+family environment's interpreter:
+
+* **Whole units of work** (:func:`run_unit`): ``predict`` on a batch of structures or ``task`` (one property task on one
+  model). The request and the response are JSON files (structures and arrays through ASE's ``jsonio``: float64 arrays
+  round-trip bit for bit, and nothing is unpickled). One process per unit, so the family's imports are paid once per
+  unit, not per structure.
+* **Step-by-step driving** (:class:`WorkerCalculator`): an ASE ``SocketIOCalculator`` whose client is a worker holding the
+  model, talking the i-PI protocol over a Unix socket (positions and cell in; energy, forces and virial out), for work
+  that must stay in the main process (MD, a task mixing calculators). This is the design of rootstock (an i-PI server in
+  the main process, a persistent worker per model in its own environment) built on ASE's own socket classes.
+
+Errors raised in the worker come back with the same message (an :class:`~atomtune.exceptions.AtomtuneError` keeps its
+class); a worker that dies (killed, segfault, out of memory) or overruns its timeout raises :class:`WorkerDiedError`
+naming the family, the unit and the log file, instead of hanging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import traceback
+import uuid
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from ase import Atoms
+from ase.calculators.calculator import all_changes
+from ase.calculators.socketio import SocketClosed, SocketIOCalculator
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import jsonio
+
+from atomtune.exceptions import AtomtuneError
+
+#: Set in a worker's environment: the family whose environment it runs in ("main" for atomtune's own).
+FAMILY_VARIABLE = "ATOMTUNE_ENVIRONMENT"
+LOG_TAIL_LINES = 15
+
+
+class WorkerError(AtomtuneError):
+    """An error raised inside a worker that is not one of atomtune's own (the message names the environment)."""
+
+
+class WorkerDiedError(AtomtuneError):
+    """The worker process ended without answering (killed, crashed, or past its timeout)."""
+
+
+# -- structures across the boundary -------------------------------------------------------------------------------
+def encode_structures(structures) -> list[dict]:
+    """Structures as JSON-able dicts: ASE's ``Atoms.todict`` (positions, cell, info, arrays) plus reference labels."""
+    encoded = []
+    for atoms in structures:
+        item = {"atoms": atoms.todict()}
+        if atoms.calc is not None and getattr(atoms.calc, "results", None):
+            item["labels"] = {key: value for key, value in atoms.calc.results.items() if key != "free_energy"}
+        encoded.append(item)
+    return encoded
+
+
+def decode_structures(encoded: list[dict]) -> list[Atoms]:
+    structures = []
+    for item in encoded:
+        atoms = Atoms.fromdict(item["atoms"])
+        if item.get("labels"):
+            atoms.calc = SinglePointCalculator(atoms, **item["labels"])
+        structures.append(atoms)
+    return structures
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(jsonio.encode(value))
+    os.replace(tmp, path)
+
+
+# -- units of work (run inside the worker) --------------------------------------------------------------------------
+def predict_unit(model: str, structures: list[dict], batch_size: int | None = None, forces: bool = True,
+                 stress: bool = True, dtype: str = "float32", threads: int = 1, trust: bool = False) -> list[dict]:
+    """``Potential.predict`` in the worker: per structure ``{"energy": eV, "forces": eV/Å, "stress": 3×3 eV/Å³}``.
+
+    ``trust`` is the user's ``--trust-model`` (a pickled model file may load), passed on unchanged."""
+    from atomtune.models.registry import load_potential
+    from atomtune.runtime import configure_threads
+
+    configure_threads(threads)
+    potential = load_potential(model, dtype=dtype, trust=trust)
+    return potential.predict(decode_structures(structures), batch_size=batch_size, forces=forces, stress=stress)
+
+
+def task_unit(task: str, model: str, structures: list[dict], settings: dict | None = None, dtype: str = "float32",
+              threads: int = 1, trust: bool = False) -> list[dict]:
+    """One property task (``atomtune.tasks``) on one model in the worker; returns the task's JSON-ready records."""
+    from atomtune.models.registry import load_potential
+    from atomtune.runtime import configure_threads
+    from atomtune.tasks import load_task
+
+    configure_threads(threads)
+    module = load_task(task)
+    potential = load_potential(model, dtype=dtype, trust=trust)
+    task_settings = module.Settings(**(settings or {}))
+    return module.run(decode_structures(structures), potential, task_settings, progress=False)
+
+
+UNITS = {"predict": predict_unit, "task": task_unit}
+
+
+# -- the main-process side -------------------------------------------------------------------------------------------
+def worker_python(family: str | None) -> str:
+    """The interpreter a worker of ``family`` runs with (``None`` or ``"main"``: this process's own)."""
+    if family in (None, "main"):
+        return sys.executable
+    from atomtune.envs.build import environment_python
+
+    return str(environment_python(family))
+
+
+def _worker_environment(family: str | None) -> dict:
+    environment = dict(os.environ)
+    environment[FAMILY_VARIABLE] = family or "main"
+    environment.pop("PYTHONPATH", None)  # the family's packages must come from its own environment only
+    environment.setdefault("OMP_NUM_THREADS", "1")
+    return environment
+
+
+def _log_tail(log_path: Path) -> str:
+    try:
+        lines = log_path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return "\n  ".join(lines[-LOG_TAIL_LINES:])
+
+
+def _describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def raise_worker_error(error: dict, where: str) -> None:
+    """Re-raise an error reported by a worker: atomtune's own errors keep their class and message."""
+    message = error["message"]
+    module_name, class_name = error.get("module", ""), error.get("type", "")
+    if module_name.startswith("atomtune"):
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError):
+            cls = None
+        if isinstance(cls, type) and issubclass(cls, AtomtuneError):
+            # Rebuild without calling the subclass's own __init__ (some take structured arguments): same class, same
+            # message, so callers that catch e.g. UnsupportedElementsError still do.
+            rebuilt = cls.__new__(cls)
+            Exception.__init__(rebuilt, message)
+            raise rebuilt
+    raise WorkerError(f"{class_name}: {message} ({where}; traceback in the worker log)\n  {error.get('traceback_tail', '')}")
+
+
+def run_unit(unit: str, family: str | None = None, timeout: float | None = None, **arguments) -> Any:
+    """Run one unit of work (``"predict"`` or ``"task"``, see :data:`UNITS`) in ``family``'s environment and return its
+    result. ``family=None`` runs the same worker with this process's interpreter (used to check that both ways give
+    bit-for-bit the same records). Structures in ``arguments`` are ``ase.Atoms`` lists; settings may be dataclasses.
+    """
+    if unit not in UNITS:
+        raise AtomtuneError(f"unknown worker unit {unit!r}; units: {', '.join(UNITS)}")
+    python = worker_python(family)
+    arguments = dict(arguments)
+    if "structures" in arguments:
+        arguments["structures"] = encode_structures(arguments["structures"])
+    if is_dataclass(arguments.get("settings")):
+        arguments["settings"] = asdict(arguments["settings"])
+    where = f"{unit} in the {family or 'main'} environment"
+    with tempfile.TemporaryDirectory(prefix="atomtune-worker-") as scratch:
+        scratch = Path(scratch)
+        request, response, log_path = scratch / "request.json", scratch / "response.json", scratch / "worker.log"
+        _write_json(request, {"unit": unit, "arguments": arguments})
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                [python, "-m", "atomtune.envs.worker", "unit", str(request), str(response)],
+                stdout=log, stderr=subprocess.STDOUT, env=_worker_environment(family),
+            )
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise WorkerDiedError(
+                    f"the {family or 'main'} worker did not finish {unit} within {timeout:.0f} s and was stopped. "
+                    f"Last log lines:\n  {_log_tail(log_path)}"
+                ) from None
+        if not response.exists():
+            kept = _keep_log(log_path)
+            raise WorkerDiedError(
+                f"the {family or 'main'} worker died ({_describe_exit(process.returncode)}) while running {unit}; "
+                f"no result came back. Log: {kept}. Last lines:\n  {_log_tail(kept)}"
+            )
+        answer = jsonio.decode(response.read_text())
+        if "error" in answer:
+            raise_worker_error(answer["error"], where)
+        return answer["result"]
+
+
+def _keep_log(log_path: Path) -> Path:
+    """Copy a failed worker's log out of its scratch directory so the message can point at it."""
+    kept = Path(tempfile.gettempdir()) / f"atomtune-worker-{uuid.uuid4().hex[:8]}.log"
+    try:
+        kept.write_bytes(log_path.read_bytes())
+    except OSError:
+        return log_path
+    return kept
+
+
+def _error_record(error: BaseException) -> dict:
+    lines = traceback.format_exception(error)
+    return {
+        "type": type(error).__name__,
+        "module": type(error).__module__,
+        "message": str(error),
+        "traceback_tail": "".join(lines[-3:]).strip(),
+    }
+
+
+# -- step-by-step: an i-PI socket calculator --------------------------------------------------------------------------
+class WorkerCalculator(SocketIOCalculator):
+    """ASE calculator for ``model`` computed by a worker in ``family``'s environment over i-PI on a Unix socket.
+
+    Use it in a ``with`` block (or call ``close()``): the worker lives as long as the calculator. The worker is started
+    at the first calculation and restarted if the atoms' species or periodicity change (i-PI only carries positions and
+    cell). Energies eV, forces eV/Å, stress eV/Å³ (ASE sign; periodic cells only). ``timeout`` (s) bounds each
+    calculation so that a hung worker is reported, not waited on forever.
+
+    Example::
+
+        with WorkerCalculator("nequip:./model.nequip.zip", family="nequip") as calc:
+            atoms.calc = calc
+            MolecularDynamics(atoms, ...).run(1000)
+    """
+
+    def __init__(self, model: str, family: str | None = None, dtype: str = "float32", threads: int = 1,
+                 timeout: float | None = 600.0, trust: bool = False):
+        self.model = model
+        self.trust = trust
+        self.family = family
+        self.dtype = dtype
+        self.threads = threads
+        self.python = worker_python(family)  # fails here, before any socket, if the environment is not built
+        self._scratch = Path(tempfile.mkdtemp(prefix="atomtune-socket-"))
+        self.log_path = self._scratch / "worker.log"
+        self._log_handle = None
+        self._system: tuple | None = None
+        super().__init__(unixsocket=f"atomtune-{uuid.uuid4().hex[:12]}", timeout=timeout, launch_client=self._launch)
+
+    def _launch(self, atoms, properties=None, port=None, unixsocket=None):
+        structure_file = self._scratch / "structure.json"
+        _write_json(structure_file, encode_structures([atoms]))
+        self._error_file = self._scratch / "error.json"
+        self._error_file.unlink(missing_ok=True)
+        if self._log_handle is not None:
+            self._log_handle.close()
+        self._log_handle = open(self.log_path, "a")
+        command = [
+            self.python, "-m", "atomtune.envs.worker", "socket", "--model", self.model, "--structure",
+            str(structure_file), "--unixsocket", unixsocket, "--dtype", self.dtype, "--threads", str(self.threads),
+            "--error-file", str(self._error_file),
+        ] + (["--trust-model"] if self.trust else [])
+        self._process = subprocess.Popen(
+            command, stdout=self._log_handle, stderr=subprocess.STDOUT, env=_worker_environment(self.family)
+        )
+        return self._process
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        # i-PI carries positions and cell only. ASE's Calculator.get_property resets self.atoms before calculate(),
+        # so SocketIOCalculator's own check never sees a change of species; compare with the system the worker holds.
+        system = (atoms.numbers.tobytes(), atoms.pbc.tobytes())
+        if self.server is not None and system != self._system:
+            self._stop_worker()  # new species / atom count / periodicity: a fresh worker for the new system
+        self._system = system
+        try:
+            super().calculate(atoms, list(properties), system_changes)
+        except (SocketClosed, OSError, TimeoutError) as error:
+            self._report_failure(error)
+
+    def _report_failure(self, error: BaseException):
+        process = getattr(self, "_process", None)
+        if process is not None and process.poll() is None and isinstance(error, TimeoutError):
+            process.kill()
+        if process is not None:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.server = None  # the socket is gone; the next calculation starts a new worker
+        error_file = getattr(self, "_error_file", None)
+        if error_file is not None and error_file.exists():
+            raise_worker_error(json.loads(error_file.read_text()), f"socket worker for {self.model}")
+        exit_state = _describe_exit(process.returncode if process is not None else None)
+        raise WorkerDiedError(
+            f"the {self.family or 'main'} worker for {self.model} died ({exit_state}; {type(error).__name__}: "
+            f"{error}). Log: {self.log_path}. Last lines:\n  {_log_tail(self.log_path)}"
+        ) from None
+
+    def _stop_worker(self):
+        if self.server is not None:
+            try:
+                if self.server.protocol is not None:
+                    self.server.protocol.end()
+            except OSError:
+                pass
+            self.server.proc = None  # ASE's close() would wait on it; we end it ourselves below
+            self.server.close()
+            self.server = None
+        process = getattr(self, "_process", None)
+        if process is not None and process.poll() is None:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def close(self):
+        self._stop_worker()
+        super().close()
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+
+
+def _serve_socket(arguments) -> int:
+    from ase.calculators.socketio import SocketClient
+
+    from atomtune.models.registry import load_potential
+    from atomtune.runtime import configure_threads
+
+    try:
+        configure_threads(arguments.threads)
+        (atoms,) = decode_structures(jsonio.decode(Path(arguments.structure).read_text()))
+        potential = load_potential(arguments.model, dtype=arguments.dtype, trust=arguments.trust_model)
+        potential.check_elements([atoms])
+        atoms.calc = potential.calculator()
+        client = SocketClient(unixsocket=arguments.unixsocket)
+    except Exception as error:  # reported to the main process through the error file, then exit
+        Path(arguments.error_file).write_text(json.dumps(_error_record(error)))
+        traceback.print_exc()
+        return 1
+    try:
+        client.run(atoms, use_stress=bool(atoms.pbc.all()))
+    except SocketClosed:
+        pass  # the main process closed the calculator
+    except Exception as error:
+        Path(arguments.error_file).write_text(json.dumps(_error_record(error)))
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def _serve_unit(request_path: str, response_path: str) -> int:
+    try:
+        request = jsonio.decode(Path(request_path).read_text())
+        result = UNITS[request["unit"]](**request["arguments"])
+        answer = {"result": result}
+    except Exception as error:
+        traceback.print_exc()
+        answer = {"error": _error_record(error)}
+    _write_json(Path(response_path), answer)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m atomtune.envs.worker", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    unit = commands.add_parser("unit", help="run one unit of work from a JSON request file")
+    unit.add_argument("request")
+    unit.add_argument("response")
+    socket_parser = commands.add_parser("socket", help="serve a model as an i-PI client on a Unix socket")
+    socket_parser.add_argument("--model", required=True)
+    socket_parser.add_argument("--structure", required=True)
+    socket_parser.add_argument("--unixsocket", required=True)
+    socket_parser.add_argument("--dtype", default="float32")
+    socket_parser.add_argument("--threads", type=int, default=1)
+    socket_parser.add_argument("--error-file", required=True)
+    socket_parser.add_argument("--trust-model", action="store_true", help="the user trusts the model file (pickles)")
+    arguments = parser.parse_args(argv)
+    if arguments.command == "unit":
+        return _serve_unit(arguments.request, arguments.response)
+    return _serve_socket(arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
