@@ -47,6 +47,15 @@ CORE_PACKAGES: tuple[Pin, ...] = (
 
 
 @dataclass(frozen=True)
+class FamilyCheckpoint:
+    """A public checkpoint of a family, as ``atomtune models`` lists it."""
+
+    name: str
+    source: str  # where the family's own loader gets it
+    gated: str = ""  # the credential step, when the hub requires one
+
+
+@dataclass(frozen=True)
 class EnvironmentSpec:
     """Everything that decides what an environment contains; its fingerprint keys the cache directory."""
 
@@ -59,6 +68,10 @@ class EnvironmentSpec:
     #: Why this family cannot be built on this machine (empty when it can); listed by ``atomtune env list``.
     unbuildable_reason: str = ""
     core: tuple[Pin, ...] = field(default=CORE_PACKAGES)
+    #: public checkpoints (listed by ``atomtune models``; not part of the fingerprint)
+    checkpoints: tuple[FamilyCheckpoint, ...] = ()
+    #: "module:Class" of atomtune's Potential adapter for this family, empty while there is none
+    adapter: str = ""
 
     def fingerprint(self) -> str:
         """Hash of the requirements (not the reasons): a changed pin gives a new environment directory."""
@@ -94,6 +107,11 @@ SPECS: dict[str, EnvironmentSpec] = {
             Pin("nequip-allegro==0.8.3", "newest Allegro; the 0.8 line is the one built on nequip 0.19"),
         ),
         imports=("nequip", "allegro", "e3nn"),
+        checkpoints=(
+            FamilyCheckpoint("nequip-oam-l", "nequip.net:mir-group/NequIP-OAM-L (nequip-compile downloads it)"),
+            FamilyCheckpoint("allegro-oam-l", "nequip.net:mir-group/Allegro-OAM-L (nequip-compile downloads it)"),
+            FamilyCheckpoint("allegro-fm", "Allegro-FM (nequip.net / its authors' release)"),
+        ),
     ),
     "pet": EnvironmentSpec(
         family="pet",
@@ -111,6 +129,10 @@ SPECS: dict[str, EnvironmentSpec] = {
             ),
         ),
         imports=("metatrain", "metatomic.torch", "upet"),
+        checkpoints=(
+            FamilyCheckpoint("pet-mad", "Hugging Face lab-cosmo (upet's loader downloads it)"),
+            FamilyCheckpoint("pet-omad", "Hugging Face lab-cosmo (upet's loader downloads it)"),
+        ),
     ),
     "uma": EnvironmentSpec(
         family="uma",
@@ -123,6 +145,16 @@ SPECS: dict[str, EnvironmentSpec] = {
             ),
         ),
         imports=("fairchem.core",),
+        checkpoints=(
+            FamilyCheckpoint(
+                "uma-s-1p1", "Hugging Face facebook/UMA (fairchem's pretrained_mlip)",
+                gated="accept the licence on huggingface.co/facebook/UMA, then `hf auth login` or set HF_TOKEN",
+            ),
+            FamilyCheckpoint(
+                "uma-m-1p1", "Hugging Face facebook/UMA (fairchem's pretrained_mlip)",
+                gated="accept the licence on huggingface.co/facebook/UMA, then `hf auth login` or set HF_TOKEN",
+            ),
+        ),
     ),
     "orb": EnvironmentSpec(
         family="orb",
@@ -135,6 +167,11 @@ SPECS: dict[str, EnvironmentSpec] = {
             Pin("dm-tree==0.1.8", "orb-models 0.5.5 pins it exactly"),
         ),
         imports=("orb_models",),
+        checkpoints=(
+            FamilyCheckpoint("orb-v3-conservative-inf-omat", "orb_models.forcefield.pretrained (downloads from orbital's bucket)"),
+            FamilyCheckpoint("orb-v3-conservative-inf-mpa", "orb_models.forcefield.pretrained (downloads from orbital's bucket)"),
+            FamilyCheckpoint("orb-v2", "orb_models.forcefield.pretrained (downloads from orbital's bucket)"),
+        ),
     ),
     "mattersim": EnvironmentSpec(
         family="mattersim",
@@ -159,9 +196,14 @@ SPECS: dict[str, EnvironmentSpec] = {
             Pin("azure-identity", "mattersim's checkpoint downloader"),
         ),
         imports=("mattersim.forcefield",),
+        checkpoints=(
+            FamilyCheckpoint("mattersim-v1.0.0-1m", "mattersim's Potential.from_checkpoint (downloads on first use)"),
+            FamilyCheckpoint("mattersim-v1.0.0-5m", "mattersim's Potential.from_checkpoint (downloads on first use)"),
+        ),
     ),
 }
 
 
-def known_families() -> list[str]:
-    return list(SPECS)
+def family_of_checkpoint(name: str) -> str | None:
+    """The family whose spec lists checkpoint ``name`` (None when no environment family does)."""
+    return next((spec.family for spec in SPECS.values() for c in spec.checkpoints if c.name == name), None)
