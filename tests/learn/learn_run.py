@@ -1,8 +1,9 @@
 """A tiny active-learning run (toy committee, EMT as the "DFT", counted labels) as a separate process, for the SIGKILL
 resume test; also imported by the in-process tests for its settings.
 
-``python learn_run.py OUT LOG [SLEEP_S]``: runs the loop into OUT, appending one line to LOG per EMT calculation; with
-SLEEP_S every labelled structure is followed by that pause (so the test can kill the process mid-labelling).
+``python learn_run.py OUT LOG [FAIL_N_ATOMS]``: runs the loop into OUT, appending one line to LOG per EMT calculation;
+cells of FAIL_N_ATOMS atoms fail to label (0: none). ``COUNTING_EMT_SLEEP_S`` pauses after every calculation (so the
+test can kill the process mid-labelling).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ sys.path.insert(0, str(HERE))
 
 EXPLORE_YAML = """\
 explorers:
-  - {kind: md, temperatures_k: [300, 900], steps: 20, timestep_fs: 2.0, sample_interval: 5}
-  - {kind: rattle, count: 4, stdev: 0.08}
+  - {kind: md, temperatures_k: [300, 900], steps: 10, timestep_fs: 2.0, sample_interval: 5}
+  - {kind: rattle, count: 3, stdev: 0.08}
 flag: {metric: absolute, threshold: 1.0e-4}
 selection: {method: fps, per_iteration: 3}
 """
@@ -46,7 +47,7 @@ def prepare(directory: Path) -> dict:
         "budget_labels": 6,
         "max_iterations": 3,
         "committee_size": 2,
-        "epochs": 3,
+        "epochs": 2,
         "learning_rate": 2e-2,
         "batch_size": 4,
         "valid_fraction": 0.34,
@@ -60,7 +61,7 @@ def register_toy() -> None:
     registry.BACKBONES["toy"] = "toy_potential:ToyPotential"
 
 
-def main(out: str, log: str, sleep_s: float = 0.0) -> None:
+def main(out: str, log: str, fail_n_atoms: int = 0) -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -69,11 +70,11 @@ def main(out: str, log: str, sleep_s: float = 0.0) -> None:
 
     directory = Path(out).parent / "inputs"
     settings = prepare(directory)
-    settings["calculator_kwargs"] = {"log": log, "sleep_s": sleep_s} if sleep_s else {"log": log}
+    settings["calculator_kwargs"] = {"log": log, "fail_n_atoms": fail_n_atoms}
     spec = LearnSpec.build(**settings, explore=ExploreSpec.read(directory / "explore.yaml"))
     result = ActiveLearning(spec).run(out, progress=False)
     print("STOP", result.stop_reason, result.labels_used)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 0.0)
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)

@@ -186,8 +186,10 @@ class ActiveLearning:
         else:
             count = min(spec.explore.selection.per_iteration, remaining)
             chosen = select_frames(committee, flagged, spec.explore.selection, count, spec.seed + iteration)
-            selected = [flagged[i] for i in chosen]
-            _write_frames(selected_file, selected)
+            _write_frames(selected_file, [flagged[i] for i in chosen])
+            # What is on disk is what is used: a resumed run reads these frames back (extxyz rounds positions), and
+            # the label cache is keyed by a hash of the positions, so the first run must label the very same numbers.
+            selected = _read_frames(selected_file)
         record.selected_ids = [str(a.info["id"]) for a in selected]
 
         # 3. label (cached per structure in out/label-cache; failures recorded, the loop goes on)
@@ -225,11 +227,10 @@ class ActiveLearning:
         if summary_file.exists() and candidates_file.exists():
             return json.loads(summary_file.read_text()), _read_frames(candidates_file)
         exploration: Exploration = explore(committee, structures, self.spec.explore, seed=seed, progress=progress)
-        flagged = [c.atoms for c in exploration.flagged]
-        _write_frames(candidates_file, flagged)
+        _write_frames(candidates_file, [c.atoms for c in exploration.flagged])
         summary = exploration.summary()
         _write_json(summary_file, summary)
-        return summary, flagged
+        return summary, _read_frames(candidates_file)  # as a resumed run will see them (see selection below)
 
     def _label(self, structures: Sequence[Atoms], cache_dir: Path, progress: bool):
         from atomtune.data.label import CalculatorSpec, label
