@@ -86,6 +86,6 @@ def test_atomic_write_json_handles_numpy_and_leaves_no_temporary(tmp_path):
 
 
 def test_safe_file_name():
-    assert safe_file_name("chgnet-0.3.0+lora[freeze_depth=2]") == "chgnet-0.3.0+lora_freeze_depth=2"
-    assert safe_file_name("runs/ft dir") == "runs_ft_dir"
+    assert safe_file_name("chgnet-0.3.0+lora[freeze_depth=2]") == "chgnet-0.3.0_lora_freeze_depth_2"
+    assert safe_file_name("runs/ft dir/") == "runs_ft_dir"
     assert safe_file_name("///") == "unnamed"

@@ -28,6 +28,14 @@ def json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def lenient_json_default(value):
+    """:func:`json_default`, with any other object written as its ``str`` (provenance records of arbitrary settings)."""
+    try:
+        return json_default(value)
+    except TypeError:
+        return str(value)
+
+
 def atomic_write_text(path: str | Path, text: str, fsync: bool = False) -> Path:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``: the file is complete or absent.
 
@@ -45,14 +53,17 @@ def atomic_write_text(path: str | Path, text: str, fsync: bool = False) -> Path:
     return path
 
 
-def atomic_write_json(path: str | Path, value, indent: int | None = 2, fsync: bool = False) -> Path:
-    """:func:`atomic_write_text` of ``value`` as JSON (numpy values and paths converted)."""
-    return atomic_write_text(path, json.dumps(value, indent=indent, default=json_default), fsync=fsync)
+def atomic_write_json(path: str | Path, value, indent: int | None = 2, fsync: bool = False, lenient: bool = False) -> Path:
+    """:func:`atomic_write_text` of ``value`` as JSON (numpy values and paths converted; ``lenient``: anything else as
+    its ``str`` instead of an error)."""
+    default = lenient_json_default if lenient else json_default
+    return atomic_write_text(path, json.dumps(value, indent=indent, default=default), fsync=fsync)
 
 
-def safe_file_name(label: str) -> str:
-    """A label (``chgnet-0.3.0+lora[freeze_depth=2]``, a formula, a path) as a portable file-name stem."""
-    return re.sub(r"[^A-Za-z0-9._+=-]+", "_", str(label)).strip("_") or "unnamed"
+def safe_file_name(label: str, keep: str = "") -> str:
+    """A label (``chgnet-0.3.0+lora``, a formula, ``runs/ft/``) as a portable file-name stem: every character other
+    than letters, digits, ``-``, ``_``, ``.`` and those in ``keep`` becomes ``_``."""
+    return re.sub(rf"[^A-Za-z0-9._{re.escape(keep)}-]", "_", str(label)).strip("_") or "unnamed"
 
 
 LOCK_FILE = ".atomtune.lock"
@@ -118,4 +129,4 @@ class OutputLock:
 
 
 __all__ = ["DirectoryLockedError", "LOCK_FILE", "OutputLock", "atomic_write_json", "atomic_write_text",
-           "json_default", "safe_file_name"]
+           "json_default", "lenient_json_default", "safe_file_name"]

@@ -25,3 +25,16 @@ def configure_threads(threads: int | None = None) -> int:
 
     torch.set_num_threads(threads)
     return threads
+
+
+def single_thread_cluster(workers: int, silence_logs: int | None = None):
+    """A local Dask cluster of ``workers`` processes with one thread each and one BLAS / OpenMP thread per process
+    (threaded BLAS on small cells ran many times slower and oversubscribed the cores); returns ``(client, cluster)``.
+    Used by the campaign runner and by parallel labelling."""
+    from distributed import Client, LocalCluster
+
+    single = {name: "1" for name in THREAD_VARIABLES}
+    options = {"silence_logs": silence_logs} if silence_logs is not None else {}
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           env=single, **options)
+    return Client(cluster), cluster

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
-from atomtune.models.base import json_default
+from atomtune.files import atomic_write_json, safe_file_name
 
 RESULT_FILE = "result.json"
 
@@ -24,7 +23,7 @@ def step_key(kind: str, settings: dict, inputs: list[str]) -> str:
 
 
 def step_dir(root: Path, name: str, key: str) -> Path:
-    slug = "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in name)[:80]
+    slug = safe_file_name(name, keep="+=")[:80]
     return Path(root) / "steps" / f"{slug}-{key}"
 
 
@@ -39,11 +38,7 @@ def read_result(directory: Path) -> dict | None:
 
 
 def write_result(directory: Path, result: dict) -> None:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=json_default))
-    os.replace(tmp, directory / RESULT_FILE)
+    atomic_write_json(Path(directory) / RESULT_FILE, result, indent=1)
 
 
 def file_fingerprint(path: Path) -> str:

@@ -8,7 +8,6 @@ worker by default, or any scheduler address); its output goes to a folder keyed 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import traceback
@@ -20,6 +19,7 @@ from typing import Callable
 from atomtune.campaign import steps as step_functions
 from atomtune.campaign.cache import file_fingerprint, read_result, step_dir, step_key, write_result
 from atomtune.campaign.config import Campaign
+from atomtune.files import atomic_write_json
 from atomtune.tasks.spec import TaskRun
 
 
@@ -252,16 +252,13 @@ def _is_failure(result: dict | None) -> bool:
 
 
 def _start_dask(scheduler: str | None, workers: int | None):
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from atomtune.runtime import single_thread_cluster
 
     if scheduler:
         return Client(scheduler), None
-    workers = workers or max(1, os.cpu_count() or 1)
-    # One thread per worker process: torch and BLAS each get one core (oversubscription ran 5–9× slower).
-    threads_env = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           env=threads_env, silence_logs=40)
-    return Client(cluster), cluster
+    return single_thread_cluster(workers or max(1, os.cpu_count() or 1), silence_logs=40)
 
 
 def _progress(total: int, done: int, enabled: bool):
@@ -304,7 +301,7 @@ def _run_locked(campaign: Campaign, workdir: Path, scheduler: str | None, progre
     summary = assemble(campaign, steps, models, results)
     summary["wall_time_s"] = round(time.perf_counter() - started, 1)
     summary["created"] = datetime.now().isoformat(timespec="seconds")
-    (workdir / "results.json").write_text(json.dumps(summary, indent=1, default=str))
+    atomic_write_json(workdir / "results.json", summary, indent=1, lenient=True)
     from atomtune.report import render_report
 
     return render_report(summary, workdir / campaign.report.file)

@@ -16,7 +16,6 @@ from atomtune.files import atomic_write_json
 
 def prepare_data(directory: Path, inputs: dict, sources: list[dict], label: dict | None, show: bool) -> dict:
     """Read every source (extxyz, db, parquet, MPtrj, VASP, OC22), optionally relabel, write ``dataset.extxyz``."""
-    from atomtune.data.dataset import Dataset
 
     parts = []
     for source in sources:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 import re
 import time
 import traceback
@@ -33,6 +32,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from atomtune.data.dataset import Dataset, attach_labels, structure_id
 from atomtune.exceptions import AtomtuneError
+from atomtune.files import atomic_write_json
 
 #: Bump when the meaning of a cache file changes, so old files are not reused.
 CACHE_VERSION = 1
@@ -399,10 +399,7 @@ class LabelCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(atoms)
         record = {**record, "calculator": self.spec.name, "settings": self.spec.resolved_kwargs()}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, default=_json_default))
-        os.replace(tmp, path)
-        return path
+        return atomic_write_json(path, record, indent=None, lenient=True)
 
     def records(self) -> list[dict]:
         """Every finished record for these settings (for provenance and partial writes)."""
@@ -482,17 +479,14 @@ def _run(spec: CalculatorSpec, structures, ids, todo, workers: int, scheduler: s
             yield index, compute_record(structures[index], spec, ids[index])
         return
     try:
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import Client, as_completed
     except ImportError as error:
         raise AtomtuneError("parallel labelling needs dask.distributed: `pip install 'dask[distributed]'`.") from error
     cluster = None
     if scheduler is None:
-        # One BLAS thread per worker: threaded BLAS on small cells is many times slower and oversubscribes cores.
-        single_thread = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=single_thread
-        )
-        client = Client(cluster)
+        from atomtune.runtime import single_thread_cluster
+
+        client, cluster = single_thread_cluster(workers)
     else:
         try:
             client = Client(scheduler, timeout="30s")
@@ -708,10 +702,3 @@ def _labelled_copy(atoms: Atoms, structure_label: str, record: dict, spec: Calcu
     stress = None if record.get("stress") is None else np.asarray(record["stress"], dtype=float)
     return attach_labels(copy, record["energy"], np.asarray(record["forces"], dtype=float), stress)
 
-
-def _json_default(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
-    return str(value)

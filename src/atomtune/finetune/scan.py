@@ -7,12 +7,11 @@ set, and ``scan.json`` + ``scan.png`` summarise them (with the zero-shot line fo
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from atomtune.exceptions import AtomtuneError
+from atomtune.files import atomic_write_json
 
 #: Settings a scan can vary (CLI spelling) and how each value is parsed.
 SCANNABLE: dict[str, Callable[[str], object]] = {
@@ -95,9 +94,7 @@ class Scan:
         """``scan.json`` (rows + zero-shot errors) and ``scan.png`` (validation errors vs value) in ``out``."""
         out.mkdir(parents=True, exist_ok=True)
         record = {"parameter": self.parameter, "rows": rows, "zero_shot_valid": zero_shot}
-        tmp = out / "scan.json.tmp"
-        tmp.write_text(json.dumps(record, indent=2, default=str))
-        os.replace(tmp, out / "scan.json")
+        atomic_write_json(out / "scan.json", record, lenient=True)
         plot_scan(self.parameter, rows, zero_shot, out / "scan.png")
 
     def best(self, rows: list[dict], metric: str = "forces_rmse") -> dict:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from atomtune.files import safe_file_name
+
 #: Suffix of a property name → the unit shown on axes (ASE defaults for names without a suffix are listed by name).
 UNIT_SUFFIXES = (
     ("_mev_per_atom", "meV/atom"),
@@ -161,9 +163,7 @@ def plot_properties(
     return paths
 
 
-def safe_filename(label: str) -> str:
-    """A model label (``chgnet-0.3.0``, ``runs/ft/``) as a file name."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label).strip("_") or "model"
+safe_filename = safe_file_name  # the one definition lives in atomtune.files; tasks import it from here
 
 
 def _scalar(value):
