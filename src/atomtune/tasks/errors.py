@@ -252,4 +252,6 @@ def _parity_energy(records):
 
 
 def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+    from atomtune.files import safe_file_name
+
+    return safe_file_name(label)
