@@ -208,6 +208,48 @@ def register(app: typer.Typer) -> None:
         summary = show(dataset, out, features=features, selected_ids=selected_ids, n_examples=examples, seed=seed)
         Console().print(f"wrote {summary} and the PNGs beside it")
 
+    @data_app.command("read")
+    def read_command(
+        files: list[str] = typer.Argument(..., help="CIF / POSCAR / any file ASE reads (globs allowed)."),
+        out: Path = typer.Option(..., "--out", help="Output: .extxyz / .db, or .data (LAMMPS data, atom_style atomic)."),
+        supercell: str = typer.Option(None, "--supercell", help="Repeat the cell: 2x2x1."),
+        partial_occupancy: str = typer.Option(
+            "error", "--partial-occupancy", help="error (default) or majority (each site takes its main species)."
+        ),
+        min_distance: float = typer.Option(0.7, "--min-distance", help="Closer atoms (Å) are overlapping sites."),
+        allow_missing_hydrogens: bool = typer.Option(
+            False, "--allow-missing-hydrogens", help="Accept a CIF whose formula has H its sites lack."
+        ),
+        format: str = typer.Option(None, "--format", help="ase.io format when the suffix does not say (vasp, …)."),
+    ) -> None:
+        """Read crystal-structure files with checks (partial occupancy, overlapping sites, missing H) and build
+        supercells; write extxyz, ASE db or a LAMMPS data file (its type → element order is printed for pair_coeff).
+
+        Example: atomtune data read tobermorite.cif --supercell 2x2x1 --out tob.extxyz
+        """
+        from atomtune.data.readers.structure_files import ReadSettings, parse_supercell, read_structures
+
+        settings = ReadSettings(
+            supercell=parse_supercell(supercell),
+            partial_occupancy=partial_occupancy,
+            min_distance=min_distance,
+            allow_missing_hydrogens=allow_missing_hydrogens,
+            format=format,
+        )
+        dataset = read_structures(files, settings)
+        console = Console()
+        for atoms in dataset:
+            note = f"; {atoms.info['occupancy_resolved']}" if "occupancy_resolved" in atoms.info else ""
+            console.print(f"{atoms.info['id']}: {atoms.get_chemical_formula()}, {len(atoms)} atoms{note}", highlight=False)
+        if out.suffix.lower() in (".data", ".lmp"):
+            from atomtune.lammps.inputs import write_lammps_data
+
+            for line in write_lammps_data(out, list(dataset)):
+                console.print(line, highlight=False)
+        else:
+            dataset.write(out)
+        console.print(f"wrote {len(dataset):,} structure(s) to {out}")
+
     @data_app.command("convert")
     def convert_command(
         source: str = typer.Option(..., "--source", help=SOURCE_HELP),

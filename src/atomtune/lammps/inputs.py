@@ -85,4 +85,26 @@ def input_snippet(record, type_elements: Sequence[str] | None = None, data_file:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["check_type_elements", "input_snippet", "pair_lines"]
+__all__ = ["check_type_elements", "input_snippet", "pair_lines", "write_lammps_data"]
+
+
+def write_lammps_data(path, structures) -> list[str]:
+    """Write one structure as a LAMMPS data file (metal units, atom_style atomic), types in order of first appearance
+    of each element; return lines saying the type → element mapping (what ``pair_coeff * * model Ni Al`` must list)."""
+    from pathlib import Path
+
+    from ase.io import write
+
+    structures = list(structures)
+    if len(structures) != 1:
+        raise AtomtuneError(
+            f"a LAMMPS data file holds one structure and {len(structures)} were read: write them to .extxyz, or read "
+            "one file at a time."
+        )
+    (atoms,) = structures
+    elements = list(dict.fromkeys(atoms.get_chemical_symbols()))
+    write(Path(path), atoms, format="lammps-data", specorder=elements, masses=True, units="metal", atom_style="atomic")
+    return [
+        "atom types: " + ", ".join(f"{k + 1} = {symbol}" for k, symbol in enumerate(elements)),
+        f"pair_coeff * * <model file> {' '.join(elements)}",
+    ]
