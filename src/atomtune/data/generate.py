@@ -231,25 +231,12 @@ def slab(
 
     ``termination`` picks among the distinct terminations pymatgen finds. ``info["surface_area"]`` is in Å².
     """
-    from pymatgen.core.surface import SlabGenerator
-    from pymatgen.io.ase import AseAtomsAdaptor
-
     if layers < 1 or vacuum <= 0:
         raise AtomtuneError(f"a slab needs ≥ 1 layer and positive vacuum, got layers={layers}, vacuum={vacuum}.")
-    structure = AseAtomsAdaptor.get_structure(_plain(atoms))
-    structure = structure.to_conventional() if hasattr(structure, "to_conventional") else structure
-    generator = SlabGenerator(
-        structure, tuple(miller), min_slab_size=layers, min_vacuum_size=vacuum, in_unit_planes=True,
-        center_slab=True, primitive=True, lll_reduce=False, reorient_lattice=True,
-    )
-    slabs = generator.get_slabs()
-    if not slabs:
-        raise AtomtuneError(f"pymatgen found no slab for {tuple(miller)} of {atoms.get_chemical_formula()}.")
+    slabs = slab_terminations(_plain(atoms), tuple(miller), layers, vacuum, in_unit_planes=True)
     if termination >= len(slabs):
         raise AtomtuneError(f"Miller index {tuple(miller)} has {len(slabs)} termination(s); termination={termination}.")
-    chosen = slabs[termination].get_orthogonal_c_slab()
-    new = AseAtomsAdaptor.get_atoms(chosen)
-    new.pbc = True
+    new = slabs[termination][0]
     _trim_layers(new, layers)
     _set_vacuum(new, vacuum)
     new.info.clear()
@@ -260,6 +247,56 @@ def slab(
     )
 
 
+def slab_terminations(bulk: Atoms, miller: tuple[int, int, int], min_size: float, min_vacuum: float,
+                      in_unit_planes: bool = False, symprec: float = 0.01) -> list[tuple[Atoms, bool]]:
+    """Slabs of ``bulk`` with face (h, k, l) of its conventional standard cell, one per termination, as (atoms with c
+    normal to the surface, the slab centred in the vacuum, periodic in 3D; whether both faces are equivalent), by
+    pymatgen's SlabGenerator. ``min_size``: slab thickness in Å, or in planes with ``in_unit_planes``; ``min_vacuum``:
+    Å (or planes). Used by :func:`slab` and by the surface task.
+    """
+    from pymatgen.core.surface import SlabGenerator
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    if not any(miller):
+        raise AtomtuneError(f"Miller index {miller} is not a plane: give at least one non-zero index")
+    structure = AseAtomsAdaptor.get_structure(bulk)
+    conventional = SpacegroupAnalyzer(structure, symprec=symprec).get_conventional_standard_structure()
+    generator = SlabGenerator(conventional, tuple(miller), min_size, min_vacuum, in_unit_planes=in_unit_planes,
+                              center_slab=True, primitive=True)
+    slabs = generator.get_slabs()
+    if not slabs:
+        raise AtomtuneError(f"Miller index {tuple(miller)} gives no slab of {bulk.get_chemical_formula()}")
+    cut = []
+    for candidate in slabs:
+        atoms = AseAtomsAdaptor.get_atoms(candidate.get_orthogonal_c_slab())
+        atoms.pbc = True
+        cut.append((atoms, bool(candidate.is_symmetric())))
+    return cut
+
+
+def fcc111_fault_cell(element: str, lattice_constant: float, layers: int, fraction: float,
+                      in_plane_repeat: tuple[int, int] = (1, 1)) -> tuple[Atoms, float, float]:
+    """An fcc (111) stack of ``layers`` close-packed planes whose c vector is tilted by ``fraction`` of the Shockley
+    partial a/6<112>; returns (atoms, fault area Å², |partial Burgers vector| Å).
+
+    In ASE's fcc111 cell each layer sits (a1 + a2)/3 further along than the one below (ABC…), so shifting the image
+    above the boundary by this partial turns ABC|ABC into ABC|BCA (the opposite sign would stack the next layer right
+    on the last one, AA). One fault per periodic cell; 0.0 is the perfect crystal in the same cell.
+    """
+    from ase.build import fcc111
+
+    atoms = fcc111(element, size=(*in_plane_repeat, layers), a=lattice_constant, periodic=True)
+    atoms.info.clear()
+    cell = np.array(atoms.cell)
+    in_plane = cell[:2] / np.array(in_plane_repeat)[:, None]
+    partial = (in_plane[0] + in_plane[1]) / 3.0
+    cell[2] = cell[2] + fraction * partial
+    atoms.set_cell(cell, scale_atoms=False)
+    atoms.wrap()
+    return atoms, float(np.linalg.norm(np.cross(cell[0], cell[1]))), float(np.linalg.norm(partial))
+
+
 def stacking_fault(element: str, lattice_constant: float, layers: int = 6, fraction: float = 1.0) -> Atoms:
     """An fcc (111) stack of ``layers`` close-packed planes (one atom each) whose c vector is tilted by ``fraction`` of
     the Shockley partial a/6<112>: 1.0 is the intrinsic stacking fault, 0.0 the perfect crystal (same cell, for the
@@ -268,18 +305,9 @@ def stacking_fault(element: str, lattice_constant: float, layers: int = 6, fract
     The tilt puts one fault per periodic cell, so the fault energy is (E_fault − E_perfect) / ``info["fault_area"]``
     (Å²). ``layers`` should be a multiple of 3 so the perfect stack is ABC-periodic.
     """
-    from ase.build import fcc111
-
     if layers < 3 or layers % 3:
         raise AtomtuneError(f"stacking-fault cells need a multiple of 3 (111) layers for ABC stacking, got {layers}.")
-    atoms = fcc111(element, size=(1, 1, layers), a=lattice_constant, periodic=True)
-    atoms.info.clear()
-    cell = np.array(atoms.cell)
-    partial = (cell[0] + cell[1]) / 3.0  # a/6<112>: from an A site to the next B site in the (111) plane
-    cell[2] = cell[2] + fraction * partial
-    atoms.set_cell(cell, scale_atoms=False)
-    atoms.wrap()
-    area = float(np.linalg.norm(np.cross(cell[0], cell[1])))
+    atoms, area, _ = fcc111_fault_cell(element, lattice_constant, layers, fraction)
     return _record(
         atoms, None, "stacking_fault", element=element, lattice_constant=float(lattice_constant), layers=int(layers),
         fraction=float(fraction), fault_area=area, fault="intrinsic" if fraction == 1.0 else "generalised",

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import spglib
 from ase import Atoms
-from ase.build import fcc111
 from ase.constraints import FixCartesian
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS
 
+from atomtune.data.generate import fcc111_fault_cell
 from atomtune.exceptions import AtomtuneError
 from atomtune.tasks import as_calculator, run_each
 from atomtune.tasks.bulk_reference import periodic_bulk, relaxed_bulk
@@ -88,20 +88,12 @@ def _stacking_fault(bulk: Atoms, label: str, calculator, settings: Settings) -> 
     if settings.relax_bulk:
         bulk = relaxed_bulk(bulk, label, calculator, settings.fmax, settings.max_steps)
     lattice_constant = float((4.0 * bulk.get_volume() / len(bulk)) ** (1.0 / 3.0))
-    perfect = fcc111(element, (*settings.in_plane_repeat, settings.layers), a=lattice_constant, periodic=True)
-    # in ASE's fcc111 cell each layer sits (a1 + a2)/3 further along than the one below (ABC…), so shifting the image
-    # above the boundary by this partial Burgers vector turns ABC|ABC into ABC|BCA; the opposite sign would put the next
-    # layer right on top of the last one (AA stacking)
-    in_plane = np.asarray(perfect.cell[:2]) / np.array(settings.in_plane_repeat)[:, None]
-    partial_burgers = (in_plane[0] + in_plane[1]) / 3.0
-    area = float(np.linalg.norm(np.cross(perfect.cell[0], perfect.cell[1])))
+    repeat = tuple(settings.in_plane_repeat)
+    perfect, area, partial_burgers = fcc111_fault_cell(element, lattice_constant, settings.layers, 0.0, repeat)
 
     energies, steps, converged = [], [], True
     for fraction in settings.fractions:
-        faulted = perfect.copy()
-        cell = np.array(faulted.cell[:])
-        cell[2] += fraction * partial_burgers
-        faulted.set_cell(cell, scale_atoms=False)
+        faulted, _, _ = fcc111_fault_cell(element, lattice_constant, settings.layers, fraction, repeat)
         faulted.calc = calculator
         used = 0
         if settings.relax:
@@ -127,7 +119,7 @@ def _stacking_fault(bulk: Atoms, label: str, calculator, settings: Settings) -> 
         "lattice_constant": lattice_constant,
         "fault_area": area,
         "layers": settings.layers,
-        "partial_burgers_vector": float(np.linalg.norm(partial_burgers)),
+        "partial_burgers_vector": partial_burgers,
         "fractions": fractions,
         "gsfe_mj_per_m2": gsfe_j_per_m2 * 1000.0,
         "relaxation_steps": steps,

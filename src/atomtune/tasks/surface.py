@@ -22,7 +22,7 @@ from ase import Atoms, units
 from ase.constraints import FixAtoms
 from ase.geometry import get_layers
 
-from atomtune.exceptions import AtomtuneError
+from atomtune.data.generate import slab_terminations
 from atomtune.tasks import as_calculator, error_message, run_each
 from atomtune.tasks.bulk_reference import starting_bulk
 from atomtune.tasks.comparison import compare_properties, plot_properties
@@ -93,7 +93,8 @@ def _surfaces(bulk: Atoms, label: str, calculator, settings: Settings) -> list[d
         miller = tuple(int(index) for index in miller)
         miller_id = f"{label}:({','.join(map(str, miller))})"
         try:
-            slabs = cut_slabs(bulk, miller, settings.min_slab_thickness, settings.min_vacuum, settings.symprec)
+            slabs = slab_terminations(bulk, miller, settings.min_slab_thickness, settings.min_vacuum,
+                                      symprec=settings.symprec)
         except Exception as error:  # a bad index fails alone; the other surfaces still run
             record = {"id": miller_id, "structure": label, "miller_index": list(miller), "error": error_message(error)}
             records.append(record)
@@ -113,34 +114,6 @@ def _surfaces(bulk: Atoms, label: str, calculator, settings: Settings) -> list[d
                 record["error"] = error_message(error)
             records.append(record)
     return records
-
-
-def cut_slabs(
-    bulk: Atoms, miller: tuple[int, int, int], min_thickness: float, min_vacuum: float, symprec: float = 0.01
-) -> list[tuple[Atoms, bool]]:
-    """Slabs of ``bulk`` with face (h, k, l) of its conventional standard cell, one per termination, as
-    (atoms with c normal to the surface and the slab centred in the vacuum, whether both faces are equivalent).
-
-    Raises :class:`AtomtuneError` for an index that gives no slab (e.g. (0, 0, 0)).
-    """
-    from pymatgen.core.surface import SlabGenerator
-    from pymatgen.io.ase import AseAtomsAdaptor
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    if not any(miller):
-        raise AtomtuneError(f"Miller index {miller} is not a plane: give at least one non-zero index")
-    structure = AseAtomsAdaptor.get_structure(bulk)
-    conventional = SpacegroupAnalyzer(structure, symprec=symprec).get_conventional_standard_structure()
-    generator = SlabGenerator(conventional, miller, min_thickness, min_vacuum, center_slab=True, primitive=True)
-    slabs = generator.get_slabs()
-    if not slabs:
-        raise AtomtuneError(f"Miller index {miller} gives no slab of {bulk.get_chemical_formula()}")
-    cut = []
-    for slab in slabs:
-        atoms = AseAtomsAdaptor.get_atoms(slab.get_orthogonal_c_slab())
-        atoms.pbc = True
-        cut.append((atoms, bool(slab.is_symmetric())))
-    return cut
 
 
 def _surface_energy(slab: Atoms, calculator, energy_per_atom_bulk: float, settings: Settings) -> dict:
