@@ -47,9 +47,7 @@ def prepare(directory: Path) -> dict:
         "budget_labels": 6,
         "max_iterations": 3,
         "committee_size": 2,
-        "epochs": 2,
-        "learning_rate": 2e-2,
-        "batch_size": 4,
+        "finetune": {"epochs": 2, "learning_rate": 2e-2, "batch_size": 4},
         "valid_fraction": 0.34,
         "seed": 0,
     }

@@ -164,3 +164,16 @@ def test_loop_end_to_end_on_emt_resumes_after_sigkill_without_relabelling(tmp_pa
     assert (out / "report.html").stat().st_size > 10_000
     assert (out / "al_progress.png").exists() and (out / "al_md_stability.png").exists()
     assert result["final_check"]["md_runs"]
+
+
+def test_cli_refuses_a_bad_exploration_file_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from atomtune.cli import app
+
+    (tmp_path / "explore.yaml").write_text("explorers:\n  - {kind: md, stepz: 3}\n")
+    result = CliRunner().invoke(app, ["learn", "--model", "chgnet-0.3.0", "--start", str(tmp_path / "s.extxyz"),
+                                      "--explore", str(tmp_path / "explore.yaml"), "--out", str(tmp_path / "al")])
+    assert isinstance(result.exception, ExploreFileError)
+    assert "explore.yaml:2: unknown key 'stepz'" in str(result.exception)
+    assert not (tmp_path / "al").exists()

@@ -108,3 +108,19 @@ def test_errors_task_reports_calibration_for_a_committee(split):
     single = errors.metrics(errors.run(valid, committee.members[0], progress=False))
     assert not any(key.startswith("uncertainty_") for key in single)
     assert isinstance(committee, CommitteePotential)
+
+
+def test_finetune_committee_hook_takes_the_finetune_spec(split, tmp_path):
+    from atomtune.finetune.spec import FinetuneSpec
+    from atomtune.uncertainty import finetune_committee
+
+    train, valid = split
+    _base().save(tmp_path / "toy-model")
+    spec = FinetuneSpec(strategy="freeze", freeze_depth=1, epochs=1, learning_rate=2e-2, seed=3)
+    result = finetune_committee(spec, str(tmp_path / "toy-model"), train, valid, tmp_path / "c", size=2,
+                                kind="full", progress=False, log=lambda *_: None)
+    assert result.metrics["committee"] == {"size": 2, "kind": "full", "bootstrap": True, "seed": 3}
+    assert {"zero_shot", "final", "epochs_run", "best_epoch"} <= set(result.metrics)
+    assert isinstance(registry.load_potential(str(tmp_path / "c")), CommitteePotential)
+    with pytest.raises(CommitteeError, match="K ≥ 2"):
+        finetune_committee(spec, str(tmp_path / "toy-model"), train, valid, None, size=1)

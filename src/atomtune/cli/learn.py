@@ -23,6 +23,8 @@ Examples:
 
   atomtune learn --model sevennet-0 --start start.extxyz --explore explore.yaml --calculator emt --test test.extxyz --committee 4 --committee-kind shallow --epochs 10 --out al/
 
+Defaults of --strategy / --epochs / --lr / --batch-size are atomtune finetune's.
+
 explore.yaml:
 
   explorers:
@@ -48,12 +50,12 @@ def register(app: typer.Typer) -> None:
         wall_time: float = typer.Option(None, "--wall-time", help="No new iteration after this many seconds."),
         committee: int = typer.Option(4, "--committee", help="Committee members K (≥ 2)."),
         committee_kind: str = typer.Option("full", "--committee-kind", help="full | shallow (one trunk, K heads)."),
-        strategy: str = typer.Option("full", "--strategy", help="What trains in each member: full | freeze | lora."),
-        freeze_depth: int = typer.Option(2, "--freeze-depth", help="Blocks that train under --strategy freeze."),
-        lora_rank: int = typer.Option(8, "--lora-rank", help="LoRA rank under --strategy lora."),
-        epochs: int = typer.Option(20, "--epochs", help="Epochs of each (re)training."),
-        learning_rate: float = typer.Option(1e-3, "--learning-rate", "--lr", help="AdamW learning rate."),
-        batch_size: int = typer.Option(4, "--batch-size", help="Structures per optimiser step."),
+        strategy: str = typer.Option(None, "--strategy", help="What trains in each member: full | freeze | lora."),
+        freeze_depth: str = typer.Option(None, "--freeze-depth", help="Blocks that train under --strategy freeze."),
+        lora_rank: int = typer.Option(None, "--lora-rank", help="LoRA rank under --strategy lora."),
+        epochs: int = typer.Option(None, "--epochs", help="Epochs of each (re)training."),
+        learning_rate: float = typer.Option(None, "--learning-rate", "--lr", help="AdamW learning rate."),
+        batch_size: int = typer.Option(None, "--batch-size", help="Structures per optimiser step."),
         valid_fraction: float = typer.Option(0.2, "--valid-fraction", help="Share kept for validation / calibration."),
         workers: int = typer.Option(1, "--workers", help="Labelling processes (local Dask cluster)."),
         final_check: bool = typer.Option(True, "--final-check/--no-final-check", help="Explore once more at the end."),
@@ -74,12 +76,15 @@ def register(app: typer.Typer) -> None:
             calculator_kwargs = json.loads(kwargs or "{}")
         except json.JSONDecodeError as error:
             raise AtomtuneError(f"--kwargs is not valid JSON ({error}): {kwargs!r}") from None
+        # Only what was given on the command line; FinetuneSpec owns the defaults (the same as `atomtune finetune`).
+        given = {"strategy": strategy, "freeze_depth": freeze_depth, "lora_rank": lora_rank, "epochs": epochs,
+                 "learning_rate": learning_rate, "batch_size": batch_size}
+        finetune = {name: value for name, value in given.items() if value is not None}
         spec = LearnSpec.build(
             model=model, start=str(start), explore=ExploreSpec.read(explore), calculator=calculator,
             calculator_kwargs=calculator_kwargs, test=str(test) if test else None, budget_labels=budget_labels,
             max_iterations=max_iterations, wall_time_s=wall_time, committee_size=committee,
-            committee_kind=committee_kind, strategy=strategy, freeze_depth=freeze_depth, lora_rank=lora_rank,
-            epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, valid_fraction=valid_fraction,
+            committee_kind=committee_kind, finetune=finetune, valid_fraction=valid_fraction,
             label_workers=workers, final_check=final_check, seed=seed, device=device,
         )
         console = Console()

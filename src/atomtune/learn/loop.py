@@ -240,21 +240,24 @@ class ActiveLearning:
         return list(data), failures
 
     def _train(self, base, train, valid, directory: Path, previous, iteration: int):
-        from atomtune.finetune import Freeze, Full, LoRA, TrainingSettings
+        from dataclasses import replace
+
         from atomtune.uncertainty.train import CommitteeSpec, train_committee
 
         spec = self.spec
-        strategy = {"full": Full(), "freeze": Freeze(spec.freeze_depth), "lora": LoRA(spec.lora_rank, 2.0 * spec.lora_rank,
-                                                                                       seed=spec.seed)}[spec.strategy]
-        settings = TrainingSettings(epochs=spec.epochs, learning_rate=spec.learning_rate, batch_size=spec.batch_size,
-                                    seed=spec.seed, progress=False, drop_missing_stress=True,
-                                    # A member restored to its starting weights (epoch 0 "best" on a tiny validation
-                                    # set) duplicates the committee it started from and collapses the spread.
-                                    restore_best=False)
+        finetune = spec.finetune.model_copy(update={"seed": spec.seed})
+        replay = list(Dataset.read(finetune.replay_data)) if finetune.replay_data else None
+        has_stress = all(labels.stress is not None for labels in Dataset(list(train)).labels())
+        settings = replace(
+            finetune.training_settings(base.backbone, has_stress, progress=False),
+            # A member restored to its starting weights (epoch 0 "best" on a tiny validation set) duplicates the
+            # committee it started from and collapses the spread: members keep their last epoch.
+            restore_best=False,
+        )
         committee_spec = CommitteeSpec(size=spec.committee_size, kind=spec.committee_kind,
                                        seed=spec.seed + 1000 * iteration)
-        result = train_committee(base, train, valid, committee_spec, settings, strategy, out=directory, resume=True,
-                                 model_spec=spec.model, continue_from=previous)
+        result = train_committee(base, train, valid, committee_spec, settings, finetune.strategy_object(replay),
+                                 out=directory, resume=True, model_spec=spec.model, continue_from=previous)
         return result.potential
 
     def _evaluate(self, record: IterationRecord, committee, valid, test) -> None:
@@ -262,10 +265,11 @@ class ActiveLearning:
         from atomtune.finetune.metrics import errors
         from atomtune.uncertainty import calibration
 
-        record.valid_errors = errors(committee, FeaturizedSet.build("valid", valid, committee), self.spec.batch_size)
+        batch_size = self.spec.finetune.batch_size
+        record.valid_errors = errors(committee, FeaturizedSet.build("valid", valid, committee), batch_size)
         record.calibration = {q: _brief(r) for q, r in calibration.evaluate(committee, valid).items()}
         if test:
-            record.test_errors = errors(committee, FeaturizedSet.build("test", test, committee), self.spec.batch_size)
+            record.test_errors = errors(committee, FeaturizedSet.build("test", test, committee), batch_size)
             record.test_calibration = {q: _brief(r) for q, r in calibration.evaluate(committee, test).items()}
 
     def _final_check(self, out: Path, committee, structures, last_iteration: int, progress: bool) -> dict:

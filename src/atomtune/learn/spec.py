@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from atomtune.exceptions import AtomtuneError
+from atomtune.finetune.spec import FinetuneSpec
 
 
 class ExploreFileError(AtomtuneError):
@@ -127,8 +128,9 @@ class LearnSpec(Strict):
     ``calculator`` / ``calculator_kwargs``: the labeller (``gpaw``, ``emt``, ``module:Class``), through the cached
     labeller of :mod:`atomtune.data.label`. ``budget_labels``: new labels in all (failed labels count: they cost
     the calculator's time). ``max_iterations``; ``wall_time_s``: no new iteration starts after this (None: no limit).
-    ``committee_size`` / ``committee_kind``; ``strategy`` (full | freeze | lora) and ``epochs``, ``learning_rate``,
-    ``batch_size`` of each (re)training; ``valid_fraction``: share of the start set and of each iteration's new labels
+    ``committee_size`` / ``committee_kind``; ``finetune``: each member's (re)training, the same
+    :class:`~atomtune.finetune.spec.FinetuneSpec` as ``atomtune finetune`` (its seed is replaced by ``seed``; members
+    keep their last epoch's weights, see :mod:`atomtune.learn.loop`); ``valid_fraction``: share of the start set and of each iteration's new labels
     kept for validation and calibration; ``seed``: everything random (MD, bootstrap, selection) derives from it.
     """
 
@@ -143,12 +145,7 @@ class LearnSpec(Strict):
     wall_time_s: float | None = Field(default=None, gt=0)
     committee_size: int = 4
     committee_kind: Literal["full", "shallow"] = "full"
-    strategy: Literal["full", "freeze", "lora"] = "full"
-    freeze_depth: int = 2
-    lora_rank: int = 8
-    epochs: int = Field(default=20, gt=0)
-    learning_rate: float = Field(default=1e-3, gt=0, le=1)
-    batch_size: int = Field(default=4, gt=0)
+    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
     valid_fraction: float = Field(default=0.2, gt=0, lt=1)
     label_workers: int = Field(default=1, gt=0)
     final_check: bool = True
@@ -166,6 +163,9 @@ class LearnSpec(Strict):
 
     @model_validator(mode="after")
     def _budgets(self) -> LearnSpec:
+        if self.finetune.strategy == "mace-multihead":
+            raise ValueError("finetune.strategy mace-multihead runs mace_run_train, not a committee member's loop; "
+                             "use full, freeze, lora or replay")
         if self.committee_size < 2:
             raise ValueError(f"committee_size {self.committee_size}: a committee needs K ≥ 2 members")
         per_iteration = self.explore.selection.per_iteration

@@ -159,26 +159,40 @@ def train_committee(
 
 
 def finetune_committee(
+    spec,
     model: str,
     train: Sequence[Atoms],
     valid: Sequence[Atoms],
-    strategy: Strategy,
-    settings: TrainingSettings,
+    out: str | Path | None,
     size: int,
     kind: str = "full",
-    out: str | Path | None = None,
-    resume: bool = False,
     device: str = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+    trust: bool = False,
+    log=print,
 ) -> FitResult:
-    """What ``atomtune finetune --committee K --committee-kind full|shallow`` runs: load ``model`` (a name, file or
-    directory) and :func:`train_committee` with ``settings.seed`` as the committee's seed. Returns a FitResult whose
-    ``metrics`` has the keys the single-model CLI prints (``zero_shot``, ``final``, ``epochs_run``, ``best_epoch``)."""
+    """What ``atomtune finetune --committee K --committee-kind full|shallow`` runs: the committee version of
+    :meth:`atomtune.finetune.spec.FinetuneSpec.fit`. ``spec`` (a FinetuneSpec) gives each member's strategy and
+    training settings; its seed is the committee's seed (member k: seed + k). Returns a FitResult whose ``metrics`` has
+    the keys the single-model CLI prints (``zero_shot``, ``final``, ``epochs_run``, ``best_epoch``) plus ``members``
+    and ``calibration``."""
+    from atomtune.data.dataset import Dataset
     from atomtune.models.registry import load_potential
 
-    spec = CommitteeSpec(size=size, kind=kind, seed=settings.seed)
-    spec.check()  # before the (slow) model load
-    base = load_potential(model, device=device, dtype=settings.dtype or "float32")
-    return train_committee(base, train, valid, spec, settings, strategy, out=out, resume=resume, model_spec=model)
+    committee_spec = CommitteeSpec(size=size, kind=kind, seed=spec.seed)
+    committee_spec.check()  # before the (slow) model load
+    if spec.strategy == "mace-multihead":
+        raise CommitteeError("--committee runs atomtune's own fine-tuning loop per member; mace-multihead runs "
+                             "mace_run_train instead. Use --strategy full / freeze / lora / replay.")
+    replay = list(Dataset.read(spec.replay_data)) if spec.replay_data else None
+    strategy = spec.strategy_object(replay)
+    base = load_potential(model, device=device, dtype=spec.dtype, trust=trust)
+    has_stress = all(labels.stress is not None for labels in Dataset(list(train)).labels())
+    settings = spec.training_settings(base.backbone, has_stress, progress)
+    log(f"fine-tuning a {kind} committee of {size} from {base.name} with {strategy!r}")
+    return train_committee(base, train, valid, committee_spec, settings, strategy, out=out, resume=resume,
+                           model_spec=model)
 
 
 def bootstrap(structures: Sequence[Atoms], seed: int) -> list[Atoms]:
