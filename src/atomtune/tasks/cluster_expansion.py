@@ -26,7 +26,7 @@ default Ni–Al on every site):
 Records: one per enumerated structure (``mixing_energy_per_atom`` eV/atom, ``predicted_mixing_energy_per_atom``,
 distances to both hulls in meV/atom, ``space_group`` of the ideal decoration, so L1₂ Ni₃Al is ``Ni3Al`` ``Pm-3m``) and one
 ``expansion`` record per input structure with the ECIs, the CV error, the ground states, the cost of each step and the
-expansion itself as plain data (:func:`expansion_from_record` rebuilds it; icet's own files are pickles, so they are
+expansion itself as plain data (:func:`expansion_from_dict` rebuilds it; icet's own files are pickles, so they are
 not used).
 """
 
@@ -96,8 +96,8 @@ class ExpansionRecord:
     """The fitted expansion of one input structure, with everything needed to judge and rebuild it.
 
     Energies in eV/atom, errors in meV/atom, times in seconds. ``expansion``: plain data for
-    :func:`expansion_from_record` (primitive cell, species per site, cutoffs Å, ECIs in eV/atom per orbit as icet
-    orders them). ``candidates``: CV RMSE of every cutoff set tried. ``ground_states`` / ``reference_ground_states``:
+    :func:`expansion_from_dict` (primitive cell, species per site, cutoffs Å, icet's parameters in eV/atom per orbit).
+    ``ecis``: per orbit its order, radius (Å), multiplicity, parameter and ECI (parameter / multiplicity), eV/atom. ``candidates``: CV RMSE of every cutoff set tried. ``ground_states`` / ``reference_ground_states``:
     the vertices of the expansion's / the calculator's hull (id, formula, space group, x, mixing energy);
     ``hull_matches_reference``: both hulls have their vertices at the same concentrations;
     ``hull_energy_rmse_mev_per_atom``: RMS difference of the two hulls over the enumerated concentrations."""
@@ -413,9 +413,12 @@ def _fit(primitive: Atoms, per_site, decorations, mixing_energies, settings: Set
     expansion = ClusterExpansion(space, parameters)
     train_rmse = float(np.sqrt(np.mean((matrix @ parameters - mixing_energies) ** 2)))
     orbits = space.as_list
+    # icet's parameters multiply the orbit-averaged cluster functions, so they include the orbit's multiplicity; the
+    # ECI in the textbook sense is the parameter divided by it.
     ecis = [
         {"index": k, "order": int(orbit["order"]), "radius": float(orbit["radius"]),
-         "multiplicity": int(orbit["multiplicity"]), "eci": float(value)}
+         "multiplicity": int(orbit["multiplicity"]), "parameter": float(value),
+         "eci": float(value) / max(1, int(orbit["multiplicity"]))}
         for k, (orbit, value) in enumerate(zip(orbits, parameters))
     ]
     return {"expansion": expansion, "cutoffs": cutoffs, "cv_rmse": cv_rmse, "train_rmse": train_rmse,
