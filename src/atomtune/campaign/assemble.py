@@ -6,6 +6,7 @@ import os
 
 from atomtune import __version__
 from atomtune.campaign.config import Campaign
+from atomtune.campaign.records import CompareRecord, ErrorsRecord, FinetuneRecord, ScanRecord
 
 
 def assemble(campaign: Campaign, steps: list, models: dict[str, dict], results: dict[str, dict]) -> dict:
@@ -55,18 +56,17 @@ def assemble(campaign: Campaign, steps: list, models: dict[str, dict], results: 
             })
             continue
         if step.kind == "errors":
-            summary["errors"][result["label"]] = result["metrics"]
-            if result.get("plot"):
-                summary["error_plots"][result["label"]] = result["plot"]
+            errors = ErrorsRecord.from_dict(result)
+            summary["errors"][errors.label] = errors.metrics
+            if errors.plot:
+                summary["error_plots"][errors.label] = errors.plot
         elif step.kind == "finetune":
-            summary["finetune"][step.label] = {k: v for k, v in result.items() if k != "model_dir"}
+            summary["finetune"][step.label] = {k: v for k, v in FinetuneRecord.from_dict(result).to_dict().items()
+                                               if k != "model_dir"}
         elif step.kind == "scan":
-            summary["scans"][step.label] = result
+            summary["scans"][step.label] = ScanRecord.from_dict(result).to_dict()
         elif step.kind == "compare":
-            summary["tasks"][step.label] = {
-                "rows": result["rows"],
-                "plots": result["plots"],
-                "reference": result.get("reference"),
-                "missing": result.get("missing", []),
-            }
+            compared = CompareRecord.from_dict(result)
+            summary["tasks"][step.label] = {"rows": compared.rows, "plots": compared.plots,
+                                            "reference": compared.reference, "missing": compared.missing}
     return summary

@@ -1,4 +1,5 @@
-"""The work of each campaign step, as plain functions ``step(directory, inputs, **settings) -> dict``.
+"""The work of each campaign step, as plain functions ``step(directory, inputs, **settings) -> dict`` (a record of
+:mod:`atomtune.campaign.records` as JSON).
 
 Run on Dask workers by :mod:`atomtune.campaign.runner`. ``directory`` is the step's own cache folder (outputs and
 resumable work in progress go there), ``inputs`` the results of the steps it depends on, keyed by step name. Every result
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from atomtune.campaign.records import CompareRecord, ErrorsRecord, FinetuneRecord, ScanRecord, TaskRecord
 from atomtune.exceptions import AtomtuneError
 from atomtune.files import atomic_write_json
 
@@ -119,21 +121,21 @@ def finetune_model(directory: Path, inputs: dict, spec: dict, model: str, device
     parameters = metrics.get("parameters", {})
     final_valid = metrics.get("final", {}).get("valid", {})
     potential = result.potential
-    return {
-        "model_dir": str(out),
-        "strategy": finetune_spec.strategy,
-        "settings": (getattr(result, "record", None) or {}).get("strategy", {"strategy": finetune_spec.strategy}),
-        "epochs": metrics.get("epochs_run"),
-        "best_epoch": metrics.get("best_epoch"),
-        "trainable_parameters": parameters.get("trainable"),
-        "total_parameters": parameters.get("total"),
-        "seconds_per_epoch": metrics.get("seconds_per_epoch"),
-        "e0_shift_ev": potential.get_element_energy_shift() if potential is not None else {},
-        "valid_metrics": _with_mev_forces(final_valid),
-        "zero_shot_valid_metrics": _with_mev_forces(metrics.get("zero_shot", {}).get("valid", {})),
-        "history": metrics.get("history", []),
-        "learning_curve_png": str(out / "learning_curve.png") if (out / "learning_curve.png").exists() else None,
-    }
+    return FinetuneRecord(
+        model_dir=str(out),
+        strategy=finetune_spec.strategy,
+        settings=(getattr(result, "record", None) or {}).get("strategy", {"strategy": finetune_spec.strategy}),
+        epochs=metrics.get("epochs_run"),
+        best_epoch=metrics.get("best_epoch"),
+        trainable_parameters=parameters.get("trainable"),
+        total_parameters=parameters.get("total"),
+        seconds_per_epoch=metrics.get("seconds_per_epoch"),
+        e0_shift_ev=potential.get_element_energy_shift() if potential is not None else {},
+        valid_metrics=_with_mev_forces(final_valid),
+        zero_shot_valid_metrics=_with_mev_forces(metrics.get("zero_shot", {}).get("valid", {})),
+        history=metrics.get("history", []),
+        learning_curve_png=str(out / "learning_curve.png") if (out / "learning_curve.png").exists() else None,
+    ).to_dict()
 
 
 def _with_mev_forces(metrics: dict) -> dict:
@@ -150,8 +152,8 @@ def _model_spec(model: str | None, inputs: dict) -> str:
     if model:
         return model
     for result in inputs.values():
-        if "model_dir" in result:
-            return result["model_dir"]
+        if "model_dir" in result:  # the one FinetuneRecord among the inputs (the split is the other)
+            return FinetuneRecord.from_dict(result).model_dir
     raise AtomtuneError("no model to evaluate: the fine-tuning step produced no model directory.")
 
 
@@ -168,7 +170,7 @@ def evaluate_errors(directory: Path, inputs: dict, model: str | None, label: str
     atomic_write_json(directory / "records.json", records, indent=None)
     metrics = errors.metrics(records, align_e0=True)
     plots = errors.plot({label: records}, directory)
-    return {"label": label, "metrics": metrics, "plot": str(plots[0]) if plots else None}
+    return ErrorsRecord(label=label, metrics=metrics, plot=str(plots[0]) if plots else None).to_dict()
 
 
 def run_task(
@@ -200,7 +202,7 @@ def run_task(
         target = load_potential(_model_spec(model, inputs), device=device, trust=trust)
     records = task_run.run(data, target, progress=False)
     atomic_write_json(directory / "records.json", records, indent=None)
-    return {"label": label, "records": records}
+    return TaskRecord(label=label, records=records).to_dict()
 
 
 def compare_task(
@@ -216,8 +218,8 @@ def compare_task(
 
     module = load_task(task)
     results = {}
-    for result in inputs.values():
-        results[result["label"]] = result["records"]
+    for result in map(TaskRecord.from_dict, inputs.values()):
+        results[result.label] = result.records
     if reference_results:
         shipped = json.loads(Path(reference_results["path"]).read_text())
         if task in shipped and reference and reference not in results:
@@ -226,7 +228,7 @@ def compare_task(
     rows = module.compare(results, reference=present_reference)
     plots = [str(p) for p in module.plot(results, directory)]
     missing = [label for label in labels if label not in results]
-    return {"task": task, "rows": rows, "plots": plots, "reference": present_reference, "missing": missing}
+    return CompareRecord(task=task, rows=rows, plots=plots, reference=present_reference, missing=missing).to_dict()
 
 
 def summarise_scan(directory: Path, inputs: dict, parameter: str, labels: list[str], values: list) -> dict:
@@ -252,4 +254,4 @@ def summarise_scan(directory: Path, inputs: dict, parameter: str, labels: list[s
     plot = directory / "scan.png"
     figure.savefig(plot, dpi=110)
     plt.close(figure)
-    return {"parameter": parameter, "rows": rows, "plot": str(plot)}
+    return ScanRecord(parameter=parameter, rows=rows, plot=str(plot)).to_dict()
