@@ -10,6 +10,7 @@ convention of fitting codes and the default when writing).
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import full_3x3_to_voigt_6_stress
+from ase.units import GPa
 
 from atomtune.exceptions import DatasetError
 
@@ -28,6 +30,20 @@ STRESS_KEYS = ("REF_stress", "stress", "DFT_stress", "dft_stress")
 
 #: Atoms closer than this (Å) are almost certainly a broken structure (overlapping sites, wrong units).
 MIN_DISTANCE = 0.5
+
+#: Stress labels above this (GPa, largest |component|) are refused on read unless ``max_stress_gpa`` says otherwise.
+#: DFT training sets (MPtrj, Alexandria, OMat24's rattled and AIMD frames) stay within a few hundred GPa; a file holding
+#: VASP's kBar (or GPa) numbers under an eV/Å³ key is 1602× (160×) too large, so a 1 GPa stress reads as 1602 GPa.
+MAX_STRESS_GPA = 1000.0
+#: Stress labels above this (GPa) are named in a warning: possible under strong compression, but more often a unit slip.
+STRESS_WARNING_GPA = 200.0
+#: How far a 3×3 stress may be from symmetric: this fraction of its largest component, or this many eV/Å³ (0.16 MPa),
+#: whichever is larger (DFT stresses are symmetric to rounding; an asymmetric one is a wrong layout or a wrong key).
+STRESS_ASYMMETRY_RELATIVE = 1e-3
+STRESS_ASYMMETRY_ABSOLUTE = 1e-6
+#: Periodic cell vectors whose normalised volume (volume over the product of their lengths: 1 for orthogonal vectors,
+#: the sine of the angle between two) is below this are linearly dependent: the cell is singular.
+MIN_NORMALISED_CELL_VOLUME = 1e-6
 
 
 @dataclass(frozen=True)
@@ -57,17 +73,49 @@ def labels_of(atoms: Atoms) -> Labels:
 
 
 def attach_labels(atoms: Atoms, energy=None, forces=None, stress=None) -> Atoms:
-    """Attach reference labels (eV, eV/Å, eV/Å³ ASE sign) to ``atoms`` in place and return it."""
+    """Attach reference labels (eV, eV/Å, eV/Å³ ASE sign) to ``atoms`` in place and return it.
+
+    ``stress``: Voigt 6-vector, 3×3 matrix or 9 numbers (a flattened 3×3, as extxyz files often store it); see
+    :func:`voigt_stress`.
+    """
     results = {}
     if energy is not None:
         results["energy"] = float(energy)
     if forces is not None:
         results["forces"] = np.asarray(forces, dtype=float)
     if stress is not None:
-        stress = np.asarray(stress, dtype=float)
-        results["stress"] = full_3x3_to_voigt_6_stress(stress) if stress.shape == (3, 3) else stress
+        where = f"structure {atoms.info.get('id', '?')} ({atoms.get_chemical_formula()})"
+        results["stress"] = voigt_stress(stress, where)
     atoms.calc = SinglePointCalculator(atoms, **results)
     return atoms
+
+
+def voigt_stress(stress, where: str = "stress") -> np.ndarray:
+    """A stress label as ASE's Voigt 6-vector (xx, yy, zz, yz, xz, xy), units unchanged.
+
+    Accepts 6 numbers (Voigt), a 3×3 matrix or 9 numbers (a 3×3 flattened row by row, e.g. extxyz ``REF_stress`` written
+    by fitting codes). A 3×3 must be symmetric (see :data:`STRESS_ASYMMETRY_RELATIVE`): otherwise the numbers are not a
+    stress in this layout and averaging σ_ij with σ_ji would hide that. Other shapes raise :class:`DatasetError` naming
+    ``where``.
+    """
+    stress = np.asarray(stress, dtype=float)
+    if stress.shape == (6,):
+        return stress
+    if stress.shape not in ((9,), (3, 3)):
+        raise DatasetError(
+            f"{where}: stress has {stress.size} numbers (shape {stress.shape}); expected 6 (Voigt xx yy zz yz xz xy), "
+            f"a 3×3 matrix or 9 numbers (a flattened 3×3). Check the stress key and its layout in the file."
+        )
+    full = stress.reshape(3, 3)
+    asymmetry = float(np.abs(full - full.T).max())
+    tolerance = max(STRESS_ASYMMETRY_ABSOLUTE, STRESS_ASYMMETRY_RELATIVE * float(np.abs(full).max()))
+    if asymmetry > tolerance:  # NaN passes here and is reported by Dataset.validate
+        raise DatasetError(
+            f"{where}: the 3×3 stress {full.tolist()} is not symmetric (|σ_ij − σ_ji| up to {asymmetry:.3g}, tolerance "
+            f"{tolerance:.3g}). A stress tensor is symmetric: check that the key holds a stress (not a deformation "
+            f"gradient or virial per atom) and that its 9 numbers are the 3×3 row by row."
+        )
+    return full_3x3_to_voigt_6_stress(full)
 
 
 def structure_id(atoms: Atoms) -> str:
@@ -160,12 +208,16 @@ class Dataset(Sequence):
         index: str | int = ":",
         require: Sequence[str] = ("energy", "forces"),
         source: str | None = None,
+        max_stress_gpa: float | None = MAX_STRESS_GPA,
     ) -> Dataset:
         """Read an extxyz (``.xyz``/``.extxyz``) or ASE db (``.db``) file and validate it.
 
         ``*_key``: where the labels are stored in the file (info/arrays keys or the ASE calculator's results); ``None``
-        tries the common names (``REF_energy``, ``energy``, ``DFT_energy`` …). ``require``: labels every structure must
-        have (``"stress"`` may be added). Raises :class:`DatasetError` naming the file and structure index.
+        tries the common names (``REF_energy``, ``energy``, ``DFT_energy`` …). Stress may be stored as 6 (Voigt), 9 or
+        3×3 numbers in eV/Å³. ``require``: labels every structure must have (``"stress"`` may be added).
+        ``max_stress_gpa``: refuse stress labels above this (GPa; likely kBar stored as eV/Å³), None to accept any
+        (structures above :data:`STRESS_WARNING_GPA` are still named in a warning). Raises :class:`DatasetError`
+        naming the file and structure index.
         """
         path = Path(path)
         if not path.exists():
@@ -193,10 +245,12 @@ class Dataset(Sequence):
             clean.info.setdefault("id", f"{path.stem}-{i}")
             if source is not None or "source" not in clean.info:
                 clean.info["source"] = source or path.name
+            if stress is not None:
+                stress = voigt_stress(stress, f"{where} (id {clean.info['id']})")
             attach_labels(clean, energy, forces, stress)
             structures.append(clean)
         dataset = cls(structures, name=path.stem)
-        dataset.validate(require=require, where=str(path))
+        dataset.validate(require=require, where=str(path), max_stress_gpa=max_stress_gpa)
         return dataset
 
     def write(
@@ -246,18 +300,29 @@ class Dataset(Sequence):
         return path
 
     # -- checks ------------------------------------------------------------------------------------------------------
-    def validate(self, require: Sequence[str] = ("energy", "forces"), where: str | None = None) -> None:
-        """Raise :class:`DatasetError` on the first broken structure (missing labels, NaN/inf, wrong shapes,
-        atoms closer than 0.5 Å), naming the file and the structure index."""
+    def validate(
+        self,
+        require: Sequence[str] = ("energy", "forces"),
+        where: str | None = None,
+        max_stress_gpa: float | None = MAX_STRESS_GPA,
+    ) -> None:
+        """Raise :class:`DatasetError` on the first broken structure (missing labels, NaN/inf, wrong shapes, a
+        periodic direction without a cell vector or a singular cell, atoms closer than 0.5 Å), naming the file and the
+        structure index; and on stress labels above ``max_stress_gpa`` GPa (None: no limit), naming the structures and
+        the likely unit fix. Stresses above :data:`STRESS_WARNING_GPA` GPa are named in a warning."""
         where = where or (self.name or "dataset")
         if not self.structures:
             raise DatasetError(f"{where}: the dataset is empty.")
+        large_stress: list[tuple[int, str, float]] = []  # (index, id, largest |σ| in GPa)
         for i, atoms in enumerate(self.structures):
             label = f"{where}, structure {i} (id {atoms.info.get('id', i)}, {atoms.get_chemical_formula()})"
             if len(atoms) == 0:
                 raise DatasetError(f"{label}: has no atoms.")
             if not np.all(np.isfinite(atoms.positions)):
                 raise DatasetError(f"{label}: positions contain NaN or inf.")
+            problem = cell_problem(atoms)
+            if problem:
+                raise DatasetError(f"{label}: {problem}")
             lab = labels_of(atoms)
             for name in require:
                 if getattr(lab, name) is None:
@@ -279,12 +344,16 @@ class Dataset(Sequence):
                     raise DatasetError(f"{label}: stress has shape {lab.stress.shape}, expected (6,) or (3, 3).")
                 if not np.all(np.isfinite(lab.stress)):
                     raise DatasetError(f"{label}: stress contains NaN or inf. Remove this structure or fix its labels.")
+                largest = float(np.abs(lab.stress).max()) / GPa
+                if largest > STRESS_WARNING_GPA:
+                    large_stress.append((i, str(atoms.info.get("id", i)), largest))
             distance = closest_distance(atoms)
             if distance < MIN_DISTANCE:
                 raise DatasetError(
                     f"{label}: two atoms are {distance:.3f} Å apart (< {MIN_DISTANCE} Å). The structure is broken "
                     f"(overlapping sites or positions not in Å); remove or fix it."
                 )
+        _check_stress_magnitudes(large_stress, len(self.structures), where, max_stress_gpa)
 
     # -- splits ------------------------------------------------------------------------------------------------------
     def split(self, fractions: dict[str, float], by: str = "random", seed: int = 0) -> dict[str, Dataset]:
@@ -326,6 +395,64 @@ class Dataset(Sequence):
                 chosen.append(atoms)
             parts[name] = Dataset(chosen, name=f"{self.name}-{name}" if self.name else name)
         return parts
+
+
+def _check_stress_magnitudes(
+    large: list[tuple[int, str, float]], total: int, where: str, max_stress_gpa: float | None
+) -> None:
+    """Warn about stresses above :data:`STRESS_WARNING_GPA`; refuse those above ``max_stress_gpa`` (None: never)."""
+    if not large:
+        return
+    refused = [entry for entry in large if max_stress_gpa is not None and entry[2] > max_stress_gpa]
+    named = refused or large
+    worst = max(named, key=lambda entry: entry[2])
+    shown = ", ".join(f"{identifier} (structure {index}, {value:.3g} GPa)" for index, identifier, value in named[:5])
+    more = f" and {len(named) - 5} more" if len(named) > 5 else ""
+    fix = (
+        f"Stress labels must be eV/Å³ with ASE's sign. These look like kBar (VASP's unit: σ[eV/Å³] = σ[kBar] × "
+        f"{GPa / 10:.3g}, and negate VASP's sign) or GPa (σ[eV/Å³] = σ[GPa] × {GPa:.3g}) numbers stored as eV/Å³."
+    )
+    if refused:
+        raise DatasetError(
+            f"{where}: {len(refused)} of {total} structure(s) have stresses above {max_stress_gpa:g} GPa (largest "
+            f"{worst[2]:.3g} GPa): {shown}{more}. {fix} If these stresses are real, read with max_stress_gpa=None "
+            f"(or a larger bound)."
+        )
+    warnings.warn(
+        f"{where}: {len(large)} of {total} structure(s) have stresses above {STRESS_WARNING_GPA:g} GPa (largest "
+        f"{worst[2]:.3g} GPa): {shown}{more}. {fix} Ignore this if the structures really are that strained.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def cell_problem(atoms: Atoms) -> str | None:
+    """Why ``atoms``'s periodic cell is unusable (a periodic direction with a zero cell vector, or periodic cell
+    vectors that are linearly dependent), or None when it is fine. Non-periodic directions may have any vector."""
+    periodic = np.flatnonzero(atoms.pbc)
+    if not len(periodic):
+        return None
+    cell = np.asarray(atoms.cell[:], dtype=float)
+    lengths = np.linalg.norm(cell, axis=1)
+    pbc = [bool(flag) for flag in atoms.pbc]
+    for axis in periodic:
+        if not np.isfinite(lengths[axis]) or lengths[axis] < 1e-8:
+            return (
+                f"pbc is {pbc} but cell vector {axis + 1} is zero. Give the periodic cell (extxyz: Lattice=\"…\") "
+                f"or set pbc to False along that direction (a molecule or cluster needs no cell)."
+            )
+    vectors = cell[periodic]
+    # volume (area, length) spanned by the periodic vectors over the product of their lengths
+    spanned = float(np.sqrt(max(np.linalg.det(vectors @ vectors.T), 0.0)))
+    normalised = spanned / float(np.prod(lengths[periodic]))
+    if normalised < MIN_NORMALISED_CELL_VOLUME:
+        measure = ("length", "area", "volume")[len(periodic) - 1]
+        return (
+            f"the cell is singular: its periodic vectors {vectors.round(6).tolist()} are linearly dependent ({measure} "
+            f"{spanned:.3g} Å^{len(periodic)}, {normalised:.2g} of that of orthogonal vectors of the same lengths). "
+            f"Fix the cell (Lattice) of this structure or remove it."
+        )
+    return None
 
 
 def _read_frames(path: Path, index) -> list[Atoms]:
