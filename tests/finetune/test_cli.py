@@ -92,3 +92,33 @@ def test_bad_options_raise_atomtune_errors(files, extra, match):
     result = _invoke(*arguments)
     assert isinstance(result.exception, AtomtuneError), result.output
     assert match in str(result.exception)
+
+
+def test_committee_option_writes_a_committee_model(files):
+    result = _invoke(*_common(files), "--strategy", "lora", "--lora-rank", 2, "--committee", 2,
+                     "--committee-kind", "full", "--out", files / "committee")
+    assert result.exit_code == 0, result.output
+    from atomtune.models import load_potential
+
+    committee = load_potential(str(files / "committee"))
+    (record,) = committee.predict([__import__("ase.build", fromlist=["bulk"]).bulk("Cu", "fcc", a=3.6)])
+    assert record["energy_std"] > 0  # two members trained with different seeds and resamples disagree
+
+
+def test_two_runs_into_one_out_refused(files):
+    """The reported race: the second `finetune --out DIR` must not overwrite the first run's model."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", f"from atomtune.files import OutputLock\nimport time\n"
+                               f"with OutputLock({str(files / 'ft')!r}, 'fine-tuning'):\n    print('x', flush=True)\n"
+                               f"    time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdout.readline()
+        result = _invoke(*_common(files), "--out", files / "ft")
+        assert isinstance(result.exception, AtomtuneError) and f"pid {holder.pid}" in str(result.exception)
+    finally:
+        holder.kill()
+        holder.wait()
+    # the lock is free again once the holder died
+    assert _invoke(*_common(files), "--out", files / "ft").exit_code == 0

@@ -30,6 +30,8 @@ Examples:
   atomtune finetune --model ./mace.model --trust-model --train train.extxyz --valid valid.extxyz --strategy replay --replay-data generated.extxyz --general-data general.extxyz --out ft/
 
   atomtune finetune --model chgnet-0.3.0 --train train.extxyz --valid valid.extxyz --strategy freeze --scan freeze-depth=1,2,3,all --out scan/
+
+  atomtune finetune --model chgnet-0.3.0 --train train.extxyz --valid valid.extxyz --strategy lora --committee 4 --out committee/
 """
 
 
@@ -117,6 +119,13 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last checkpoint in --out."),
         keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep checkpoint.pt after finishing."),
         scan: str = typer.Option(None, "--scan", help="One run per value: e.g. freeze-depth=1,2,3,all."),
+        committee: int = typer.Option(
+            None, "--committee", help="Train a committee of K members (uncertainty: energy_std, forces_std, stress_std)."
+        ),
+        committee_kind: str = typer.Option(
+            "full", "--committee-kind",
+            help="full: K fine-tunes (seeds + bootstrap, one shared E0 fit); shallow: one trunk, K readout heads.",
+        ),
         trust_model: bool = trust_model_option(),
         energy_key: str = typer.Option(None, "--energy-key", help="Energy key in the files (default: auto)."),
         forces_key: str = typer.Option(None, "--forces-key", help="Forces key in the files (default: auto)."),
@@ -132,6 +141,12 @@ def register(app: typer.Typer) -> None:
         datasets = _read_datasets(options, spec.seed, console)
 
         def run_once(run_spec, directory: Path):
+            if committee is not None:
+                from atomtune.uncertainty.train import finetune_committee
+
+                return finetune_committee(run_spec, model, datasets["train"], datasets["valid"], directory,
+                                          size=committee, kind=committee_kind, device=device, resume=resume,
+                                          progress=progress, trust=trust_model, log=console.print)
             return run_spec.fit(model, datasets["train"], datasets["valid"], directory, device=device, resume=resume,
                                 general=datasets.get("general_data"), progress=progress,
                                 keep_checkpoint=keep_checkpoint, trust=trust_model, log=console.print)
@@ -235,11 +250,15 @@ def _print_result(console: Console, result) -> None:
     if metrics.get("e0"):
         offsets = metrics["e0"]["fitted_offsets"]
         console.print("E0 re-estimated (eV/atom): " + ", ".join(f"{k} {v:+.4f}" for k, v in offsets.items()))
-    counts = metrics["parameters"]
-    console.print(
-        f"trainable parameters: {counts['trainable']:,} of {counts['total']:,} "
-        f"({100 * counts['trainable'] / max(counts['total'], 1):.2f} %)"
-    )
+    counts = metrics.get("parameters")
+    if counts:
+        console.print(
+            f"trainable parameters: {counts['trainable']:,} of {counts['total']:,} "
+            f"({100 * counts['trainable'] / max(counts['total'], 1):.2f} %)"
+        )
+    if metrics.get("members"):
+        console.print(f"committee of {len(metrics['members'])} members; calibration on the validation set saved "
+                      f"with the model (predict gives energy_std, forces_std, stress_std)")
     console.print(f"model written to {result.out} (use --model {result.out}); metrics.json and learning_curve.png beside it")
 
 
