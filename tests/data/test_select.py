@@ -101,7 +101,7 @@ def test_select_command(tmp_path, monkeypatch, toy_potential, emt_dataset):
     from atomtune import models
     from atomtune.cli import app
 
-    monkeypatch.setattr(models, "load_potential", lambda spec, device="cpu": toy_potential)
+    monkeypatch.setattr(models, "load_potential", lambda spec, **options: toy_potential)
     data = emt_dataset.write(tmp_path / "pool.extxyz")
     out = tmp_path / "chosen.extxyz"
     result = CliRunner().invoke(
@@ -143,3 +143,58 @@ def test_direct_on_chgnet_embeddings(emt_dataset):
     assert features.shape[0] == 12 and features.shape[1] > 8 and np.all(np.isfinite(features))
     selections, rows = compare_samplers(features, n=4)
     assert len(selections["direct"]) == 4 and rows[0]["cluster_coverage"] == 1.0
+
+
+# -- issue 16: n = 0 refused; n ≥ pool size keeps every structure ------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", [DirectSampler, RandomSampler, FarthestPointSampler])
+def test_zero_or_negative_budget_is_refused(sampler):
+    points, _ = blobs()
+    for n in (0, -3):
+        with pytest.raises(AtomtuneError, match="at least 1"):
+            sampler(n).select(points)
+    with pytest.raises(AtomtuneError, match="at least 1"):
+        compare_samplers(points, n=0)
+
+
+def test_a_budget_at_or_above_the_pool_size_keeps_every_structure():
+    # two near-duplicates (features 1e-9 apart) in 20 points: BIRCH cannot split them into separate clusters
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(20, 4))
+    points[7] = points[3] + 1e-9
+    for n in (20, 21, 500):
+        selections, rows = compare_samplers(points, n=n)
+        for method, chosen in selections.items():
+            assert chosen.tolist() == list(range(20)), (n, method)
+        assert rows[0]["n_selected"] == 20
+    assert DirectSampler(10, per_cluster=2).select(points).tolist() == list(range(20))
+
+
+def _select(tmp_path, data, n, name):
+    from atomtune.cli import app
+
+    out = tmp_path / f"{name}.extxyz"
+    result = CliRunner().invoke(
+        app, ["data", "select", "--data", str(data), "--n", str(n), "--model", "toy", "--out", str(out),
+              "--threads", "1"],
+    )
+    return result, out
+
+
+def test_select_command_budget_edges(tmp_path, monkeypatch, toy_potential, emt_dataset):
+    from atomtune import models
+
+    monkeypatch.setattr(models, "load_potential", lambda spec, **options: toy_potential)
+    structures = list(emt_dataset)
+    structures.append(structures[0].copy())  # an exact duplicate: identical features
+    structures[-1].calc = structures[0].calc
+    structures[-1].info["id"] = "duplicate"
+    data = Dataset(structures).write(tmp_path / "pool.extxyz")
+    for n in (len(structures), 500):
+        result, out = _select(tmp_path, data, n, f"all{n}")
+        assert result.exit_code == 0, result.output
+        assert Dataset.read(out).ids() == Dataset.read(data).ids()
+    result, out = _select(tmp_path, data, 0, "none")
+    assert isinstance(result.exception, AtomtuneError) and not out.exists()
+    assert "--n" in str(result.exception) and "at least 1" in str(result.exception)

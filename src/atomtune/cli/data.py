@@ -134,6 +134,10 @@ def register(app: typer.Typer) -> None:
 
         if method not in ("direct", "random", "farthest-point"):
             raise AtomtuneError(f"unknown method {method!r}: use direct, random or farthest-point.")
+        if n < 1 or per_cluster < 1:  # refused before the model is loaded and the embeddings computed
+            raise AtomtuneError(
+                f"--n {n} --per-cluster {per_cluster}: both must be at least 1 (--n is how many structures to select)."
+            )
         configure_threads(threads)
         console = Console()
         dataset = read_any(data, require=())  # unlabelled pools are fine: selection often decides what to label
@@ -155,6 +159,8 @@ def register(app: typer.Typer) -> None:
             )
         console.print(table)
         chosen = selections[method]
+        if n >= len(dataset):
+            console.print(f"--n {n} ≥ {len(dataset)} structures in {data}: every structure is selected.")
         selected = dataset[list(chosen)]
         out.parent.mkdir(parents=True, exist_ok=True)
         selected.write(out)

@@ -142,11 +142,15 @@ class DirectSampler:
         self.space_: FeatureSpace | None = None
 
     def select(self, features: np.ndarray) -> np.ndarray:
-        """Indices of the chosen structures (sorted)."""
+        """Indices of the chosen structures (sorted). A budget (``n_clusters × per_cluster``) at or above the number of
+        structures keeps every structure: BIRCH cannot split near-identical structures into clusters of their own, so
+        one pick per cluster would otherwise drop one of them silently."""
         features = _as_features(features)
         self.space_ = FeatureSpace.fit(features, self.weight_components)
         points = self.space_.transform(features)
         self.labels_ = birch_clusters(points, self.n_clusters, self.birch_threshold)
+        if self.n_clusters * self.per_cluster >= len(features):
+            return np.arange(len(features))
         rng = np.random.default_rng(self.seed)
         chosen: list[int] = []
         for label in np.unique(self.labels_):
@@ -163,10 +167,10 @@ class DirectSampler:
 
 
 class RandomSampler:
-    """Baseline: ``n`` structures uniformly at random."""
+    """Baseline: ``n`` structures uniformly at random (all of them when ``n`` ≥ their number)."""
 
     def __init__(self, n: int, seed: int = 0):
-        self.n, self.seed = int(n), seed
+        self.n, self.seed = _budget(n), seed
 
     def select(self, features: np.ndarray) -> np.ndarray:
         count = len(_as_features(features))
@@ -175,10 +179,11 @@ class RandomSampler:
 
 
 class FarthestPointSampler:
-    """Baseline: greedy farthest-point sampling in the same Kaiser-PCA space, from a random first structure."""
+    """Baseline: greedy farthest-point sampling in the same Kaiser-PCA space, from a random first structure (all
+    structures when ``n`` ≥ their number)."""
 
     def __init__(self, n: int, seed: int = 0):
-        self.n, self.seed = int(n), seed
+        self.n, self.seed = _budget(n), seed
 
     def select(self, features: np.ndarray) -> np.ndarray:
         features = _as_features(features)
@@ -232,8 +237,10 @@ def compare_samplers(
     features: np.ndarray, n: int, per_cluster: int = 1, choose: str = "centre", seed: int = 0
 ) -> tuple[dict[str, np.ndarray], list[dict]]:
     """DIRECT, random and farthest-point selections of the same budget, each scored by :func:`coverage` against the
-    same reference clusters. Returns ``({method: indices}, [row per method])``."""
+    same reference clusters. Returns ``({method: indices}, [row per method])``; ``n`` ≥ the number of structures selects
+    every structure."""
     features = _as_features(features)
+    n = _budget(n)
     n_clusters = max(1, math.ceil(n / per_cluster))
     direct = DirectSampler(n_clusters, per_cluster=per_cluster, choose=choose, seed=seed)
     selections = {"direct": direct.select(features)}
@@ -248,6 +255,13 @@ def compare_samplers(
 
 
 SAMPLERS = {"direct": DirectSampler, "random": RandomSampler, "farthest-point": FarthestPointSampler}
+
+
+def _budget(n) -> int:
+    """``n`` as a number of structures to select: a positive integer."""
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise AtomtuneError(f"n={n!r}: select at least 1 structure (n is the number of structures to keep).")
+    return int(n)
 
 
 def _as_features(features) -> np.ndarray:
