@@ -1,0 +1,209 @@
+"""Benchmark: the cost of uncertainty, the cost of one GPAW label, and the active-learning loop on Ni / Ni–Al / Ni–Cu.
+
+Three parts (run one at a time; results in ``benchmarks/results/active_learning_<part>.json``, summarised in
+docs/active_learning.md):
+
+``cost``: predict time of one model vs a full committee vs a shallow committee (K members each), side by side in one
+process on the same structures (the shipped dataset's small cells), median of repeats.
+
+``label-cost``: one GPAW label of a small MD frame (a 4-atom Ni₃Al cell after CHGNet MD at 1500 K) with the shipped
+dataset's settings (PW 450 eV, k-density 2.5 Å⁻¹, Fermi–Dirac 0.1 eV, spin-polarised): what one active-learning label
+costs here, before deciding how many to buy.
+
+``loop``: start from 10 shipped structures, run ``atomtune learn`` (GPAW labels of MD frames at 600–1500 K on 4-atom cells)
+to ``--budget`` labels, and compare with the same number of randomly chosen and DIRECT-selected frames of the same MD
+pool, all scored on held-out GPAW-labelled MD frames (``--test``). Labels are cached (``--cache``), so reruns and the
+baselines reuse every label already paid for.
+
+    python benchmarks/bench_active_learning.py cost --model chgnet-0.3.0 --committee 4 --threads 1
+    python benchmarks/bench_active_learning.py label-cost --threads 1
+    python benchmarks/bench_active_learning.py loop --budget 50 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "src" / "atomtune" / "resources" / "ni_alloy" / "ni_alloy_pbe.extxyz"
+PROVENANCE = ROOT / "src" / "atomtune" / "resources" / "ni_alloy" / "provenance.json"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def machine() -> dict:
+    load = os.getloadavg()
+    return {
+        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "load_average_1_5_15_min": [round(x, 2) for x in load],
+        "note": "shared 2-core machine, other sessions running: compare ratios measured side by side, not seconds",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def shipped_settings() -> dict:
+    return json.loads(PROVENANCE.read_text())["settings"]
+
+
+# -- cost of uncertainty ---------------------------------------------------------------------------------------------
+
+
+def committees(model: str, size: int):
+    """One model, a full committee (K independent copies, readouts perturbed so they differ) and a shallow one (shared
+    trunk weights, K readout heads): the same objects ``train_committee`` returns, without the training."""
+    import torch
+
+    from atomtune.models import load_potential
+    from atomtune.uncertainty import CommitteePotential
+    from atomtune.uncertainty.committee import readout_block
+    from atomtune.uncertainty.train import _perturb
+
+    single = load_potential(model)
+    full_members = []
+    for k in range(size):
+        member = copy.deepcopy(single)
+        with torch.no_grad():
+            for parameter in member.parameters():  # every weight differs, as after K fine-tunes
+                parameter.mul_(1 + 1e-3 * k)
+        full_members.append(member)
+    shallow_members = []
+    for k in range(size):
+        member = copy.deepcopy(single)
+        _perturb(readout_block(member), 0.1, k)
+        shallow_members.append(member)
+    return single, CommitteePotential(full_members, "full"), CommitteePotential(shallow_members, "shallow")
+
+
+def run_cost(args) -> dict:
+    from atomtune.data.dataset import Dataset
+
+    structures = [a for a in Dataset.read(DATA) if len(a) <= 8][: args.structures]
+    single, full, shallow = committees(args.model, args.committee)
+    timings: dict[str, list[float]] = {"single": [], "full": [], "shallow": []}
+    for name, potential in (("single", single), ("full", full), ("shallow", shallow)):
+        potential.predict(structures[:2])  # warm-up (lazy imports, allocator)
+    for _ in range(args.repeats):  # interleaved, so load changes hit all three alike
+        for name, potential in (("single", single), ("full", full), ("shallow", shallow)):
+            began = time.perf_counter()
+            potential.predict(structures)
+            timings[name].append(time.perf_counter() - began)
+    median = {name: float(np.median(values)) for name, values in timings.items()}
+    result = {
+        "part": "cost", "model": args.model, "committee_size": args.committee, "structures": len(structures),
+        "atoms": int(sum(len(a) for a in structures)), "repeats": args.repeats, "median_seconds": median,
+        "ratio_full_to_single": median["full"] / median["single"],
+        "ratio_shallow_to_single": median["shallow"] / median["single"],
+        "machine": machine(),
+        "note": ("the shallow committee shares its trunk's weights but still runs K forwards: the Potential protocol "
+                 "has no hook to run a trunk once and K readouts after it"),
+    }
+    return result
+
+
+# -- cost of one GPAW label ------------------------------------------------------------------------------------------
+
+
+def md_frame(model: str, temperature_k: float, steps: int, seed: int):
+    """A 4-atom Ni3Al (L1₂) cell after ``steps`` steps of CHGNet Langevin MD at ``temperature_k``."""
+    from atomtune.data import generate
+    from atomtune.data.dataset import Dataset
+    from atomtune.models import load_potential
+
+    reference = next(a for a in Dataset.read(DATA) if len(a) == 4 and a.get_chemical_formula() == "AlNi3")
+    calculator = load_potential(model).calculator()
+    (frame,) = generate.md_snapshots(reference, calculator, count=1, interval=steps, temperature_k=temperature_k,
+                                     seed=seed)
+    if "kpts" in reference.info:
+        frame.info["kpts"] = reference.info["kpts"]  # the family's mesh, as the shipped dataset pins it
+    return frame
+
+
+def run_label_cost(args) -> dict:
+    from atomtune.data.label import CalculatorSpec, label
+
+    frame = md_frame(args.model, 1500.0, 50, seed=1)
+    spec = CalculatorSpec("gpaw", shipped_settings())
+    began = time.perf_counter()
+    data, failures = label([frame], spec, RESULTS / "active_learning_label_cache", progress=False)
+    wall = time.perf_counter() - began
+    labelled = list(data)
+    return {
+        "part": "label-cost", "structure": frame.get_chemical_formula(), "atoms": len(frame),
+        "settings": spec.resolved_kwargs(), "failures": [str(f) for f in failures],
+        "label_wall_time_s": labelled[0].info.get("label_wall_time_s") if labelled else None,
+        "label_cpu_time_s": labelled[0].info.get("label_cpu_time_s") if labelled else None,
+        "wall_seconds_including_cache_check": wall, "machine": machine(),
+    }
+
+
+# -- the loop vs random and DIRECT ------------------------------------------------------------------------------------
+
+EXPLORE = """\
+explorers:
+  - {kind: md, temperatures_k: [600, 1000, 1500], steps: 100, timestep_fs: 2.0, sample_interval: 10}
+flag: {metric: relative, threshold: 0.1, epsilon: 0.2}
+selection: {method: fps, per_iteration: 5}
+"""
+
+
+def run_loop(args) -> dict:
+    """AL to ``--budget`` labels, then random and DIRECT picks of the same size from a committee-MD frame pool."""
+    from atomtune.data.dataset import Dataset
+    from atomtune.learn import ActiveLearning, ExploreSpec, LearnSpec
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shipped = [a for a in Dataset.read(DATA) if len(a) <= 8]
+    rng = np.random.default_rng(0)
+    start = [shipped[i] for i in sorted(rng.choice(len(shipped), size=10, replace=False))]
+    Dataset(start).write(out / "start.extxyz")
+    (out / "explore.yaml").write_text(EXPLORE)
+    spec = LearnSpec.build(
+        model=args.model, start=str(out / "start.extxyz"), explore=ExploreSpec.read(out / "explore.yaml"),
+        calculator="gpaw", calculator_kwargs=shipped_settings(), test=args.test, budget_labels=args.budget,
+        committee_size=args.committee, finetune={"epochs": args.epochs}, seed=0,
+    )
+    began = time.perf_counter()
+    result = ActiveLearning(spec).run(out / "al")
+    return {"part": "loop", "stop_reason": result.stop_reason, "labels_used": result.labels_used,
+            "iterations": [{k: getattr(r, k) for k in ("iteration", "labels_added", "labels_failed",
+                                                       "label_cpu_time_s", "test_errors", "test_calibration")}
+                           for r in result.iterations],
+            "wall_seconds": time.perf_counter() - began, "machine": machine()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=("cost", "label-cost", "loop"))
+    parser.add_argument("--model", default="chgnet-0.3.0")
+    parser.add_argument("--committee", type=int, default=4)
+    parser.add_argument("--structures", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--budget", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--test", default=None, help="held-out GPAW-labelled MD frames (extxyz) for the loop")
+    parser.add_argument("--out", default=str(RESULTS / "active_learning_loop"))
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    from atomtune.runtime import configure_threads
+
+    configure_threads(args.threads)
+    run = {"cost": run_cost, "label-cost": run_label_cost, "loop": run_loop}[args.part]
+    result = run(args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"active_learning_{args.part.replace('-', '_')}.json"
+    path.write_text(json.dumps(result, indent=2, default=str))
+    print(json.dumps(result, indent=2, default=str))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
