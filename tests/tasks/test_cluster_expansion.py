@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
@@ -84,3 +85,11 @@ def test_bad_input(toy_potential):
         ce.run([_cu_pd()], EMT(), ce.Settings(species=["Cu", "Pd", "Au"]), progress=False)
     with pytest.raises(AtomtuneError, match="cutoff"):
         ce.run([_cu_pd()], EMT(), ce.Settings(cutoff_candidates=[]), progress=False)
+
+
+def test_shape_strain_measures_leaving_the_lattice():
+    cubic = np.eye(3) * 3.6
+    assert ce.shape_strain(cubic, cubic * 1.07) == pytest.approx(0.0, abs=1e-12)  # a volume change is not a shape change
+    bain = np.diag([1.0, 1.0, 1 / np.sqrt(2)]) @ cubic  # fcc → bcc along the Bain path
+    assert ce.shape_strain(cubic, bain) == pytest.approx(0.185, abs=0.002)
+    assert ce.shape_strain(cubic, bain) > ce.Settings().max_shape_strain

@@ -59,7 +59,9 @@ class Settings:
     ``fit_method``: trainstation's (``ardr``: sparse Bayesian, icet's usual choice for small training sets).
     ``cv_splits``: k of the k-fold CV. ``relax``: relax each structure (False: single points at the Vegard volume —
     the cheap setting for a DFT reference); ``relax_cell``; ``fmax`` eV/Å, ``max_steps``, ``optimizer``,
-    ``batch_size``: as in the relax task. ``predict_max_cell_size``: also evaluate the fitted expansion on all structures up to this size (None: off).
+    ``batch_size``: as in the relax task. ``max_shape_strain``: a relaxed cell whose shape (volume change removed) is
+    strained by more than this has left the parent lattice (fcc → bcc along the Bain path is 0.19): recorded with its
+    energy, left out of the fit and counted — a lattice cluster expansion cannot describe it. ``predict_max_cell_size``: also evaluate the fitted expansion on all structures up to this size (None: off).
     ``max_predicted_structures``: limit of that enumeration. ``seed``: CV folds."""
 
     species: list = field(default_factory=lambda: ["Ni", "Al"])
@@ -74,6 +76,7 @@ class Settings:
     max_steps: int = 300
     optimizer: str = "FIRE"
     batch_size: int | None = None
+    max_shape_strain: float = 0.1
     predict_max_cell_size: int | None = None
     max_predicted_structures: int = 5000
     seed: int = 42
@@ -227,7 +230,7 @@ def _expand(primitive: Atoms, label: str, calculator, settings: Settings, progre
                             f"no mixing energies without both.")
     end_energies = energies[ends[0]], energies[ends[1]]
     mixing_energies = energies - ((1 - concentrations) * end_energies[0] + concentrations * end_energies[1])
-    fitted = np.isfinite(mixing_energies)
+    fitted = np.isfinite(mixing_energies) & np.array([error is None for error in errors])
 
     started = time.perf_counter()
     fit = _fit(primitive, per_site, [d for d, ok in zip(decorations, fitted) if ok], mixing_energies[fitted], settings)
@@ -256,7 +259,8 @@ def _expand(primitive: Atoms, label: str, calculator, settings: Settings, progre
             "concentration": float(concentrations[k]),
             "space_group": _space_group(atoms),
             "energy_per_atom": float(energies[k]) if np.isfinite(energies[k]) else None,
-            "mixing_energy_per_atom": float(mixing_energies[k]) if fitted[k] else None,
+            "mixing_energy_per_atom": float(mixing_energies[k]) if np.isfinite(mixing_energies[k]) else None,
+            "shape_strain": atoms.info.get("shape_strain"),
             "predicted_mixing_energy_per_atom": float(predicted[k]),
             "distance_to_hull_mev_per_atom": float(reference_distance[k] * 1000) if fitted[k] else None,
             "predicted_distance_to_hull_mev_per_atom": float(predicted_distance[k] * 1000),
@@ -356,6 +360,13 @@ def _energies(decorations, concentrations, calculator, settings: Settings, progr
                 if relaxation.usable and relaxation.error is None:
                     energies[i] = relaxation.energy / len(atoms)
                     decorations[i].info["volume_per_atom"] = relaxation.atoms.get_volume() / len(atoms)
+                    strain = shape_strain(atoms.cell[:], relaxation.atoms.cell[:])
+                    decorations[i].info["shape_strain"] = strain
+                    if strain > settings.max_shape_strain:
+                        errors[i] = (
+                            f"relaxed away from the parent lattice (cell shape strain {strain:.3f} > max_shape_strain "
+                            f"{settings.max_shape_strain}); energy kept, left out of the fit"
+                        )
                 else:
                     errors[i] = relaxation.error or "relaxation gave no usable structure"
             return
@@ -375,6 +386,14 @@ def _energies(decorations, concentrations, calculator, settings: Settings, progr
         volumes[concentrations[i]] = volume if volume is not None else decorations[i].get_volume() / len(decorations[i])
     compute([i for i in range(n) if i not in ends], volumes)
     return energies, errors, steps
+
+
+def shape_strain(initial_cell, final_cell) -> float:
+    """Largest principal Green–Lagrange strain of the cell change with the volume change divided out (dimensionless)."""
+    deformation = np.linalg.solve(np.asarray(initial_cell, dtype=float), np.asarray(final_cell, dtype=float))
+    deformation /= np.cbrt(np.linalg.det(deformation))
+    strain = 0.5 * (deformation @ deformation.T - np.eye(3))
+    return float(np.abs(np.linalg.eigvalsh(strain)).max())
 
 
 def _fit(primitive: Atoms, per_site, decorations, mixing_energies, settings: Settings) -> dict:
@@ -535,7 +554,7 @@ def plot(results: dict[str, list[dict]], out_dir: Path) -> list[Path]:
             ecis = [e for e in summary["ecis"] if e["order"] >= 2]
             eci_axis.plot([e["radius"] for e in ecis], [e["eci"] * 1000 for e in ecis], "o", label=model)
         species = "–".join(next(iter(expansion_records(next(iter(results.values())))), {}).get("mixing_species", []))
-        hull_axis.set_xlabel(f"concentration of the second species ({species})")
+        hull_axis.set_xlabel(f"x({species.split('–')[-1]}) on the mixing sites")
         hull_axis.set_ylabel("mixing energy (meV/atom)")
         hull_axis.axhline(0, color="gray", lw=0.6)
         hull_axis.legend(fontsize="x-small")
