@@ -142,3 +142,46 @@ def test_lora_on_e3nn_mlp_layers():
     unmerged = mlp(x)
     lora.merge(mlp)
     torch.testing.assert_close(mlp(x), unmerged)
+
+
+# -- issue 16: a rank larger than a layer's dimensions ------------------------------------------------------------------
+
+
+def _trained_change(toy_backbone, emt_split, rank):
+    """How far LoRA training at ``rank`` moves the merged weights and the predicted energies of the toy potential."""
+    potential = toy_backbone()
+    before = _snapshot(potential)
+    energies_before = np.array([r["energy"] for r in potential.predict(emt_split[1])])
+    # restore_best=False: the last epoch's weights, whether or not validation improved in two epochs
+    result = Trainer(TrainingSettings(epochs=2, restore_best=False, **QUICK)).fit(
+        potential, *emt_split, strategy=LoRA(rank=rank, alpha=4.0)
+    )
+    after = _snapshot(result.potential)
+    energies_after = np.array([r["energy"] for r in result.potential.predict(emt_split[1])])
+    moved = {name: float((after[name] - before[name]).abs().max()) for name in ("interaction.weight", "readout.weight")}
+    return moved, energies_after - energies_before
+
+
+def test_lora_rank_above_the_layer_sizes_trains_like_the_full_rank(toy_backbone, emt_split):
+    # toy layers: interaction (8 × 17), readout (1 × 8): rank 8 is already full rank for both, 1000 is far above
+    full, full_energies = _trained_change(toy_backbone, emt_split, 8)
+    huge, huge_energies = _trained_change(toy_backbone, emt_split, 1000)
+    assert full["readout.weight"] > 1e-3 and np.abs(full_energies).max() > 1e-3  # training does something
+    for name in full:  # rank 1000 is clipped to the same effective ranks and the same α / r_eff: the same training
+        assert huge[name] == pytest.approx(full[name], rel=1e-4)
+    np.testing.assert_allclose(huge_energies, full_energies, rtol=1e-4, atol=1e-6)
+
+
+def test_lora_scale_is_alpha_over_each_updates_effective_rank(toy_backbone):
+    from e3nn import o3
+
+    potential = toy_backbone()
+    LoRA(rank=4, alpha=8.0).apply(potential)
+    interaction = potential.interaction.parametrizations.weight[0].update  # (8 × 17) at rank 4: α / 4
+    readout = potential.readout.parametrizations.weight[0].update  # (1 × 8): rank 1, α / 1
+    assert (interaction.rank, interaction.scale) == (4, 2.0)
+    assert (readout.rank, readout.scale) == (1, 8.0)
+    layer = o3.Linear(o3.Irreps("6x0e+2x1o"), o3.Irreps("7x0e+3x1o"))
+    LoRA(rank=4, alpha=8.0).apply(torch.nn.Sequential(layer))
+    paths = layer.parametrizations.weight[0].paths
+    assert [(path.rank, path.scale) for path in paths] == [(4, 2.0), (2, 4.0)]

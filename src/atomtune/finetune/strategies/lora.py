@@ -9,6 +9,13 @@ zero, so training starts from the foundation model exactly. Three kinds of layer
   equivariant (a low-rank update across the whole flat vector would not be);
 - e3nn ``nn.FullyConnectedNet`` layers (radial MLPs acting on invariant scalars): ``ΔW = A·B`` on the (in × out) matrix.
 
+The scale is α over the *effective* rank of each update, ``r_eff = min(r, rows, cols)``, not over the requested ``r``:
+a layer too small for the requested rank (CHGNet's 64-wide MLPs at ``--lora-rank 128``, a (1 × 8) readout at any rank
+above 1, an e3nn path with few channels) gets a full-rank update, and dividing that by the requested ``r`` would shrink
+its learning rate by ``r / r_eff`` for nothing — at ranks far above the layer sizes training did nothing at all. With
+α/r_eff, any rank at or above a layer's smaller side trains that layer exactly as rank = that side does. Refusing a rank
+above the smallest layer instead would forbid every rank above 1 (readouts have one output).
+
 Adapters are ``torch.nn.utils.parametrize`` parametrizations of ``weight``: the layer's own forward stays untouched (e3nn's
 code-generated kernels take the weight as an argument), and ``merge`` is ``remove_parametrizations(leave_parametrized=True)``
 — no inference cost after saving.
@@ -30,30 +37,33 @@ LAYER_KINDS = ("linear", "e3nn_linear", "e3nn_mlp")
 
 
 class LowRankMatrix(torch.nn.Module):
-    """A rank-``rank`` (rows × cols) matrix ``left @ right`` with ``right`` zero at start (so the update starts at 0)."""
+    """``(α / r_eff) · left @ right``, a (rows × cols) matrix of rank ``r_eff = min(rank, rows, cols)``, with ``right``
+    zero at start (so the update starts at 0). ``rank`` is the effective rank, ``scale`` = α / rank."""
 
-    def __init__(self, rows: int, cols: int, rank: int, dtype: torch.dtype, device: torch.device, generator=None):
+    def __init__(
+        self, rows: int, cols: int, rank: int, alpha: float, dtype: torch.dtype, device: torch.device, generator=None
+    ):
         super().__init__()
-        rank = max(1, min(rank, rows, cols))
+        self.rank = max(1, min(rank, rows, cols))
+        self.scale = alpha / self.rank  # over the effective rank: see the module docstring
         # LoRA's init: one factor random (fan-in scaled), the other zero.
-        left = torch.randn(rows, rank, dtype=dtype, generator=generator) / math.sqrt(rows)
+        left = torch.randn(rows, self.rank, dtype=dtype, generator=generator) / math.sqrt(rows)
         self.left = torch.nn.Parameter(left.to(device))
-        self.right = torch.nn.Parameter(torch.zeros(rank, cols, dtype=dtype, device=device))
+        self.right = torch.nn.Parameter(torch.zeros(self.rank, cols, dtype=dtype, device=device))
 
     def forward(self) -> torch.Tensor:
-        return self.left @ self.right
+        return self.scale * (self.left @ self.right)
 
 
 class LinearUpdate(torch.nn.Module):
-    """Parametrization ``W ↦ W + scale · B·A`` of a weight matrix (``torch.nn.Linear``, e3nn MLP layers)."""
+    """Parametrization ``W ↦ W + (α/r_eff) · B·A`` of a weight matrix (``torch.nn.Linear``, e3nn MLP layers)."""
 
-    def __init__(self, weight: torch.Tensor, rank: int, scale: float, generator=None):
+    def __init__(self, weight: torch.Tensor, rank: int, alpha: float, generator=None):
         super().__init__()
-        self.scale = scale
-        self.update = LowRankMatrix(weight.shape[0], weight.shape[1], rank, weight.dtype, weight.device, generator)
+        self.update = LowRankMatrix(weight.shape[0], weight.shape[1], rank, alpha, weight.dtype, weight.device, generator)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight + self.scale * self.update().to(weight.dtype)
+        return weight + self.update().to(weight.dtype)
 
 
 class IrrepPathUpdate(torch.nn.Module):
@@ -63,24 +73,27 @@ class IrrepPathUpdate(torch.nn.Module):
     (``o3.Linear.weight_views``); the update is built in the same layout.
     """
 
-    def __init__(self, weight: torch.Tensor, path_shapes: list[tuple[int, int]], rank: int, scale: float, generator=None):
+    def __init__(
+        self, weight: torch.Tensor, path_shapes: list[tuple[int, int]], rank: int, alpha: float, generator=None
+    ):
         super().__init__()
-        self.scale = scale
         self.paths = torch.nn.ModuleList(
-            LowRankMatrix(mul_in, mul_out, rank, weight.dtype, weight.device, generator) for mul_in, mul_out in path_shapes
+            LowRankMatrix(mul_in, mul_out, rank, alpha, weight.dtype, weight.device, generator)
+            for mul_in, mul_out in path_shapes
         )
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        delta = torch.cat([path().reshape(-1) for path in self.paths])
-        return weight + self.scale * delta.to(weight.dtype)
+        delta = torch.cat([path().reshape(-1) for path in self.paths])  # each path scaled by α over its own rank
+        return weight + delta.to(weight.dtype)
 
 
 class LoRA(Strategy):
-    """Freeze the foundation model; train rank-``rank`` updates (scaled by ``alpha / rank``) on its linear layers.
+    """Freeze the foundation model; train rank-``rank`` updates on its linear layers.
 
     ``targets``: layer kinds to adapt (``"linear"``, ``"e3nn_linear"``, ``"e3nn_mlp"``; all by default). ``seed`` fixes
-    the random factor's initialisation. Example: ``LoRA(rank=8, alpha=16).apply(potential)``; layers whose smaller side is
-    below ``rank`` get rank = that side.
+    the random factor's initialisation. Example: ``LoRA(rank=8, alpha=16).apply(potential)``. A layer (or e3nn path)
+    whose smaller side is below ``rank`` gets rank = that side, and every update is scaled by ``alpha`` over its own
+    effective rank (module docstring), so a rank larger than a layer never silences that layer's training.
     """
 
     name = "lora"
@@ -116,7 +129,6 @@ class LoRA(Strategy):
     def select(self, potential: Potential) -> None:
         self._check()
         generator = torch.Generator().manual_seed(self.seed)
-        scale = self.alpha / self.rank
         layers = self.adapted_layers(potential)
         for parameter in potential.parameters():
             parameter.requires_grad_(False)
@@ -130,9 +142,9 @@ class LoRA(Strategy):
                 continue
             weight = module.weight
             if kind == "e3nn_linear":
-                update = IrrepPathUpdate(weight, _path_shapes(module), self.rank, scale, generator)
+                update = IrrepPathUpdate(weight, _path_shapes(module), self.rank, self.alpha, generator)
             else:  # a plain matrix: nn.Linear's (out × in) or an e3nn MLP layer's (in × out)
-                update = LinearUpdate(weight, self.rank, scale, generator)
+                update = LinearUpdate(weight, self.rank, self.alpha, generator)
             parametrize.register_parametrization(module, "weight", update)
             module.parametrizations.weight.original.requires_grad_(False)
 
