@@ -41,6 +41,10 @@ from atomtune.models.base import Potential
 METRICS_FILE = "metrics.json"
 LEARNING_CURVE_FILE = "learning_curve.png"
 SCHEDULERS = ("cosine", "plateau", "constant")
+#: What picks the best epoch and drives early stopping (see :func:`selection_score`).
+SELECTION_METRICS = ("balanced", "forces_rmse", "energy_mae", "loss")
+#: The validation errors the balanced score averages, each divided by its value at epoch 0 (the E0-aligned zero-shot).
+BALANCED_TERMS = ("energy_mae_mev_per_atom", "forces_rmse", "stress_mae_gpa")
 
 
 class TrainingDivergedError(AtomtuneError):
@@ -52,8 +56,15 @@ class TrainingSettings:
     """Settings of one fine-tuning run (defaults are right for a few hundred structures on CPU).
 
     - ``epochs``; ``learning_rate`` (AdamW); ``batch_size`` (structures per step); ``weight_decay`` (AdamW's, decoupled);
-    - ``scheduler``: ``cosine`` (to 1 % of the start over ``epochs``), ``plateau`` (× ``plateau_factor`` after
-      ``plateau_patience`` epochs without validation improvement) or ``constant``;
+    - ``scheduler``: ``cosine`` (to 1 % of the start, over optimizer steps), ``plateau`` (× ``plateau_factor`` after
+      ``plateau_patience`` epochs without validation improvement) or ``constant``; ``warmup_fraction``: the first part
+      of the optimizer steps raises the learning rate linearly from 0 (cosine and constant; a short run is otherwise
+      dominated by full-size steps on freshly initialised adapters);
+    - ``selection_metric``: what picks the saved epoch and drives early stopping: ``balanced`` (default; the mean over
+      energy MAE, force RMSE and stress MAE of each error divided by its value at epoch 0, the E0-aligned zero-shot, so
+      no term with large numbers, like stress in the loss, decides alone), ``forces_rmse``, ``energy_mae`` or ``loss``
+      (the raw weighted validation loss);
+    - ``max_seconds``: wall-time budget for the epochs (checked before every optimizer step; None: no limit);
     - ``gradient_clip``: max gradient norm (None: off); ``ema_decay``: EMA of weights used for validation and the saved
       model (None: off; warmed up as min(decay, (1+n)/(10+n)) so short runs are not dominated by the start);
     - ``early_stopping_patience``: epochs without validation-loss improvement before stopping (None: never);
@@ -72,6 +83,9 @@ class TrainingSettings:
     batch_size: int = 4
     weight_decay: float = 0.0
     scheduler: str = "cosine"
+    warmup_fraction: float = 0.05
+    selection_metric: str = "balanced"
+    max_seconds: float | None = None
     plateau_factor: float = 0.5
     plateau_patience: int = 3
     gradient_clip: float | None = 10.0
@@ -103,6 +117,14 @@ class TrainingSettings:
             raise AtomtuneError(f"weight decay must be ≥ 0, got {self.weight_decay}.")
         if self.scheduler not in SCHEDULERS:
             raise AtomtuneError(f"unknown scheduler {self.scheduler!r}: use {', '.join(SCHEDULERS)}.")
+        if self.selection_metric not in SELECTION_METRICS:
+            raise AtomtuneError(
+                f"unknown selection metric {self.selection_metric!r}: use {', '.join(SELECTION_METRICS)}."
+            )
+        if not 0 <= self.warmup_fraction < 1:
+            raise AtomtuneError(f"warm-up fraction must be in [0, 1), got {self.warmup_fraction}.")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise AtomtuneError(f"the time budget must be > 0 s, got {self.max_seconds}.")
         if not 0 < self.plateau_factor < 1:
             raise AtomtuneError(f"plateau factor must be in (0, 1), got {self.plateau_factor}.")
         if self.gradient_clip is not None and not self.gradient_clip > 0:
@@ -276,16 +298,21 @@ class Trainer:
         optimizer = torch.optim.AdamW(
             list(named_trainable.values()), lr=settings.learning_rate, weight_decay=settings.weight_decay
         )
-        scheduler = self._scheduler(optimizer)
+        steps_per_epoch = math.ceil(len(train_set) / batch_size) + sum(
+            math.ceil(min(len(replay), replay.per_epoch or len(train_set)) / batch_size) for replay in replay_sets
+        )
+        scheduler = self._scheduler(optimizer, steps_per_epoch)
         ema = WeightAverage(named_trainable, settings.ema_decay) if settings.ema_decay is not None else None
 
         history: list[dict] = []
-        best = {"valid_loss": math.inf, "epoch": 0, "parameters": _copy(named_trainable)}
+        best = {"score": math.inf, "epoch": 0, "parameters": _copy(named_trainable)}
         stale_epochs, first_epoch = 0, 1
         if state is None:
             valid_loss0, valid_metrics0 = self._validate(potential, valid_set, loss_function, ema)
-            history.append({"epoch": 0, "valid_loss": valid_loss0, **_prefixed("valid", valid_metrics0)})
-            best.update(valid_loss=valid_loss0, epoch=0)
+            score0 = selection_score(settings.selection_metric, valid_loss0, valid_metrics0, valid_metrics0)
+            history.append({"epoch": 0, "valid_loss": valid_loss0, "valid_score": score0,
+                            **_prefixed("valid", valid_metrics0)})
+            best.update(score=score0, epoch=0)
         else:
             potential.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -296,13 +323,18 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
             history, best, stale_epochs = state["history"], state["best"], state["stale_epochs"]
             first_epoch = state["epoch"] + 1
+        reference_metrics = {key.removeprefix("valid_"): value for key, value in history[0].items()
+                             if key.startswith("valid_")}
+        self._budget_started, self._budget_hit = time.perf_counter(), False
 
         for epoch in range(first_epoch, settings.epochs + 1):
             if settings.early_stopping_patience is not None and stale_epochs >= settings.early_stopping_patience:
                 break
+            if self._budget_hit:
+                break
             epoch_started = time.perf_counter()
             train_record = self._train_epoch(
-                potential, epoch, train_set, replay_sets, loss_function, optimizer, ema, out
+                potential, epoch, train_set, replay_sets, loss_function, optimizer, ema, out, scheduler
             )
             valid_loss, valid_metrics = self._validate(potential, valid_set, loss_function, ema)
             if not math.isfinite(valid_loss):
@@ -310,14 +342,12 @@ class Trainer:
                     f"validation loss is {valid_loss} after epoch {epoch}. {self._checkpoint_note(out)}"
                 )
             learning_rate = optimizer.param_groups[0]["lr"]
-            if scheduler is not None:
-                if settings.scheduler == "plateau":
-                    scheduler.step(valid_loss)
-                else:
-                    scheduler.step()
-            if valid_loss < best["valid_loss"]:
+            if scheduler is not None and settings.scheduler == "plateau":
+                scheduler.step(valid_loss)  # the other schedules step per optimizer step, in _train_epoch
+            score = selection_score(settings.selection_metric, valid_loss, valid_metrics, reference_metrics)
+            if score < best["score"]:
                 source = ema.shadow if ema is not None else named_trainable
-                best = {"valid_loss": valid_loss, "epoch": epoch, "parameters": _copy(source)}
+                best = {"score": score, "epoch": epoch, "parameters": _copy(source)}
                 stale_epochs = 0
             else:
                 stale_epochs += 1
@@ -326,6 +356,7 @@ class Trainer:
                 "learning_rate": learning_rate,
                 **train_record,
                 "valid_loss": valid_loss,
+                "valid_score": score,
                 **_prefixed("valid", valid_metrics),
                 "seconds": time.perf_counter() - epoch_started,
             }
@@ -374,6 +405,8 @@ class Trainer:
             "saved_epoch": best["epoch"] if settings.restore_best else history[-1]["epoch"],
             "epochs_run": history[-1]["epoch"],
             "stopped_early": bool(stopped_early),
+            "stopped_by_budget": bool(self._budget_hit),
+            "worse_than_zero_shot": worse_than_zero_shot(zero_shot, final["valid"]),
             "e0": e0_report,
             "parameters": parameter_counts,
             "featurize_seconds": featurize_seconds,
@@ -382,6 +415,15 @@ class Trainer:
         }
         if general_set is not None:
             metrics["forgetting"] = _forgetting(zero_shot["general"], final["general"])
+        if metrics["worse_than_zero_shot"]:
+            warnings.warn(
+                "after fine-tuning, validation "
+                + ", ".join(f"{key} {v['fine_tuned']:.4g} (E0-aligned zero-shot {v['zero_shot']:.4g})"
+                            for key, v in metrics["worse_than_zero_shot"].items())
+                + " got worse; the saved epoch is the best by the selection metric "
+                f"({settings.selection_metric}). More data, a lower learning rate or another strategy may help.",
+                stacklevel=3,
+            )
         record = {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "base_model": model_spec or potential.name,
@@ -399,7 +441,7 @@ class Trainer:
         return FitResult(potential, history, metrics, out, record)
 
     # -- one epoch ---------------------------------------------------------------------------------------------------
-    def _train_epoch(self, potential, epoch, train_set, replay_sets, loss_function, optimizer, ema, out):
+    def _train_epoch(self, potential, epoch, train_set, replay_sets, loss_function, optimizer, ema, out, scheduler):
         settings = self.settings
         # Shuffling depends only on (seed, epoch): a resumed run sees exactly the batches the killed one would have.
         rng = np.random.default_rng([settings.seed, epoch])
@@ -419,6 +461,9 @@ class Trainer:
         progress = _progress(len(schedule), f"epoch {epoch}/{settings.epochs}", settings.progress)
         try:
             for step, (data, indices) in enumerate(schedule):
+                if settings.max_seconds is not None and time.perf_counter() - self._budget_started > settings.max_seconds:
+                    self._budget_hit = True  # the time budget ends here; this epoch is validated and saved as it is
+                    break
                 labelled = data.batch(indices, potential)
                 optimizer.zero_grad(set_to_none=True)
                 prediction = potential(labelled.batch, forces=want_forces, stress=want_stress)
@@ -439,6 +484,8 @@ class Trainer:
                             f"structures {', '.join(labelled.ids)}). {self._checkpoint_note(out)}"
                         )
                 optimizer.step()
+                if scheduler is not None and settings.scheduler != "plateau":
+                    scheduler.step()
                 if ema is not None:
                     ema.update()
                 if data is train_set:
@@ -479,12 +526,23 @@ class Trainer:
             return run()
 
     # -- helpers -----------------------------------------------------------------------------------------------------
-    def _scheduler(self, optimizer):
+    def _scheduler(self, optimizer, steps_per_epoch: int):
+        """Per-optimizer-step schedule (linear warm-up, then cosine to 1 % or constant), or per-epoch plateau."""
         settings = self.settings
-        if settings.scheduler == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=settings.epochs, eta_min=settings.learning_rate * 0.01
-            )
+        total = max(1, settings.epochs * steps_per_epoch)
+        warmup = int(round(settings.warmup_fraction * total))
+        if settings.scheduler in ("cosine", "constant"):
+            cosine = settings.scheduler == "cosine"
+
+            def factor(step: int) -> float:
+                if step < warmup:
+                    return (step + 1) / (warmup + 1)
+                if not cosine:
+                    return 1.0
+                progress = min(1.0, (step - warmup) / max(1, total - warmup))
+                return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         if settings.scheduler == "plateau":
             return torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, factor=settings.plateau_factor, patience=settings.plateau_patience
@@ -493,7 +551,7 @@ class Trainer:
 
     def _signature(self, potential, strategy, train, valid, loss_weights, model_spec) -> dict:
         """What must match for ``resume``: model, strategy, data fingerprints, settings that change the trajectory."""
-        ignored = ("progress", "keep_checkpoint")
+        ignored = ("progress", "keep_checkpoint", "max_seconds")
         settings = {k: v for k, v in self.settings.as_dict().items() if k not in ignored}
         settings["loss"] = loss_weights.as_dict()
         return {
@@ -555,6 +613,26 @@ class Trainer:
         plot_learning_curve(metrics["history"], out / LEARNING_CURVE_FILE, title=f"{potential.name} fine-tuning")
         if not self.settings.keep_checkpoint:
             checkpoints.checkpoint_path(out).unlink(missing_ok=True)
+
+
+def selection_score(metric: str, valid_loss: float, metrics: dict, reference: dict) -> float:
+    """The number that picks the saved epoch (lower is better); ``reference``: the epoch-0 validation metrics."""
+    if metric == "loss":
+        return float(valid_loss)
+    if metric == "forces_rmse":
+        return float(metrics["forces_rmse"])
+    if metric == "energy_mae":
+        return float(metrics["energy_mae_mev_per_atom"])
+    ratios = [metrics[key] / reference[key] for key in BALANCED_TERMS
+              if metrics.get(key) is not None and reference.get(key) and math.isfinite(reference[key])]
+    return float(np.mean(ratios)) if ratios else float(valid_loss)
+
+
+def worse_than_zero_shot(zero_shot: dict, final: dict, tolerance: float = 0.05) -> dict:
+    """Validation errors that ended more than ``tolerance`` (relative) above the E0-aligned zero-shot ones."""
+    before = zero_shot.get("valid_after_e0") or zero_shot.get("valid") or {}
+    return {key: {"zero_shot": before[key], "fine_tuned": final[key]} for key in BALANCED_TERMS
+            if before.get(key) and final.get(key) is not None and final[key] > before[key] * (1 + tolerance)}
 
 
 def _copy(parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
