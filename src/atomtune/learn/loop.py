@@ -249,7 +249,7 @@ class ActiveLearning:
         replay = list(Dataset.read(finetune.replay_data)) if finetune.replay_data else None
         has_stress = all(labels.stress is not None for labels in Dataset(list(train)).labels())
         settings = replace(
-            finetune.training_settings(base.backbone, has_stress, progress=False),
+            finetune.training_settings(base.backbone, has_stress, progress=False, n_train=len(list(train))),
             # A member restored to its starting weights (epoch 0 "best" on a tiny validation set) duplicates the
             # committee it started from and collapses the spread: members keep their last epoch.
             restore_best=False,

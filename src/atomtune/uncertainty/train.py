@@ -189,7 +189,7 @@ def finetune_committee(
     strategy = spec.strategy_object(replay)
     base = load_potential(model, device=device, dtype=spec.dtype, trust=trust)
     has_stress = all(labels.stress is not None for labels in Dataset(list(train)).labels())
-    settings = spec.training_settings(base.backbone, has_stress, progress)
+    settings = spec.training_settings(base.backbone, has_stress, progress, n_train=len(list(train)))
     log(f"fine-tuning a {kind} committee of {size} from {base.name} with {strategy!r}")
     return train_committee(base, train, valid, committee_spec, settings, strategy, out=out, resume=resume,
                            model_spec=model)
