@@ -131,3 +131,18 @@ def test_embedding_features_from_a_backbone(tiny_mace_model_file):
     gold = emt_structures(3, seed=9, elements=("Au",))  # the tiny MACE knows Ni, Cu, Al only
     with pytest.raises(AtomtuneError, match="cannot be made: .*Au"):
         regression.fit(structures[:9] + gold, spec)
+
+
+def test_features_constant_up_to_round_off_do_not_blow_up():
+    """A feature whose training values differ only by round-off must not be scaled by that round-off."""
+    structures = emt_structures(16, seed=13)
+    spec = RegressionSpec(features="composition", estimator="ridge", cv_folds=4, grid={"alpha": [1e-8]})
+    model = regression.fit(structures[:12], spec).model
+    features = regression.Featurizer(spec, model.elements)(structures)
+    features = np.hstack([features, np.zeros((len(structures), 1))])
+    features[:12, -1] = np.random.default_rng(0).normal(0, 1e-17, 12)  # noise-level "signal" on the training part
+    features[12:, -1] = 0.3  # a real value on test structures
+    pipeline = regression._pipeline("ridge", 0, {"alpha": 1e-8})
+    pipeline.fit(features[:12], regression.targets(structures[:12], "energy_per_atom"))
+    predicted = pipeline.predict(features[12:])
+    np.testing.assert_allclose(predicted, model.predict(structures[12:]), atol=1e-6)

@@ -46,6 +46,8 @@ FEATURE_KINDS = ("composition", "soap", "embeddings")
 ENERGY_PER_ATOM = "energy_per_atom"
 MODEL_FILE = "regression.json"
 DATA_FILE = "training_data.npz"
+#: Variance below which a training feature counts as constant (features are O(1e-3–1); round-off variance is ~1e-34).
+CONSTANT_FEATURE_VARIANCE = 1e-16
 NO_FORCES_NOTE = "descriptor regression predicts energy per atom only: no forces or stress (not faked)"
 
 #: Hyperparameter grids searched by cross-validation on the training part (names of the estimator's own arguments).
@@ -277,12 +279,13 @@ def _estimator(name: str, seed: int):
 
 
 def _pipeline(name: str, seed: int, parameters: dict | None = None, fixed_kernel=None):
-    """StandardScaler → estimator, the target standardised too (SVR's epsilon and the kernels then work in σ units).
+    """Constant features dropped → StandardScaler → estimator, the target standardised too (SVR's epsilon and the kernels then work in σ units).
 
     ``fixed_kernel``: a fitted Gaussian-process kernel reused as it is (``optimizer=None``) when reloading.
     """
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.pipeline import Pipeline
+    from sklearn.feature_selection import VarianceThreshold
     from sklearn.preprocessing import StandardScaler
 
     estimator = _estimator(name, seed)
@@ -290,7 +293,12 @@ def _pipeline(name: str, seed: int, parameters: dict | None = None, fixed_kernel
         estimator.set_params(kernel=fixed_kernel, optimizer=None)
     if parameters:
         estimator.set_params(**parameters)
-    pipeline = Pipeline([("scale", StandardScaler()), ("model", estimator)])
+    # Features constant up to round-off on the training part (SOAP channels of environments the training structures
+    # lack: std ~1e-17) are dropped first: scaled by their noise they would blow up on test structures (measured:
+    # 1e28 meV/atom with ridge on 10 structures).
+    pipeline = Pipeline(
+        [("drop_constant", VarianceThreshold(CONSTANT_FEATURE_VARIANCE)), ("scale", StandardScaler()), ("model", estimator)]
+    )
     return TransformedTargetRegressor(regressor=pipeline, transformer=StandardScaler())
 
 
