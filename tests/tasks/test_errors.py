@@ -98,3 +98,101 @@ def test_unknown_model_suggests_close_name():
 
     with pytest.raises(ModelNotFoundError, match="Did you mean chgnet-0.3.0"):
         load_potential("chgnet-0.3")
+
+
+# -- issue 16: bad settings, unlabelled data, structures where stress is undefined --------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5])
+def test_batch_size_must_be_positive(batch_size):
+    from atomtune.exceptions import AtomtuneError
+
+    with pytest.raises(AtomtuneError, match="batch_size"):
+        errors.Settings(batch_size=batch_size)
+    assert errors.Settings(batch_size=3).batch_size == 3 and errors.Settings().batch_size is None
+
+
+@pytest.mark.parametrize("batch_size", ["0", "-1"])
+def test_errors_cli_batch_size_is_a_clear_error(emt_dataset, tmp_path, toy_registry, batch_size):
+    from atomtune.cli import app
+    from atomtune.exceptions import AtomtuneError
+
+    data = emt_dataset.write(tmp_path / "test.extxyz")
+    result = CliRunner().invoke(
+        app, ["errors", "--data", str(data), "--model", "toy-1", "--out", str(tmp_path / "o"), "--batch-size", batch_size]
+    )
+    assert isinstance(result.exception, AtomtuneError), result.exception
+    assert "--batch-size" in str(result.exception) and batch_size in str(result.exception)
+    assert not (tmp_path / "o").exists()
+
+
+def test_unlabelled_structures_are_a_clear_error(emt_dataset, toy_potential):
+    from ase.build import bulk
+
+    from atomtune.exceptions import AtomtuneError
+
+    unlabelled = [bulk("Cu", "fcc", a=3.6), bulk("Ni", "fcc", a=3.52)]
+    with pytest.raises(AtomtuneError, match=r"no reference labels.*2 structure"):
+        errors.run(unlabelled, toy_potential, progress=False)
+    with pytest.raises(AtomtuneError, match=r"no reference labels"):
+        errors.run(unlabelled, EMT(), progress=False)
+    mixed = [*list(emt_dataset)[:2], *unlabelled]  # some labelled: the unlabelled ones are counted, not an error
+    records = errors.run(mixed, toy_potential, progress=False)
+    assert errors.metrics(records)["n_structures_energy"] == 2
+
+
+def test_bench_errors_on_unlabelled_data_is_a_clear_error(tmp_path, toy_registry):
+    from ase.build import bulk
+    from ase.io import write
+
+    from atomtune.cli import app
+    from atomtune.exceptions import AtomtuneError
+
+    path = tmp_path / "bulk.extxyz"
+    write(path, [bulk("Cu", "fcc", a=3.6), bulk("Al", "fcc", a=4.05)])
+    result = CliRunner().invoke(
+        app, ["bench", "--task", "errors", "--data", str(path), "--model", "toy-1", "--out", str(tmp_path / "r"),
+              "--no-progress"],
+    )
+    assert isinstance(result.exception, AtomtuneError), result.exception
+    assert "no reference labels" in str(result.exception) and "atomtune label" in str(result.exception)
+
+
+def _molecule_with_labels():
+    from ase.build import molecule
+
+    water = molecule("H2O")  # no cell, pbc False: stress is undefined
+    water.calc = EMT()
+    from atomtune.data.dataset import attach_labels
+
+    attach_labels(water, water.get_potential_energy(), water.get_forces())
+    water.info["id"] = "water"
+    return water
+
+
+def test_molecule_among_bulk_keeps_the_stress_column_and_says_why(emt_dataset, toy_potential):
+    bulk_structures = list(emt_dataset)[:4]
+    structures = [bulk_structures[0], _molecule_with_labels(), *bulk_structures[1:]]
+    for calculator in (toy_potential, toy_potential.calculator()):  # batched and ASE-calculator paths
+        records = errors.run(structures, calculator, progress=False)
+        assert ["stress_pred" in r for r in records] == [True, False, True, True, True]
+        result = errors.metrics(records)
+        assert result["n_structures_stress"] == 4 and "stress_mae_gpa" in result
+        assert "water" in result["stress_note"] and "not periodic" in result["stress_note"]
+        alone = errors.metrics([r for r in records if r["id"] != "water"])
+        assert result["stress_mae_gpa"] == pytest.approx(alone["stress_mae_gpa"], rel=1e-5)
+    no_stress = errors.metrics(errors.run([_molecule_with_labels()], toy_potential, progress=False))
+    assert "stress_mae_gpa" not in no_stress and "no structure" in no_stress["stress_note"]
+
+
+def test_errors_cli_prints_why_stress_rows_are_partial(emt_dataset, tmp_path, toy_registry):
+    from atomtune.cli import app
+    from atomtune.data.dataset import Dataset
+
+    data = Dataset([*list(emt_dataset)[:3], _molecule_with_labels()]).write(tmp_path / "mixed.extxyz")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["errors", "--data", str(data), "--model", "toy-1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "σ MAE" in result.output and "water" in result.output and "not periodic" in result.output
+    record = json.loads((out / "errors.json").read_text())
+    assert record["models"]["toy-1"]["n_structures_stress"] == 3

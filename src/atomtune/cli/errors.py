@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from atomtune.cli.options import trust_model_option
+from atomtune.data.dataset import MAX_STRESS_GPA
 
 
 def register(app: typer.Typer) -> None:
@@ -24,6 +25,10 @@ def register(app: typer.Typer) -> None:
         forces_key: str = typer.Option(None, "--forces-key", help="Forces key in the file (default: auto)."),
         stress_key: str = typer.Option(None, "--stress-key", help="Stress key in the file (default: auto)."),
         batch_size: int = typer.Option(None, "--batch-size", help="Structures per forward pass (default: measured)."),
+        max_stress_gpa: float = typer.Option(
+            MAX_STRESS_GPA, "--max-stress-gpa",
+            help="Refuse stress labels above this (GPa): a file in kBar read as eV/Å³ is 1602x too large. 'inf': any.",
+        ),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
         threads: int = typer.Option(None, "--threads", help="torch / BLAS threads (default: all cores)."),
     ) -> None:
@@ -39,12 +44,14 @@ def register(app: typer.Typer) -> None:
         from atomtune.tasks import errors
 
         console = Console()
-        dataset = Dataset.read(data, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
+        settings = errors.Settings(batch_size=batch_size, align_e0=align_e0)  # checked before any reading or loading
+        dataset = Dataset.read(
+            data, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key, max_stress_gpa=max_stress_gpa
+        )
         console.print(f"{data}: {len(dataset)} structures, {dataset.n_atoms} atoms, elements {' '.join(dataset.elements)}")
         potentials = {spec: load_potential(spec, device=device, trust=trust_model) for spec in model}
         for spec, potential in potentials.items():  # every model checked before any compute
             potential.check_elements(list(dataset), where="")
-        settings = errors.Settings(batch_size=batch_size, align_e0=align_e0)
         results = {}
         for spec, potential in potentials.items():
             results[spec] = errors.run(list(dataset), potential, settings)
@@ -69,6 +76,8 @@ def register(app: typer.Typer) -> None:
             ]
             table.add_row(row["metric"], *cells)
         console.print(table)
+        for note in dict.fromkeys(m["stress_note"] for m in summary.values() if m.get("stress_note")):
+            console.print(f"[yellow]{note}[/yellow]", highlight=False)
         if align_e0:
             console.print(f"[dim]E0-aligned rows: {errors.ALIGN_E0_NOTE}.[/dim]")
         console.print(f"wrote {out / 'errors.json'} and {len(plots)} parity plot(s) in {out}")

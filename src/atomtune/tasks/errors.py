@@ -22,7 +22,8 @@ from ase import Atoms
 from ase.stress import full_3x3_to_voigt_6_stress
 from ase.units import GPa
 
-from atomtune.data.dataset import labels_of
+from atomtune.data.dataset import Labels, labels_of
+from atomtune.exceptions import AtomtuneError
 
 ALIGN_E0_NOTE = (
     "aligned: one energy offset per element refit by least squares on this set (DFT codes / functionals differ in "
@@ -30,48 +31,90 @@ ALIGN_E0_NOTE = (
 )
 
 
+#: Why a structure has no stress comparison (``record["stress_skipped"]``; counted in ``metrics()["stress_note"]``).
+NO_STRESS_LABEL = "no stress label"
+NOT_PERIODIC = "not periodic in all three directions (stress is undefined without a cell)"
+
+
 @dataclass
 class Settings:
-    """``batch_size``: structures per forward pass (None: the backbone's measured default).
+    """``batch_size``: structures per forward pass (None: the backbone's measured default; else at least 1).
     ``align_e0``: also report errors after a per-element energy offset refit (see module docstring)."""
 
     batch_size: int | None = None
     align_e0: bool = False
 
+    def __post_init__(self):
+        size = self.batch_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise AtomtuneError(
+                f"batch_size (--batch-size) {size!r}: give a whole number of structures per forward pass, at least 1, "
+                f"or leave it unset for the backbone's measured default."
+            )
+
+
+def stress_skipped(atoms: Atoms, reference: Labels) -> str | None:
+    """Why ``atoms`` gets no stress comparison (:data:`NO_STRESS_LABEL`, :data:`NOT_PERIODIC`), or None."""
+    if not atoms.pbc.all():  # first: a label would not help
+        return NOT_PERIODIC
+    if reference.stress is None:
+        return NO_STRESS_LABEL
+    return None
+
 
 def run(structures: Sequence[Atoms], calculator, settings: Settings | None = None, progress: bool = True) -> list[dict]:
     """Predict every structure; one record per structure with reference and predicted labels (eV, eV/Å, eV/Å³ Voigt).
 
-    ``calculator`` is a :class:`~atomtune.models.base.Potential` (batched) or any ASE calculator.
+    ``calculator`` is a :class:`~atomtune.models.base.Potential` (batched) or any ASE calculator. Stress is predicted
+    and compared only where it is defined and labelled (fully periodic, with a stress label); the other records say why
+    in ``stress_skipped``, so a molecule among bulk cells costs the bulk cells nothing. Raises :class:`AtomtuneError`
+    when no structure has any reference label.
     """
     from atomtune.models.base import Potential
 
     settings = settings or Settings()
     structures = list(structures)
-    want_stress = any(labels_of(a).stress is not None for a in structures) and all(a.pbc.all() for a in structures)
+    references = [labels_of(atoms) for atoms in structures]
+    unlabelled = [lab.energy is None and lab.forces is None and lab.stress is None for lab in references]
+    if not structures or all(unlabelled):
+        raise AtomtuneError(
+            f"the errors task compares predictions with reference labels, and there are no reference labels: none of "
+            f"the {len(structures)} structure(s) has an energy, forces or stress label. Label them first (`atomtune "
+            f"label --calculator gpaw --data FILE --out labelled.extxyz`), or name the keys they are stored under "
+            f"(`atomtune errors --energy-key … --forces-key … --stress-key …`)."
+        )
+    skipped = [stress_skipped(atoms, lab) for atoms, lab in zip(structures, references)]
     if isinstance(calculator, Potential):
-        predictions = calculator.predict(structures, batch_size=settings.batch_size, stress=want_stress, progress=progress)
-        for record in predictions:
-            for key in ("stress", "stress_std"):  # stress_std: a committee's spread (atomtune.uncertainty)
-                if key in record:
-                    record[key] = full_3x3_to_voigt_6_stress(record[key])
+        predictions: list[dict | None] = [None] * len(structures)
+        for with_stress in (True, False):  # one batched pass per group: stress where defined, none elsewhere
+            indices = [i for i, reason in enumerate(skipped) if (reason is None) == with_stress]
+            if not indices:
+                continue
+            group = calculator.predict(
+                [structures[i] for i in indices], batch_size=settings.batch_size, stress=with_stress, progress=progress
+            )
+            for i, record in zip(indices, group):
+                if with_stress:
+                    record["stress"] = full_3x3_to_voigt_6_stress(record["stress"])
+                else:
+                    record.pop("stress", None)
+                predictions[i] = record
     else:
         predictions = []
-        iterator = structures
+        iterator = zip(structures, skipped)
         if progress:
             from tqdm.auto import tqdm
 
-            iterator = tqdm(structures, desc="errors", unit="structure")
-        for atoms in iterator:
+            iterator = tqdm(iterator, total=len(structures), desc="errors", unit="structure")
+        for atoms, reason in iterator:
             work = atoms.copy()
             work.calc = calculator
             record = {"energy": work.get_potential_energy(), "forces": work.get_forces()}
-            if want_stress:
+            if reason is None:
                 record["stress"] = work.get_stress(voigt=True)
             predictions.append(record)
     records = []
-    for i, (atoms, predicted) in enumerate(zip(structures, predictions)):
-        reference = labels_of(atoms)
+    for i, (atoms, predicted, reference, reason) in enumerate(zip(structures, predictions, references, skipped)):
         record = {
             "id": str(atoms.info.get("id", i)),
             "formula": atoms.get_chemical_formula(),
@@ -82,12 +125,11 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
             "forces_ref": None if reference.forces is None else reference.forces.tolist(),
             "forces_pred": np.asarray(predicted["forces"]).tolist(),
         }
-        if "stress" in predicted and reference.stress is not None:
+        if reason is None:
             record["stress_ref"] = reference.stress.tolist()
             record["stress_pred"] = np.asarray(predicted["stress"]).tolist()
-        for key in ("energy_std", "forces_std", "stress_std"):  # a committee's calibrated spreads
-            if key in predicted and (key != "stress_std" or "stress_ref" in record):
-                record[key] = np.asarray(predicted[key]).tolist()
+        else:
+            record["stress_skipped"] = reason
         records.append(record)
     return records
 
@@ -98,7 +140,16 @@ def metrics(records: Sequence[dict], align_e0: bool = False) -> dict:
     energy_ref = np.array([r["energy_ref"] if r["energy_ref"] is not None else np.nan for r in records], dtype=float)
     energy_pred = np.array([r["energy_pred"] for r in records], dtype=float)
     n_atoms = np.array([r["n_atoms"] for r in records], dtype=float)
-    result = {"n_structures": len(records), "n_atoms": int(n_atoms.sum())}
+    result = {
+        "n_structures": len(records),
+        "n_atoms": int(n_atoms.sum()),
+        "n_structures_energy": int(np.isfinite(energy_ref).sum()),
+        "n_structures_forces": sum(r["forces_ref"] is not None for r in records),
+        "n_structures_stress": sum("stress_ref" in r for r in records),
+    }
+    note = stress_note(records)
+    if note:
+        result["stress_note"] = note
     result.update(_energy_metrics(energy_pred, energy_ref, n_atoms, ""))
     if align_e0:
         from atomtune.models.element_energies import apply_element_energies, fit_element_energies
@@ -152,6 +203,25 @@ def metrics(records: Sequence[dict], align_e0: bool = False) -> dict:
     return result
 
 
+def stress_note(records: Sequence[dict]) -> str | None:
+    """One sentence saying which structures the stress metrics leave out and why (None when none is left out)."""
+    left_out: dict[str, list[str]] = {}
+    for record in records:
+        if record.get("stress_skipped"):
+            left_out.setdefault(record["stress_skipped"], []).append(str(record["id"]))
+    if not left_out:
+        return None
+    compared = sum("stress_ref" in r for r in records)
+
+    def ids(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+    reasons = "; ".join(f"{len(names)} {reason}: {ids(names)}" for reason, names in left_out.items())
+    if compared:
+        return f"σ rows over {compared} of {len(records)} structures; left out: {reasons}."
+    return f"no σ rows: no structure has both a stress label and a periodic cell ({reasons})."
+
+
 def _energy_metrics(predicted: np.ndarray, reference: np.ndarray, n_atoms: np.ndarray, prefix: str) -> dict:
     valid = np.isfinite(reference)
     if not valid.any():
@@ -186,11 +256,14 @@ def compare(results: dict[str, list[dict]], reference: str | None = None, align_
 
 
 def metric_rows(summary: dict[str, dict]) -> list[dict]:
-    """The rows of :func:`compare` from metrics already computed (label → :func:`metrics` result)."""
+    """The rows of :func:`compare` from metrics already computed (label → :func:`metrics` result); a row counting the
+    structures with a stress comparison when some have none (``stress_note`` in the metrics says why)."""
     rows = []
     for key, label in TABLE_ROWS:
         if any(key in m for m in summary.values()):
             rows.append({"metric": label, **{model: m.get(key) for model, m in summary.items()}})
+    if any(m.get("stress_note") for m in summary.values()):  # some structures have no σ: say how many do
+        rows.append({"metric": "σ: structures compared", **{m: s.get("n_structures_stress") for m, s in summary.items()}})
     elements = sorted({e for m in summary.values() for e in m["per_element"]})
     for element in elements:
         rows.append(
