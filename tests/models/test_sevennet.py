@@ -259,3 +259,43 @@ def test_l3i5_matches_sevenn_calculator():
         assert abs(record["energy"] - energy) / len(atoms) <= 1e-4
         np.testing.assert_allclose(record["forces"], forces, atol=1e-4)
         np.testing.assert_allclose(record["stress"], stress, atol=1e-5)
+
+
+def test_singular_or_missing_cell_is_a_clear_error(potential):
+    """Issue 16: a zero-volume cell or a periodic direction without a cell vector was a LinAlgError from the graph builder."""
+    from ase import Atoms
+
+    from atomtune.exceptions import AtomtuneError
+
+    flat = Atoms("Cu2", positions=[[0, 0, 0], [1.8, 1.8, 1.0]], cell=[[3.6, 0, 0], [0, 3.6, 0], [3.6, 3.6, 0]], pbc=True)
+    flat.info["id"] = "flat-cell"
+    with pytest.raises(AtomtuneError, match=r"flat-cell.*cell is singular"):
+        potential.predict([flat])
+    no_cell = Atoms("Cu2", positions=[[0, 0, 0], [1.8, 1.8, 1.0]], pbc=True)
+    with pytest.raises(AtomtuneError, match=r"Cu2.*cell vector 1 is zero"):
+        potential.predict([no_cell])
+
+
+def test_errors_on_a_molecule_among_bulk_keep_the_bulk_stress(potential):
+    """Issue 16: with a molecule in the set, every stress row vanished from the errors table without comment."""
+    from ase.build import molecule
+
+    from atomtune.data.dataset import attach_labels
+    from atomtune.tasks import errors
+
+    structures = []
+    for k, atoms in enumerate(cells()):
+        atoms.calc = None
+        attach_labels(atoms, -3.0 * len(atoms), np.zeros((len(atoms), 3)), np.zeros(6))
+        atoms.info["id"] = f"bulk-{k}"
+        structures.append(atoms)
+    water = molecule("H2O")
+    attach_labels(water, -14.0, np.zeros((3, 3)))
+    water.info["id"] = "water"
+    records = errors.run([structures[0], water, *structures[1:]], potential, progress=False)
+    assert ["stress_pred" in r for r in records] == [True, False, True, True]
+    result = errors.metrics(records)
+    assert result["n_structures_stress"] == 3 and result["stress_mae_gpa"] > 0
+    assert "water" in result["stress_note"] and "not periodic" in result["stress_note"]
+    alone = errors.run(structures, potential, progress=False)  # the molecule changes nothing for the bulk cells
+    np.testing.assert_allclose(records[2]["stress_pred"], alone[1]["stress_pred"], atol=1e-6)

@@ -33,6 +33,7 @@ import torch
 from ase import Atoms
 from ase.data import chemical_symbols
 
+from atomtune.data.dataset import cell_problem
 from atomtune.exceptions import AtomtuneError, ModelNotFoundError, UnsupportedElementsError
 from atomtune.models.base import Potential
 
@@ -146,6 +147,10 @@ class SevennetPotential(Potential):
         unknown = set(atoms.numbers.tolist()) - set(self.model.type_map)
         if unknown:
             raise UnsupportedElementsError({chemical_symbols[z] for z in unknown}, self.name, atoms.info.get("id", ""))
+        problem = cell_problem(atoms)  # the graph builder inverts the cell: a LinAlgError otherwise
+        if problem:
+            name = atoms.info.get("id", atoms.get_chemical_formula())
+            raise AtomtuneError(f"{self.name}: structure {name} ({atoms.get_chemical_formula()}): {problem}")
         arrays = unlabeled_atoms_to_graph(atoms, self.cutoff)
         # sevenn's AtomGraphData.from_numpy_dict always casts to float32; cast to the model's dtype instead so a float64
         # potential sees float64 edge vectors (float32 gives the same numbers as sevenn's calculator).
