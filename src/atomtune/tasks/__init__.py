@@ -38,6 +38,7 @@ TASKS: dict[str, str] = {
     "stacking_fault": "atomtune.tasks.stacking_fault",
     "adsorption": "atomtune.tasks.adsorption",
     "composition_scan": "atomtune.tasks.composition_scan",
+    "grain_boundary": "atomtune.tasks.grain_boundary",
     "cluster_expansion": "atomtune.tasks.cluster_expansion",
     "monte_carlo": "atomtune.tasks.monte_carlo",
 }
