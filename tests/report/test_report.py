@@ -33,3 +33,56 @@ def test_report_with_only_failures(tmp_path):
     results = {"name": "broken", "failures": [{"step": "data", "error": "file not found", "skipped_dependants": []}]}
     text = render_report(results, tmp_path / "r.html").read_text()
     assert "file not found" in text and "id='summary'" in text and "id='errors'" not in text
+
+
+# -- issue 16: a malformed results file is one clear error naming the file ----------------------------------------------
+
+
+def _report_cli(path, tmp_path):
+    from typer.testing import CliRunner
+
+    from atomtune.cli import app
+
+    return CliRunner().invoke(app, ["report", str(path), "--out", str(tmp_path / "r.html")])
+
+
+def test_report_on_malformed_json_names_the_file_and_place(tmp_path):
+    from atomtune.exceptions import AtomtuneError
+
+    broken = tmp_path / "results.json"
+    broken.write_text('{"name": "ni-demo",\n "errors": {"a": 1,}\n}')
+    result = _report_cli(broken, tmp_path)
+    assert isinstance(result.exception, AtomtuneError), result.exception
+    assert str(broken) in str(result.exception) and "line 2" in str(result.exception)
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_on_wrong_json_shapes_names_the_file_and_key(tmp_path):
+    from atomtune.exceptions import AtomtuneError
+
+    cases = {
+        "list.json": ("[1, 2, 3]", "a JSON object"),
+        "errors.json": ('{"name": "x", "errors": [1, 2]}', "'errors'"),
+        "failures.json": ('{"name": "x", "failures": {"step": "data"}}', "'failures'"),
+        "binary.json": (b"\xff\xfe\x00garbage", "UTF-8"),
+        "empty.json": ("", "empty"),
+    }
+    for name, (content, expected) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        result = _report_cli(path, tmp_path)
+        assert isinstance(result.exception, AtomtuneError), (name, result.exception)
+        assert str(path) in str(result.exception) and expected in str(result.exception), (name, result.exception)
+
+
+def test_report_reads_a_valid_results_file(campaign_results, tmp_path):
+    import json
+
+    from atomtune.report import read_results
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(campaign_results))
+    assert read_results(path) == campaign_results
+    result = _report_cli(path, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r.html").stat().st_size > 1000

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -18,10 +17,7 @@ def register(app: typer.Typer) -> None:
 
         Example: atomtune report campaign-ni-alloy/results.json --out report.html
         """
-        from atomtune.exceptions import AtomtuneError
-        from atomtune.report import render_report
+        from atomtune.report import read_results, render_report
 
-        if not results.exists():
-            raise AtomtuneError(f"{results}: not found; `atomtune run campaign.yaml` writes results.json.")
-        path = render_report(json.loads(results.read_text()), out or results.with_name("report.html"))
+        path = render_report(read_results(results), out or results.with_name("report.html"))
         typer.echo(f"report: {path}")
