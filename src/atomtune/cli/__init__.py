@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 
 #: Modules in atomtune.cli that define ``register(app)``; a module that is not there yet is skipped.
-COMMAND_MODULES = ("models", "errors", "data", "generate", "label", "finetune", "bench", "run", "report", "env", "learn", "baseline")
+COMMAND_MODULES = ("models", "errors", "data", "generate", "label", "finetune", "bench", "run", "report", "env", "learn", "baseline", "export", "md")
 
 console = Console(stderr=True)
 
