@@ -94,10 +94,11 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
                 [structures[i] for i in indices], batch_size=settings.batch_size, stress=with_stress, progress=progress
             )
             for i, record in zip(indices, group):
-                if with_stress:
-                    record["stress"] = full_3x3_to_voigt_6_stress(record["stress"])
-                else:
-                    record.pop("stress", None)
+                for key in ("stress", "stress_std"):  # stress_std: a committee's spread (atomtune.uncertainty)
+                    if with_stress and key in record:
+                        record[key] = full_3x3_to_voigt_6_stress(record[key])
+                    elif not with_stress:
+                        record.pop(key, None)
                 predictions[i] = record
     else:
         predictions = []
@@ -130,6 +131,9 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
             record["stress_pred"] = np.asarray(predicted["stress"]).tolist()
         else:
             record["stress_skipped"] = reason
+        for key in ("energy_std", "forces_std", "stress_std"):  # a committee's calibrated spreads
+            if key in predicted:
+                record[key] = np.asarray(predicted[key]).tolist()
         records.append(record)
     return records
 
