@@ -11,7 +11,12 @@ from toy_potential import ToyPotential
 
 from atomtune.finetune import Trainer, TrainingSettings
 from atomtune.models import registry
-from atomtune.uncertainty import CommitteeError, CommitteePotential, CommitteeSpec, train_committee
+from atomtune.uncertainty import (
+    CommitteeError,
+    CommitteePotential,
+    CommitteeSpec,
+    train_committee,
+)
 from atomtune.uncertainty.committee import readout_block
 
 SETTINGS = TrainingSettings(epochs=2, learning_rate=2e-2, batch_size=4, progress=False, restore_best=False)

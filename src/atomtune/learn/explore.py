@@ -117,6 +117,7 @@ def explore_md(committee: CommitteePotential, start: Atoms, explorer: MDExplorer
     atoms = Atoms(numbers=start.numbers, positions=start.positions, cell=start.cell, pbc=start.pbc)
     if explorer.supercell:
         atoms = atoms.repeat(explorer.supercell)
+    atoms = _at_least(atoms, MIN_MD_ATOMS)
     start_id = str(start.info.get("id", start.get_chemical_formula()))
     n_atoms = len(atoms)
     calculator = committee.calculator()
@@ -139,7 +140,7 @@ def explore_md(committee: CommitteePotential, start: Atoms, explorer: MDExplorer
             ensemble=explorer.ensemble, temperature_k=temperature, pressure_gpa=explorer.pressure_gpa,
             timestep_fs=explorer.timestep_fs, thermostat=explorer.thermostat, seed=seed + segment,
         )
-        integrator = md_task._integrator(atoms, settings)  # noqa: SLF001 — tasks/md.py's ensemble/thermostat switch
+        integrator = md_task._integrator(atoms, settings)
         done = 0
         while done < explorer.steps and not reason:
             chunk = min(explorer.sample_interval, explorer.steps - done)
@@ -179,6 +180,20 @@ def explore_md(committee: CommitteePotential, start: Atoms, explorer: MDExplorer
         reason=reason, first_flag_ps=first_flag, hal_tau=tau,
     )
     return candidates, run
+
+
+#: MD of a 1–3-atom primitive cell is meaningless (with the centre of mass fixed a 1-atom cell cannot move at all, and
+#: ASE's velocity scaling divides by its zero temperature): such cells are repeated to at least this many atoms.
+MIN_MD_ATOMS = 4
+
+
+def _at_least(atoms: Atoms, count: int) -> Atoms:
+    """``atoms`` repeated along its shortest cell vectors until it has ≥ ``count`` atoms (unchanged if it has)."""
+    repeats = [1, 1, 1]
+    while len(atoms) * np.prod(repeats) < count and atoms.pbc.all():
+        lengths = [atoms.cell.lengths()[axis] * repeats[axis] for axis in range(3)]
+        repeats[int(np.argmin(lengths))] += 1
+    return atoms.repeat(repeats) if repeats != [1, 1, 1] else atoms
 
 
 def explore_rattle(committee: CommitteePotential, start: Atoms, explorer: RattleExplorer, flag: FlagSpec, seed: int,
@@ -223,7 +238,7 @@ def _explosion(atoms: Atoms, forces: np.ndarray, energy: float, initial_energy: 
     max_force = float(np.linalg.norm(forces, axis=1).max()) if len(forces) else 0.0
     if not (np.isfinite(energy) and np.isfinite(max_force)):
         return "energy or forces became non-finite"
-    distance = md_task._min_distance(atoms)  # noqa: SLF001 — the same periodic minimum distance tasks/md.py checks
+    distance = md_task._min_distance(atoms)
     if distance < md_task.EXPLODED_MIN_DISTANCE:
         return f"atoms {distance:.2f} Å apart (< {md_task.EXPLODED_MIN_DISTANCE} Å)"
     if max_force > md_task.EXPLODED_MAX_FORCE:

@@ -346,7 +346,12 @@ def select_frames(committee, frames: Sequence[Atoms], selection: SelectionSpec, 
     if selection.method == "uncertainty":
         values = np.array([float(a.info.get("uncertainty", 0.0)) for a in frames])
         return sorted(np.argsort(-values, kind="stable")[:count].tolist())
-    from atomtune.data.select import DirectSampler, FarthestPointSampler, RandomSampler, structure_features
+    from atomtune.data.select import (
+        DirectSampler,
+        FarthestPointSampler,
+        RandomSampler,
+        structure_features,
+    )
 
     if selection.method == "random":
         return RandomSampler(count, seed=seed).select(np.zeros((len(frames), 1))).tolist()

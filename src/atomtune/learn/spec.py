@@ -16,7 +16,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -37,12 +37,13 @@ class MDExplorer(Strict):
     """Molecular dynamics with the committee (ASE integrators of :mod:`atomtune.tasks.md`).
 
     ``temperatures_k``: one segment of ``steps`` steps per temperature, in order (a ramp); velocities are drawn at the
-    first. ``ensemble``: nvt | npt (``pressure_gpa``). ``sample_interval``: steps between uncertainty checks (each
-    check is a candidate frame). ``hal_tau``: hyperactive learning — the MD runs on E − τσ_E with τ = ``hal_tau`` ×
-    mean |F| / mean |∂σ_E/∂r| at the start (van der Oord et al. 2023); 0 is plain MD. ``stop_on_flag``: end this run at
-    its first flagged frame (the frames after it are where the model is already known to be wrong).
-    ``max_energy_change_ev_per_atom``: the run is stopped as exploded when the potential energy per atom moves further
-    than this from its start (besides tasks/md.py's minimum-distance, force and temperature checks)."""
+    first (cells of fewer than 4 atoms are repeated to 4 or more). ``ensemble``: nvt | npt (``pressure_gpa``).
+    ``sample_interval``: steps between uncertainty checks (each check is a candidate frame). ``hal_tau``: hyperactive
+    learning — the MD runs on E − τσ_E with τ = ``hal_tau`` × mean |F| / mean |∂σ_E/∂r| at the start (van der Oord et
+    al. 2023); 0 is plain MD. ``stop_on_flag``: end this run at its first flagged frame (the frames after it are where
+    the model is already known to be wrong). ``max_energy_change_ev_per_atom``: the run is stopped as exploded when the
+    potential energy per atom moves further than this from its start (besides tasks/md.py's minimum-distance, force and
+    temperature checks). ``supercell``: repeat the start cell first."""
 
     kind: Literal["md"] = "md"
     temperatures_k: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [600.0], min_length=1)
@@ -90,7 +91,7 @@ class ExploreSpec(Strict):
     """The exploration file: ``explorers`` (md / rattle), ``flag``, ``selection``, and optionally ``structures`` (a file of
     start structures for exploration; default: the loop's start set)."""
 
-    explorers: list[Annotated[Union[MDExplorer, RattleExplorer], Field(discriminator="kind")]] = Field(min_length=1)
+    explorers: list[Annotated[MDExplorer | RattleExplorer, Field(discriminator="kind")]] = Field(min_length=1)
     flag: FlagSpec = Field(default_factory=FlagSpec)
     selection: SelectionSpec = Field(default_factory=SelectionSpec)
     structures: str | None = None

@@ -5,8 +5,16 @@
 quantity. The active-learning loop (:mod:`atomtune.learn`) is built on these.
 """
 
-from atomtune.uncertainty.committee import CommitteeCalculator, CommitteeError, CommitteePotential
-from atomtune.uncertainty.train import CommitteeSpec, finetune_committee, train_committee
+from atomtune.uncertainty.committee import (
+    CommitteeCalculator,
+    CommitteeError,
+    CommitteePotential,
+)
+from atomtune.uncertainty.train import (
+    CommitteeSpec,
+    finetune_committee,
+    train_committee,
+)
 
 __all__ = [
     "CommitteeCalculator",

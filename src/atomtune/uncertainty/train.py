@@ -26,10 +26,22 @@ import torch
 from ase import Atoms
 
 from atomtune.exceptions import AtomtuneError
-from atomtune.finetune import FitResult, Freeze, Full, Strategy, Trainer, TrainingSettings
+from atomtune.finetune import (
+    FitResult,
+    Freeze,
+    Full,
+    Strategy,
+    Trainer,
+    TrainingSettings,
+)
 from atomtune.finetune.loop import METRICS_FILE
 from atomtune.models.base import Potential, json_default
-from atomtune.uncertainty.committee import KINDS, CommitteeError, CommitteePotential, readout_block
+from atomtune.uncertainty.committee import (
+    KINDS,
+    CommitteeError,
+    CommitteePotential,
+    readout_block,
+)
 
 COMMITTEE_METRICS_FILE = "committee_metrics.json"
 CALIBRATION_PLOT = "calibration.png"
@@ -148,7 +160,10 @@ def train_committee(
     if out is not None:
         committee.save(out, extra={"committee_spec": spec.__dict__, "finetune": {"metrics": COMMITTEE_METRICS_FILE}})
         if metrics.get("calibration"):
-            from atomtune.uncertainty.calibration import QuantityCalibration, plot_calibration
+            from atomtune.uncertainty.calibration import (
+                QuantityCalibration,
+                plot_calibration,
+            )
 
             plot_calibration({q: QuantityCalibration(**r) for q, r in metrics["calibration"].items()},
                              out / CALIBRATION_PLOT, title=f"{committee.name} on the validation set")
