@@ -67,6 +67,10 @@ def plot_all(results: dict, out: Path, committee=None, test=None) -> dict[str, P
     axes[2].set_xlabel("iteration")
     axes[2].set_ylabel("force RMSE (eV/Å)")
     axes[2].legend(fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in axes:
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     images["progress"] = out / PLOTS["progress"]
     figure.savefig(images["progress"], dpi=110)
 
