@@ -177,3 +177,19 @@ def test_cli_refuses_a_bad_exploration_file_before_any_work(tmp_path):
     assert isinstance(result.exception, ExploreFileError)
     assert "explore.yaml:2: unknown key 'stepz'" in str(result.exception)
     assert not (tmp_path / "al").exists()
+
+
+def test_md_stability_table_counts_failures_per_temperature_of_a_ramp():
+    from atomtune.learn.report import stability_table
+
+    runs = [
+        {"temperatures_k": [600, 1500], "steps_requested": 200, "steps_completed": 200, "time_ps": 0.4,
+         "exploded": False},
+        {"temperatures_k": [600, 1500], "steps_requested": 200, "steps_completed": 150, "time_ps": 0.3,
+         "exploded": True},
+        {"temperatures_k": [600, 1500], "steps_requested": 200, "steps_completed": 50, "time_ps": 0.1, "exploded": True},
+    ]
+    table = stability_table({"iterations": [{"iteration": 1, "md_runs": runs}], "final_check": {"md_runs": runs[:1]}})
+    assert table[600]["it 1"] == {"runs": 3, "exploded": 1, "mean_time_ps": pytest.approx((0.2 + 0.2 + 0.1) / 3)}
+    assert table[1500]["it 1"] == {"runs": 2, "exploded": 1, "mean_time_ps": pytest.approx((0.2 + 0.1) / 2)}
+    assert table[1500]["final"]["exploded"] == 0

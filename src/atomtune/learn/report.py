@@ -100,7 +100,7 @@ def plot_all(results: dict, out: Path, committee=None, test=None) -> dict[str, P
             xs = [k for k in row]
             axis.plot(range(len(xs)), [row[k]["mean_time_ps"] for k in xs], "o-", label=f"{temperature:.0f} K")
             axis.set_xticks(range(len(xs)), xs)
-        axis.set_ylabel("mean time to failure or end of run (ps)")
+        axis.set_ylabel("mean time survived at T (ps)")
         axis.set_title("MD stability with the committee (explosions end a run)")
         axis.legend(fontsize=8)
         images["stability"] = out / PLOTS["stability"]
@@ -125,7 +125,8 @@ def plot_all(results: dict, out: Path, committee=None, test=None) -> dict[str, P
 
 
 def stability_table(results: dict) -> dict[float, dict[str, dict]]:
-    """temperature (highest of a ramp, K) → {"it N" / "final" → runs, exploded, mean time (ps)}."""
+    """temperature (K) → {"it N" / "final" → runs that reached that temperature's segment of the ramp, how many exploded
+    in it, and ``mean_time_ps`` they survived in it (time to failure, or the segment's length when they did not fail)}."""
     table: dict[float, dict[str, dict]] = {}
     sources = [(f"it {r['iteration']}", r.get("md_runs") or []) for r in results["iterations"]]
     final = results.get("final_check") or {}
@@ -133,11 +134,19 @@ def stability_table(results: dict) -> dict[float, dict[str, dict]]:
         sources.append(("final", final["md_runs"]))
     for name, runs in sources:
         for run in runs:
-            temperature = max(run["temperatures_k"])
-            entry = table.setdefault(temperature, {}).setdefault(name, {"runs": 0, "exploded": 0, "times": []})
-            entry["runs"] += 1
-            entry["exploded"] += int(run["exploded"])
-            entry["times"].append(run["time_ps"])
+            temperatures = run["temperatures_k"]
+            per_segment = run["steps_requested"] / len(temperatures)
+            step_ps = run["time_ps"] / run["steps_completed"] if run["steps_completed"] else 0.0
+            for k, temperature in enumerate(temperatures):
+                if run["steps_completed"] < k * per_segment or (k and run["steps_completed"] == k * per_segment
+                                                                 and run["exploded"]):
+                    break  # the run ended before this segment
+                done = min(run["steps_completed"] - k * per_segment, per_segment)
+                failed_here = run["exploded"] and run["steps_completed"] <= (k + 1) * per_segment
+                entry = table.setdefault(temperature, {}).setdefault(name, {"runs": 0, "exploded": 0, "times": []})
+                entry["runs"] += 1
+                entry["exploded"] += int(failed_here)
+                entry["times"].append(done * step_ps)
     for row in table.values():
         for entry in row.values():
             entry["mean_time_ps"] = float(np.mean(entry.pop("times")))
@@ -170,7 +179,8 @@ def section_html(results: dict, images: dict[str, Path] | None = None) -> str:
     parts.append("</table>")
     stability = stability_table(results)
     if stability:
-        parts.append("<h3>MD stability (runs exploded / runs, mean time to failure or end)</h3><table><tr><th>T (K)"
+        parts.append("<h3>MD stability per temperature (runs that exploded at T / runs that reached T, mean time "
+                     "survived at T)</h3><table><tr><th>T (K)"
                      "</th>" + "".join(f"<th>{_e(k)}</th>" for k in next(iter(stability.values()))) + "</tr>")
         for temperature, row in sorted(stability.items()):
             parts.append(f"<tr><td>{temperature:.0f}</td>" + "".join(
