@@ -37,4 +37,10 @@ fi
 # dependencies (the rest of its requirements are atomtune's own dependencies; e3nn stays at the pinned 0.5.1).
 .venv/bin/python -c "import mace" 2>/dev/null || $PIP install -q --no-deps mace-torch==0.3.16
 .venv/bin/python -c "import e3nn, sevenn, chgnet, mace, gpaw; assert e3nn.__version__ == '0.5.1', e3nn.__version__"
+# Family environments (NequIP/Allegro, PET, …) named in ATOMTUNE_BUILD_ENVS, e.g. "nequip" (CI builds the ones its tests
+# use). `atomtune env build` is idempotent: environments are cached under $ATOMTUNE_ENV_DIR (~/.cache/atomtune/envs),
+# keyed by the hash of their pinned spec, so a second run on the same machine only checks.
+for family in ${ATOMTUNE_BUILD_ENVS:-}; do
+  OMP_NUM_THREADS=1 .venv/bin/atomtune env build "$family"
+done
 echo "[setup] ready: .venv/bin/atomtune"

@@ -22,13 +22,14 @@ def environment_family_rows() -> list[dict]:
         else:
             environment = f"environment not built (atomtune env build {spec.family})"
         adapter = "" if spec.adapter else "; no atomtune adapter yet, not usable with --model"
+        download = "weights downloaded on first use" if spec.family != "nequip" else "weights downloaded or a local file"
         for checkpoint in spec.checkpoints:
             gated = f"; gated: {checkpoint.gated}" if checkpoint.gated else ""
             rows.append(
                 {
                     "name": checkpoint.name,
                     "backbone": spec.family,
-                    "status": f"{environment}{adapter}; weights downloaded on first use{gated}",
+                    "status": f"{environment}{adapter}; {download}{gated}",
                     "description": checkpoint.source,
                     "usable": bool(spec.adapter) and is_ready(spec.family),
                 }

@@ -93,6 +93,8 @@ class EnvironmentSpec:
         return asdict(self)
 
 
+FROM_NEQUIP_NET = "nequip.net (nequip's load_saved_model downloads and caches it)"
+
 SPECS: dict[str, EnvironmentSpec] = {
     "nequip": EnvironmentSpec(
         family="nequip",
@@ -107,10 +109,15 @@ SPECS: dict[str, EnvironmentSpec] = {
             Pin("nequip-allegro==0.8.3", "newest Allegro; the 0.8 line is the one built on nequip 0.19"),
         ),
         imports=("nequip", "allegro", "e3nn"),
+        adapter="atomtune.models.nequip:NequipPotential",
         checkpoints=(
-            FamilyCheckpoint("nequip-oam-l", "nequip.net:mir-group/NequIP-OAM-L (nequip-compile downloads it)"),
-            FamilyCheckpoint("allegro-oam-l", "nequip.net:mir-group/Allegro-OAM-L (nequip-compile downloads it)"),
-            FamilyCheckpoint("allegro-fm", "Allegro-FM (nequip.net / its authors' release)"),
+            FamilyCheckpoint("nequip:nequip.net:mir-group/NequIP-OAM-L:0.1", FROM_NEQUIP_NET),
+            FamilyCheckpoint("nequip:nequip.net:mir-group/NequIP-OAM-XL:0.1", FROM_NEQUIP_NET),
+            FamilyCheckpoint("nequip:nequip.net:mir-group/NequIP-MP-L:0.1", FROM_NEQUIP_NET),
+            FamilyCheckpoint("nequip:nequip.net:mir-group/Allegro-OAM-L:0.1", FROM_NEQUIP_NET),
+            FamilyCheckpoint(
+                "nequip:PATH/allegro-fm.nequip.zip", "Allegro-FM: its authors' release, not on nequip.net; give the path"
+            ),
         ),
     ),
     "pet": EnvironmentSpec(

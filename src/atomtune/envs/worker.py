@@ -35,8 +35,8 @@ from typing import Any
 
 from ase import Atoms
 from ase.calculators.calculator import all_changes
-from ase.calculators.socketio import SocketClosed, SocketIOCalculator
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.calculators.socketio import SocketClosed, SocketIOCalculator
 from ase.io import jsonio
 
 from atomtune.exceptions import AtomtuneError
@@ -126,7 +126,12 @@ def worker_python(family: str | None) -> str:
 def _worker_environment(family: str | None) -> dict:
     environment = dict(os.environ)
     environment[FAMILY_VARIABLE] = family or "main"
-    environment.pop("PYTHONPATH", None)  # the family's packages must come from its own environment only
+    # Exactly this process's atomtune code, whichever checkout the environment was built from (a cached environment
+    # outlives the CI clone that built it), and nothing else from this side: the family's packages come from its own
+    # environment only.
+    import atomtune
+
+    environment["PYTHONPATH"] = str(Path(atomtune.__file__).resolve().parents[1])
     environment.setdefault("OMP_NUM_THREADS", "1")
     return environment
 
@@ -269,7 +274,7 @@ class WorkerCalculator(SocketIOCalculator):
         self._error_file.unlink(missing_ok=True)
         if self._log_handle is not None:
             self._log_handle.close()
-        self._log_handle = open(self.log_path, "a")
+        self._log_handle = open(self.log_path, "a")  # noqa: SIM115 — open for the worker's life, closed in close()
         command = [
             self.python, "-m", "atomtune.envs.worker", "socket", "--model", self.model, "--structure",
             str(structure_file), "--unixsocket", unixsocket, "--dtype", self.dtype, "--threads", str(self.threads),
@@ -337,6 +342,85 @@ class WorkerCalculator(SocketIOCalculator):
             self._log_handle = None
 
 
+class WorkerModel(WorkerCalculator):
+    """A model of a family that lives in another environment, as the main process sees it: an ASE calculator (the
+    socket worker above) whose ``predict`` runs as one worker unit. :func:`atomtune.models.load_potential` hands one out
+    for such a family, so tasks and commands use it like any other model (tasks that batch see an ASE calculator)."""
+
+    def __init__(self, spec: str, family: str, backbone: str, dtype: str = "float32", threads: int = 1,
+                 trust: bool = False, timeout: float | None = 600.0):
+        super().__init__(spec, family=family, dtype=dtype, threads=threads, timeout=timeout, trust=trust)
+        self.backbone = backbone
+
+    @property
+    def name(self) -> str:
+        return f"{self.backbone}:{self.model}"
+
+    def predict(self, structures, batch_size: int | None = None, forces: bool = True, stress: bool = True,
+                progress: bool = False) -> list[dict]:
+        """Batched inference in the family's environment: per structure energy eV, forces eV/Å, stress 3×3 eV/Å³."""
+        return run_unit("predict", family=self.family, model=self.model, structures=list(structures),
+                        batch_size=batch_size, forces=forces, stress=stress, dtype=self.dtype, threads=self.threads,
+                        trust=self.trust, timeout=self.timeout)
+
+
+def environment_route(spec: str) -> tuple[str, str] | None:
+    """``(family, checkpoint)`` when ``spec`` names a model of a family with its own environment (``nequip:PATH``,
+    ``nequip.net:…``, ``*.nequip.zip``, or a directory saved from such a model); None otherwise."""
+    from atomtune.envs.specs import SPECS
+
+    prefix, separator, rest = spec.partition(":")
+    if separator and prefix in SPECS and rest:
+        return prefix, rest
+    if spec.startswith("nequip.net:") or spec.endswith(".nequip.zip"):
+        return "nequip", spec
+    path = Path(spec)
+    metadata_file = path / "atomtune.json"
+    if path.is_dir() and metadata_file.is_file():
+        try:
+            backbone = json.loads(metadata_file.read_text()).get("backbone")
+        except ValueError:
+            return None  # the registry reports the broken metadata file
+        if backbone in SPECS:
+            return backbone, spec
+    return None
+
+
+def load_in_environment(spec: str, dtype: str = "float32", trust: bool = False, threads: int = 1):
+    """The model ``spec`` of an environment family: the adapter itself when this process runs in that family's
+    environment, else a :class:`WorkerModel`. None when ``spec`` is not such a model (the registry resolves it)."""
+    from atomtune.envs.build import environment_python, family_spec
+
+    route = environment_route(spec)
+    if route is None:
+        return None
+    family, checkpoint = route
+    spec_of_family = family_spec(family)
+    if os.environ.get(FAMILY_VARIABLE) == family or _inside(family):
+        if not spec_of_family.adapter:
+            raise AtomtuneError(f"atomtune has no adapter for {family} models yet (`atomtune models`).")
+        module_name, class_name = spec_of_family.adapter.split(":")
+        cls = getattr(importlib.import_module(module_name), class_name)
+        if Path(checkpoint).is_dir():
+            return None  # a saved directory: the registry loads it with the backbone's load_weights
+        return cls.from_checkpoint(checkpoint, trust=trust)
+    if not spec_of_family.adapter:
+        raise AtomtuneError(f"atomtune has no adapter for {family} models yet (`atomtune models`).")
+    environment_python(family)  # not built → one error with the command that builds it
+    return WorkerModel(spec, family=family, backbone=family, dtype=dtype, threads=threads, trust=trust)
+
+
+def _inside(family: str) -> bool:
+    """Whether this interpreter belongs to an environment atomtune built for ``family`` (its marker file says so)."""
+    from atomtune.envs.build import MARKER_FILE
+
+    marker = Path(sys.prefix) / MARKER_FILE
+    try:
+        return json.loads(marker.read_text())["spec"]["family"] == family
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def _serve_socket(arguments) -> int:
     from ase.calculators.socketio import SocketClient
 
@@ -350,7 +434,7 @@ def _serve_socket(arguments) -> int:
         potential.check_elements([atoms])
         atoms.calc = potential.calculator()
         client = SocketClient(unixsocket=arguments.unixsocket)
-    except Exception as error:  # reported to the main process through the error file, then exit
+    except Exception as error:  # noqa: BLE001 — any failure is reported to the main process through the error file
         Path(arguments.error_file).write_text(json.dumps(_error_record(error)))
         traceback.print_exc()
         return 1
@@ -358,7 +442,7 @@ def _serve_socket(arguments) -> int:
         client.run(atoms, use_stress=bool(atoms.pbc.all()))
     except SocketClosed:
         pass  # the main process closed the calculator
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 — as above, during the calculations
         Path(arguments.error_file).write_text(json.dumps(_error_record(error)))
         traceback.print_exc()
         return 1
@@ -370,7 +454,7 @@ def _serve_unit(request_path: str, response_path: str) -> int:
         request = jsonio.decode(Path(request_path).read_text())
         result = UNITS[request["unit"]](**request["arguments"])
         answer = {"result": result}
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 — every failure of a unit goes back to the caller as its answer
         traceback.print_exc()
         answer = {"error": _error_record(error)}
     _write_json(Path(response_path), answer)

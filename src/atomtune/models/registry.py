@@ -25,6 +25,7 @@ BACKBONES: dict[str, str] = {
     "sevennet": "atomtune.models.sevennet:SevennetPotential",
     "mace": "atomtune.models.mace:MacePotential",
     "sevennet-mf": "atomtune.models.sevennet_mf:SevennetMultiFidelityPotential",
+    "nequip": "atomtune.models.nequip:NequipPotential",  # imported only inside the nequip environment
     "committee": "atomtune.uncertainty.committee:CommitteePotential",  # a saved committee directory (issue 12)
 }
 
@@ -84,11 +85,21 @@ def load_potential(spec: str, device: str = "cpu", dtype: str = "float32", trust
 
     ``trust``: the user trusts ``spec``'s files, so formats that are pickles by design (a MACE ``*.model``) may load;
     atomtune's own directories and the named checkpoints never need it (:mod:`atomtune.loading`).
+    A model of a family with its own environment (``nequip:PATH``) comes back as the adapter inside that environment and
+    as a worker-backed model (:class:`atomtune.envs.worker.WorkerModel`) anywhere else.
     """
     import torch
 
+    from atomtune.envs.worker import load_in_environment
+
+    in_environment = load_in_environment(spec, dtype=dtype, trust=trust)
+    if in_environment is not None and not isinstance(in_environment, torch.nn.Module):
+        return in_environment
+
     path = Path(spec)
-    if path.is_dir():
+    if in_environment is not None:
+        potential = in_environment
+    elif path.is_dir():
         metadata = read_metadata(path)
         try:
             potential = backbone_class(metadata["backbone"]).load_weights(path, metadata, trust=trust)

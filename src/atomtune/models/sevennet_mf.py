@@ -1,6 +1,7 @@
 """Multi-fidelity SevenNet (SevenNet-MF-0 in the sevenn wheel; 7net-mf-ompa downloaded by sevenn) with the fidelity
-("modal") chosen by name: ``sevennet-mf-0`` (PBE head, the MPtrj fidelity), ``sevennet-mf-0-r2scan``, or
-``sevennet-mf:7net-mf-0:R2SCAN`` for any checkpoint and modal.
+("modal") chosen by name: ``sevennet-mf-0`` (PBE head, the MPtrj fidelity), ``sevennet-mf-0-r2scan``,
+``sevennet-mf-ompa`` / ``sevennet-mf-ompa-omat24``; from Python any checkpoint and modal with
+``SevennetMultiFidelityPotential.from_checkpoint("7net-mf-ompa:omat24")``.
 
 A multi-fidelity SevenNet is a single-fidelity one plus a one-hot of the fidelity fed to its linear layers and a
 per-fidelity shift/scale. Everything else (graph, convolutions, forces and stress from edge vectors, blocks, save) is
