@@ -122,3 +122,12 @@ def test_two_runs_into_one_out_refused(files):
         holder.wait()
     # the lock is free again once the holder died
     assert _invoke(*_common(files), "--out", files / "ft").exit_code == 0
+
+
+def test_auto_strategy_from_the_command_line(files):
+    result = _invoke("--model", files / "toy-model", "--train", files / "train.extxyz", "--valid",
+                     files / "valid.extxyz", "--no-progress", "--threads", 1, "--strategy", "auto", "--budget", "40s",
+                     "--out", files / "auto")
+    assert result.exit_code == 0, result.output
+    assert "strategy search" in result.output and "winner" in result.output
+    assert (files / "auto" / "search.png").exists()

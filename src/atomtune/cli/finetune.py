@@ -25,6 +25,8 @@ Examples:
 
   atomtune finetune --model chgnet-0.3.0 --train train.extxyz --valid valid.extxyz --strategy lora --lora-rank 8 --out ft/
 
+  atomtune finetune --model chgnet-0.3.0 --train train.extxyz --valid valid.extxyz --strategy auto --budget 10m --out ft/
+
   atomtune finetune --model sevennet-0 --train train.extxyz --valid valid.extxyz --strategy freeze --freeze-depth 2 --out ft/
 
   atomtune finetune --model ./mace.model --trust-model --train train.extxyz --valid valid.extxyz --strategy replay --replay-data generated.extxyz --general-data general.extxyz --out ft/
@@ -50,7 +52,7 @@ SPEC_OPTIONS = (
     "strategy", "freeze_depth", "lora_rank", "lora_alpha", "lora_targets", "replay_data", "replay_generate",
     "replay_weight", "replay_per_epoch", "replay_base", "epochs", "learning_rate", "batch_size", "weight_decay",
     "scheduler", "gradient_clip", "ema_decay", "patience", "loss", "huber_delta", "energy_weight", "forces_weight",
-    "stress_weight", "drop_missing_stress", "e0", "dtype", "seed",
+    "stress_weight", "drop_missing_stress", "e0", "dtype", "seed", "budget", "selection_metric", "warmup_fraction",
 )
 
 
@@ -64,7 +66,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output model directory (checkpoints, metrics.json, plots)."),
         strategy: str = typer.Option(
             None, "--strategy",
-            help="full | freeze | lora | replay | mace-multihead (mace_run_train's own replay)." + _default("strategy"),
+            help="full | freeze | lora | replay | mace-multihead (mace_run_train's own replay) | auto (search full / "
+            "freeze / LoRA and the learning rate within --budget)." + _default("strategy"),
         ),
         freeze_depth: str = typer.Option(
             None, "--freeze-depth", help="Blocks that train, from the readout ('all')." + _default("freeze_depth")
@@ -88,9 +91,22 @@ def register(app: typer.Typer) -> None:
         general_data: Path = typer.Option(
             None, "--general-data", help="Held-out 'general' set scored before and after (forgetting report)."
         ),
-        epochs: int = typer.Option(None, "--epochs", help="Training epochs." + _default("epochs")),
+        epochs: int = typer.Option(
+            None, "--epochs", help="Training epochs. [default: enough for 150 optimizer steps, 5 to 30 epochs]"
+        ),
         learning_rate: float = typer.Option(
-            None, "--learning-rate", "--lr", help="AdamW learning rate." + _default("learning_rate")
+            None, "--learning-rate", "--lr", help="AdamW learning rate. [default: per backbone and strategy]"
+        ),
+        budget: str = typer.Option(
+            None, "--budget", help="Wall time, e.g. 90s, 10m, 1h: the whole search for --strategy auto (default 10m), "
+            "else a stop for the run."
+        ),
+        selection_metric: str = typer.Option(
+            None, "--selection-metric", help="What picks the saved epoch: balanced (each validation error over its "
+            "zero-shot value), forces_rmse, energy_mae or loss." + _default("selection_metric"),
+        ),
+        warmup_fraction: float = typer.Option(
+            None, "--warmup-fraction", help="Share of optimizer steps with a linear LR warm-up." + _default("warmup_fraction")
         ),
         batch_size: int = typer.Option(None, "--batch-size", help="Structures per optimiser step." + _default("batch_size")),
         weight_decay: float = typer.Option(None, "--weight-decay", help="AdamW weight decay." + _default("weight_decay")),
@@ -256,10 +272,36 @@ def _print_result(console: Console, result) -> None:
             f"trainable parameters: {counts['trainable']:,} of {counts['total']:,} "
             f"({100 * counts['trainable'] / max(counts['total'], 1):.2f} %)"
         )
+    if metrics.get("worse_than_zero_shot"):
+        console.print("[yellow]worse than the E0-aligned zero-shot on validation: " + ", ".join(
+            f"{key} {v['zero_shot']:.4g} → {v['fine_tuned']:.4g}" for key, v in metrics["worse_than_zero_shot"].items()))
+    if metrics.get("search"):
+        _print_search(console, Path(result.out), metrics["search"])
     if metrics.get("members"):
         console.print(f"committee of {len(metrics['members'])} members; calibration on the validation set saved "
                       f"with the model (predict gives energy_std, forces_std, stress_std)")
     console.print(f"model written to {result.out} (use --model {result.out}); metrics.json and learning_curve.png beside it")
+
+
+def _print_search(console: Console, out: Path, search: dict) -> None:
+    """The ``--strategy auto`` search: every trial slice, its score and where each candidate stopped."""
+    state = json.loads((out / search["file"]).read_text())
+    table = Table(title=f"strategy search ({search['total_seconds']:.0f} s of a {search['budget_seconds']:.0f} s budget; "
+                        f"score: mean validation error / E0-aligned zero-shot, lower is better)")
+    for title in ("candidate", "rung", "learning rate", "train s", "score", "F RMSE eV/Å", "E MAE meV/atom", "outcome"):
+        table.add_column(title, justify="right" if title not in ("candidate", "outcome") else "left")
+    for row in state["rows"].values():
+        stopped = state["stopped"].get(row["candidate"], {})
+        outcome = ("winner" if row["candidate"] == state.get("winner") else
+                   f"stopped after rung {stopped['rung']}" if "rung" in stopped and "error" not in stopped else
+                   stopped.get("error", "")[:60])
+        valid = row.get("valid", {})
+        table.add_row(row["candidate"], str(row["rung"]), f"{row.get('learning_rate') or 0:.2g}",
+                      f"{row.get('seconds', 0):.1f}", f"{row['score']:.3f}" if "score" in row else "–",
+                      f"{valid['forces_rmse']:.4g}" if "forces_rmse" in valid else "–",
+                      f"{valid['energy_mae_mev_per_atom']:.4g}" if "energy_mae_mev_per_atom" in valid else "–", outcome)
+    console.print(table)
+    console.print(f"search log {out / search['file']}, plot {out / search['plot']}")
 
 
 def _print_scan(console: Console, plan, rows: list[dict], out: Path) -> None:

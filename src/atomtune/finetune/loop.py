@@ -75,7 +75,8 @@ class TrainingSettings:
     - ``drop_missing_stress``: with a stress weight > 0, structures without stress labels are trained on energy and forces
       only (warning) instead of raising; ``dtype``: ``float32`` / ``float64`` / None (keep the potential's);
     - ``seed``: shuffling and adapter initialisation; ``progress``: a progress bar per epoch;
-    - ``keep_checkpoint``: keep ``checkpoint.pt`` after a finished run (it is deleted by default).
+    - ``keep_checkpoint``: keep ``checkpoint.pt`` after a finished run (it is deleted by default); ``learning_curve``:
+      draw ``learning_curve.png`` (seconds of matplotlib per run; the strategy search turns it off for its trial runs).
     """
 
     epochs: int = 30
@@ -99,6 +100,7 @@ class TrainingSettings:
     seed: int = 0
     progress: bool = True
     keep_checkpoint: bool = False
+    learning_curve: bool = True
 
     def check(self) -> None:
         """Raise :class:`AtomtuneError` for settings that make no sense (before anything runs)."""
@@ -551,7 +553,7 @@ class Trainer:
 
     def _signature(self, potential, strategy, train, valid, loss_weights, model_spec) -> dict:
         """What must match for ``resume``: model, strategy, data fingerprints, settings that change the trajectory."""
-        ignored = ("progress", "keep_checkpoint", "max_seconds")
+        ignored = ("progress", "keep_checkpoint", "max_seconds", "learning_curve")
         settings = {k: v for k, v in self.settings.as_dict().items() if k not in ignored}
         settings["loss"] = loss_weights.as_dict()
         return {
@@ -610,7 +612,8 @@ class Trainer:
         out.mkdir(parents=True, exist_ok=True)
         potential.save(out, extra={"finetune": {"metrics": METRICS_FILE, "learning_curve": LEARNING_CURVE_FILE}})
         atomic_write_json(out / METRICS_FILE, metrics)
-        plot_learning_curve(metrics["history"], out / LEARNING_CURVE_FILE, title=f"{potential.name} fine-tuning")
+        if self.settings.learning_curve:
+            plot_learning_curve(metrics["history"], out / LEARNING_CURVE_FILE, title=f"{potential.name} fine-tuning")
         if not self.settings.keep_checkpoint:
             checkpoints.checkpoint_path(out).unlink(missing_ok=True)
 

@@ -31,7 +31,49 @@ def _training_default(name: str):
     return TrainingSettings.__dataclass_fields__[name].default
 
 
-STRATEGY_NAMES = ("full", "freeze", "lora", "replay", "mace-multihead")
+STRATEGY_NAMES = ("full", "freeze", "lora", "replay", "mace-multihead", "auto")
+
+#: Learning rate of full fine-tuning per backbone family (AdamW, per optimizer step), from each family's own recipe:
+#: chgnet.trainer.Trainer's default 1e-3; sevenn's presets/fine_tune.yaml lr 0.004; mace_run_train's default --lr 0.01,
+#: which mace's README also uses for fine-tuning foundation models, held at 1e-3 here because atomtune trains without
+#: mace's schedule-free SWA stage and 1e-2 diverged on the tiny test model.
+FULL_LEARNING_RATES = {"chgnet": 1e-3, "sevennet": 4e-3, "mace": 1e-3}
+#: Freeze and LoRA train few parameters from a good start and want larger steps than full fine-tuning: the factor on
+#: the full rate, measured on the EMT Cu–Ni–Al cells of benchmarks/bench_finetune_first_try.py (docs/finetuning.md).
+STRATEGY_RATE_FACTORS = {"full": 1.0, "replay": 1.0, "freeze": 10.0, "lora": 10.0}
+#: Without ``epochs``, a run takes at least this many optimizer steps (small data sets) and at least
+#: :data:`MIN_EPOCHS` epochs, at most :data:`MAX_EPOCHS`.
+MIN_OPTIMIZER_STEPS = 150
+MIN_EPOCHS, MAX_EPOCHS = 5, 30
+
+
+def default_learning_rate(backbone: str, strategy: str) -> float:
+    """The learning rate a fine-tune of ``backbone`` with ``strategy`` starts from when none is given."""
+    return FULL_LEARNING_RATES.get(backbone, 1e-3) * STRATEGY_RATE_FACTORS.get(strategy, 1.0)
+
+
+def default_epochs(n_train: int, batch_size: int) -> int:
+    """Epochs for ``n_train`` structures when none are given: ≥ :data:`MIN_OPTIMIZER_STEPS` optimizer steps."""
+    steps_per_epoch = max(1, -(-n_train // batch_size))
+    return int(min(MAX_EPOCHS, max(MIN_EPOCHS, -(-MIN_OPTIMIZER_STEPS // steps_per_epoch))))
+
+
+def parse_budget(value) -> float | None:
+    """Seconds from ``"90s"``, ``"10m"``, ``"1.5h"`` or a number of seconds."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        units = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+        number, unit = text.rstrip("abcdefghijklmnopqrstuvwxyz"), text[len(text.rstrip("abcdefghijklmnopqrstuvwxyz")):]
+        if unit not in units or not number:
+            raise ValueError(f"budget {value!r}: write a duration like 90s, 10m or 1.5h")
+        seconds = float(number) * units[unit]
+    if not seconds > 0:
+        raise ValueError(f"budget must be positive, got {value!r}")
+    return seconds
 
 
 class FinetuneSpec(BaseModel):
@@ -42,15 +84,18 @@ class FinetuneSpec(BaseModel):
     - ``freeze_depth``: blocks that train, counted from the readout (``"all"``); ``lora_rank``, ``lora_alpha`` (None: 2·r),
       ``lora_targets``; ``replay_*``: data replayed every epoch, generated pseudo-labelled structures, loss weight,
       structures per epoch, what trains under replay (``replay_base``);
-    - training: ``epochs``, ``learning_rate``, ``batch_size``, ``weight_decay``, ``scheduler``, ``gradient_clip`` (0: off),
-      ``ema_decay`` (0: off), ``patience`` (early stopping, 0: off), ``loss`` (mse | huber), ``huber_delta``;
+    - training: ``epochs`` (None: enough for :data:`MIN_OPTIMIZER_STEPS` steps, 5–30 epochs), ``learning_rate`` (None:
+      :func:`default_learning_rate` of the backbone and strategy), ``budget`` (wall time, ``"10m"``; for ``auto`` the
+      whole search, else a stop for one run), ``batch_size``, ``weight_decay``, ``scheduler``, ``warmup_fraction``,
+      ``selection_metric`` (what picks the saved epoch), ``gradient_clip`` (0: off), ``ema_decay`` (0: off), ``patience``
+      (early stopping, 0: off), ``loss`` (mse | huber), ``huber_delta``;
     - ``drop_missing_stress``: train structures without stress on energy and forces only (None: when the training set
       has no stress labels at all); ``e0``: re-estimate per-element E0s first; ``dtype``; ``seed``.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: Literal["full", "freeze", "lora", "replay", "mace-multihead"] = "full"
+    strategy: Literal["full", "freeze", "lora", "replay", "mace-multihead", "auto"] = "full"
     freeze_depth: int | Literal["all"] = _argument_default(Freeze, "depth")
     lora_rank: int = Field(default=_argument_default(LoRA, "rank"), gt=0)
     lora_alpha: float | None = Field(default=_argument_default(LoRA, "alpha"), gt=0)
@@ -60,8 +105,11 @@ class FinetuneSpec(BaseModel):
     replay_weight: float = Field(default=_argument_default(Replay, "weight"), ge=0)
     replay_per_epoch: int | None = Field(default=_argument_default(Replay, "per_epoch"), gt=0)
     replay_base: Literal["full", "freeze", "lora"] = "full"
-    epochs: int = Field(default=_training_default("epochs"), gt=0)
-    learning_rate: float = Field(default=_training_default("learning_rate"), gt=0, le=1)
+    epochs: int | None = Field(default=None, gt=0)
+    learning_rate: float | None = Field(default=None, gt=0, le=1)
+    budget: str | float | None = None
+    selection_metric: Literal["balanced", "forces_rmse", "energy_mae", "loss"] = _training_default("selection_metric")
+    warmup_fraction: float = Field(default=_training_default("warmup_fraction"), ge=0, lt=1)
     batch_size: int = Field(default=_training_default("batch_size"), gt=0)
     weight_decay: float = Field(default=_training_default("weight_decay"), ge=0)
     scheduler: Literal["cosine", "plateau", "constant"] = _training_default("scheduler")
@@ -95,6 +143,16 @@ class FinetuneSpec(BaseModel):
             raise ValueError(f"unknown LoRA target(s) {', '.join(unknown)}; use {', '.join(LAYER_KINDS)}")
         return tuple(value)
 
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, value):
+        parse_budget(value)  # raises ValueError with the format
+        return value
+
+    @property
+    def budget_seconds(self) -> float | None:
+        return parse_budget(self.budget)
+
     @model_validator(mode="after")
     def _replay_needs_replay(self) -> FinetuneSpec:
         if self.strategy not in ("replay", "mace-multihead") and (self.replay_data or self.replay_generate):
@@ -118,8 +176,9 @@ class FinetuneSpec(BaseModel):
         if self.strategy == "replay":
             return Replay(replay_structures, weight=self.replay_weight, generate=self.replay_generate,
                           per_epoch=self.replay_per_epoch, base=simple(self.replay_base), seed=self.seed)
-        if self.strategy == "mace-multihead":
-            raise AtomtuneError("strategy 'mace-multihead' runs mace_run_train itself; it has no atomtune Strategy.")
+        if self.strategy in ("mace-multihead", "auto"):
+            raise AtomtuneError(f"strategy {self.strategy!r} is not one atomtune Strategy: mace-multihead runs "
+                                f"mace_run_train itself, auto searches over full / freeze / LoRA (FinetuneSpec.fit).")
         return simple(self.strategy)
 
     def loss_weights(self, backbone: str):
@@ -134,16 +193,26 @@ class FinetuneSpec(BaseModel):
             weights = dataclasses.replace(weights, source=f"{weights.source}; overridden: {', '.join(sorted(overrides))}")
         return weights
 
+    def resolved_learning_rate(self, backbone: str) -> float:
+        strategy = self.replay_base if self.strategy == "replay" and self.replay_base != "full" else self.strategy
+        return self.learning_rate if self.learning_rate is not None else default_learning_rate(backbone, strategy)
+
+    def resolved_epochs(self, n_train: int) -> int:
+        return self.epochs if self.epochs is not None else default_epochs(n_train, self.batch_size)
+
     def training_settings(self, backbone: str, has_stress: bool = True, progress: bool = True,
-                          keep_checkpoint: bool = False) -> TrainingSettings:
-        """The trainer's settings for a ``backbone`` (``has_stress``: does the training set carry stress labels)."""
+                          keep_checkpoint: bool = False, n_train: int = 0, learning_curve: bool = True) -> TrainingSettings:
+        """The trainer's settings for a ``backbone`` (``has_stress``: does the training set carry stress labels;
+        ``n_train``: its size, for the default number of epochs)."""
         drop = self.drop_missing_stress if self.drop_missing_stress is not None else not has_stress
         return TrainingSettings(
-            epochs=self.epochs, learning_rate=self.learning_rate, batch_size=self.batch_size,
+            epochs=self.resolved_epochs(n_train), learning_rate=self.resolved_learning_rate(backbone),
+            batch_size=self.batch_size, warmup_fraction=self.warmup_fraction,
+            selection_metric=self.selection_metric, max_seconds=self.budget_seconds,
             weight_decay=self.weight_decay, scheduler=self.scheduler, gradient_clip=self.gradient_clip or None,
             ema_decay=self.ema_decay or None, early_stopping_patience=self.patience or None,
             loss=self.loss_weights(backbone), refit_e0=self.e0, drop_missing_stress=drop, dtype=self.dtype,
-            seed=self.seed, progress=progress, keep_checkpoint=keep_checkpoint,
+            seed=self.seed, progress=progress, keep_checkpoint=keep_checkpoint, learning_curve=learning_curve,
         )
 
     def fingerprint(self) -> str:
@@ -157,7 +226,8 @@ class FinetuneSpec(BaseModel):
 
     # -- doing the work ----------------------------------------------------------------------------------------------
     def fit(self, model: str, train, valid, out: str | Path, device: str = "cpu", resume: bool = False,
-            general=None, progress: bool = True, keep_checkpoint: bool = False, trust: bool = False, log=print):
+            general=None, progress: bool = True, keep_checkpoint: bool = False, trust: bool = False, log=print,
+            learning_curve: bool = True):
         """Load ``model`` (checkpoint name, file or directory) and fine-tune it on ``train`` (validated on ``valid``);
         the result (:class:`~atomtune.finetune.FitResult`) is saved in ``out`` (a model like any other)."""
         from atomtune.data.dataset import Dataset
@@ -166,11 +236,17 @@ class FinetuneSpec(BaseModel):
 
         if self.strategy == "mace-multihead":
             return self._fit_mace_multihead(model, train, valid, out, device, trust)
+        if self.strategy == "auto":
+            from atomtune.finetune.auto import AutoSearch
+
+            return AutoSearch(self).fit(model, train, valid, out, device=device, resume=resume, general=general,
+                                        progress=progress, trust=trust, log=log)
         replay = list(Dataset.read(self.replay_data)) if self.replay_data else None
         strategy = self.strategy_object(replay)
         potential = load_potential(model, device=device, dtype=self.dtype, trust=trust)
         has_stress = all(labels.stress is not None for labels in Dataset(list(train)).labels())
-        settings = self.training_settings(potential.backbone, has_stress, progress, keep_checkpoint)
+        settings = self.training_settings(potential.backbone, has_stress, progress, keep_checkpoint, len(list(train)),
+                                          learning_curve)
         log(f"fine-tuning {potential.name} with {strategy!r}; loss weights E {settings.loss.energy:g}, "
             f"F {settings.loss.forces:g}, S {settings.loss.stress:g} ({settings.loss.kind}; {settings.loss.source})")
         return Trainer(settings).fit(potential, list(train), list(valid), strategy, out=out, resume=resume,
@@ -196,7 +272,8 @@ class FinetuneSpec(BaseModel):
         has_stress = all(labels.stress is not None for labels in Dataset(train).labels())
         native = MaceMultiheadFinetune(
             str(model) if Path(model).exists() else foundation.checkpoint,
-            epochs=self.epochs, learning_rate=self.learning_rate, batch_size=self.batch_size,
+            epochs=self.resolved_epochs(len(train)), learning_rate=self.resolved_learning_rate("mace"),
+            batch_size=self.batch_size,
             energy_weight=weights.energy, forces_weight=weights.forces,
             stress_weight=weights.stress if has_stress else 0.0,
             weight_pt_head=self.replay_weight, seed=self.seed, device=device,
