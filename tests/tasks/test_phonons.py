@@ -86,4 +86,55 @@ def test_records_json_keys_compare_and_plot(cu_emt, toy_potential, tmp_path):
     mae = next(r for r in rows if r["property"] == "frequency_mae_thz" and r["id"] == "0")
     assert mae["shifted"] == pytest.approx(0.1) and mae["emt"] == 0.0 and mae["toy"] > 0
     paths = phonons.plot(results, tmp_path)
-    assert [p.name for p in paths] == ["phonons_0.png"] and paths[0].stat().st_size > 1000
+    assert [p.name for p in paths] == ["phonons_0.png", "phonons_thermal_0.png"]
+    assert all(path.stat().st_size > 1000 for path in paths)
+    assert {"helmholtz_free_energy_300k_ev_per_atom", "heat_capacity_300k_kb_per_atom"} <= {r["property"] for r in rows}
+
+
+# -- issue 16: thermodynamic output, no deprecated phonopy calls ---------------------------------------------------------
+
+
+def test_thermal_properties_follow_from_the_mesh_frequencies(cu_emt):
+    """F, S and C_V against the harmonic formulas evaluated here on the task's own mesh, Dulong–Petit, S = −dF/dT."""
+    temperatures = np.asarray(cu_emt["thermal_temperatures_k"])
+    free_energy = np.asarray(cu_emt["helmholtz_free_energy_ev_per_atom"])
+    entropy = np.asarray(cu_emt["entropy_kb_per_atom"])
+    heat_capacity = np.asarray(cu_emt["heat_capacity_kb_per_atom"])
+    assert temperatures[0] == 0.0 and temperatures[-1] == 1000.0 and len(temperatures) == len(free_energy)
+    # F(0) is the zero-point energy; EMT Cu: ħω̄/2 ≈ 3 × ½ h × ~5 THz ≈ 0.03 eV/atom
+    assert free_energy[0] == pytest.approx(cu_emt["zero_point_energy_ev_per_atom"], rel=1e-6)
+    assert 0.01 < free_energy[0] < 0.05
+    assert heat_capacity[-1] == pytest.approx(3.0, abs=0.05)  # Dulong–Petit at 1000 K (Θ_D of Cu ≈ 340 K)
+    assert entropy[0] == pytest.approx(0.0, abs=1e-6) and np.all(np.diff(entropy) > 0)
+    # S = −∂F/∂T (central differences on the 10 K grid, accurate where S is smooth: above ~100 K)
+    kb = units.kB
+    ds = -np.gradient(free_energy, temperatures) / kb
+    warm = (temperatures >= 100.0) & (temperatures < temperatures[-1])
+    np.testing.assert_allclose(ds[warm], entropy[warm], rtol=2e-3)
+    # the harmonic free energy at 300 K from the mesh frequencies, summed here independently of phonopy
+    frequencies_thz = np.asarray(cu_emt["mesh_frequencies_thz"])
+    weights = np.asarray(cu_emt["mesh_weights"], dtype=float)
+    energies = np.asarray(frequencies_thz) * 1e12 * units._hplanck / units._e  # E = hν, eV
+    energies[energies <= 1e-6] = np.nan  # the three acoustic modes at Γ are left out, as in the task
+    kt = kb * 300.0
+    per_mode = energies / 2 + kt * np.log1p(-np.exp(-energies / kt))
+    by_hand = np.nansum(per_mode * weights[:, None]) / weights.sum() / cu_emt["n_atoms_primitive"]
+    assert cu_emt["helmholtz_free_energy_300k_ev_per_atom"] == pytest.approx(by_hand, rel=1e-4)
+    index = int(np.argmin(np.abs(temperatures - 300.0)))
+    assert free_energy[index] == pytest.approx(cu_emt["helmholtz_free_energy_300k_ev_per_atom"], rel=1e-9)
+
+
+def test_unstable_crystal_thermal_properties_are_flagged():
+    (record,) = phonons.run([bulk("Cu", "bcc", a=2.87)], EMT(), phonons.Settings(**FAST), progress=False)
+    assert "imaginary" in record["thermal_properties_note"]
+
+
+def test_no_phonopy_deprecation_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        warnings.simplefilter("error", FutureWarning)
+        settings = phonons.Settings(supercell_matrix=[2, 2, 2], relax=False, **FAST)
+        (record,) = phonons.run([bulk("Cu", "fcc", a=3.6)], EMT(), settings, progress=False)
+    assert "error" not in record, record.get("error")

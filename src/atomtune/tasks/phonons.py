@@ -1,5 +1,5 @@
-"""Harmonic phonons by finite displacements (phonopy): band structure, DOS, frequencies at high-symmetry points and
-imaginary-mode detection.
+"""Harmonic phonons by finite displacements (phonopy): band structure, DOS, frequencies at high-symmetry points,
+imaginary-mode detection and harmonic thermodynamics (Helmholtz free energy, entropy, heat capacity vs temperature).
 
 A property task (``run`` on the reference and on every model, ``compare`` side by side, ``plot``). Each structure is
 relaxed with the calculator, phonopy displaces atoms of a supercell by ``displacement_distance`` and the calculator's
@@ -7,7 +7,10 @@ forces give the force constants (symmetrised, so the acoustic sum rule holds and
 follow the standard high-symmetry path of the primitive cell's Bravais lattice (Setyawan & Curtarolo, Comput. Mater.
 Sci. 49, 299 (2010), as tabulated by ASE's ``Cell.bandpath``, which covers all 14 lattices without seekpath), so every
 model's bands are on the same path and can be compared point by point. Frequencies are in THz; an imaginary mode is a
-negative frequency (phonopy's convention).
+negative frequency (phonopy's convention). Thermal properties are phonopy's harmonic (constant-volume) sums over the DOS
+mesh, converted from its per-unit-cell kJ/mol and J/(K·mol) to eV per atom and k_B per atom; the three acoustic modes
+at Γ (zero up to numerical noise) are left out of the sums, and imaginary modes are excluded by phonopy (the record then
+says that the numbers describe an unstable crystal).
 """
 
 from __future__ import annotations
@@ -18,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms
-from ase.dft.kpoints import parse_path_string
+from ase import Atoms, units
 
 from atomtune.tasks import as_calculator, run_each
 from atomtune.tasks.bulk_reference import starting_bulk, supercell_repeats
@@ -44,6 +46,8 @@ class Settings:
     ``imaginary_threshold_thz``: a mode counts as imaginary below −this; 0.1 THz sits above the numerical noise of
     finite displacements near Γ and below any real instability.
     ``symprec``: Å, symmetry tolerance for phonopy and for recognising the Bravais lattice.
+    ``thermal_t_min_k``, ``thermal_t_max_k``, ``thermal_t_step_k``: K, the temperature grid of the free energy, entropy
+    and heat capacity curves (phonopy's defaults; 300 K is always reported as well, for the comparison table).
     """
 
     supercell_matrix: list | None = None
@@ -56,6 +60,25 @@ class Settings:
     dos_mesh: float | list = 50.0
     imaginary_threshold_thz: float = 0.1
     symprec: float = 1e-3
+    thermal_t_min_k: float = 0.0
+    thermal_t_max_k: float = 1000.0
+    thermal_t_step_k: float = 10.0
+
+    def __post_init__(self):
+        from atomtune.exceptions import AtomtuneError
+
+        if not 0 <= self.thermal_t_min_k <= self.thermal_t_max_k or self.thermal_t_step_k <= 0:
+            raise AtomtuneError(
+                f"thermal temperatures: need 0 ≤ thermal_t_min_k ≤ thermal_t_max_k and thermal_t_step_k > 0, got "
+                f"{self.thermal_t_min_k}, {self.thermal_t_max_k}, {self.thermal_t_step_k} K."
+            )
+
+
+#: Temperature (K) of the thermal properties in the comparison table.
+ROOM_TEMPERATURE_K = 300.0
+#: phonopy's thermal units per unit cell → ASE's: kJ/mol → eV, J/(K·mol) → k_B.
+KJ_PER_MOL_IN_EV = units.kJ / units.mol
+J_PER_K_MOL_IN_KB = units.J / units.mol / units.kB
 
 
 def run(structures: Sequence[Atoms], calculator, settings: Settings | None = None, progress: bool = True) -> list[dict]:
@@ -67,7 +90,12 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
     ``band_distances`` (1/Å, incl. 2π), ``band_frequencies_thz`` (q × branch), ``band_label_distances`` and
     ``band_labels`` (ticks),
     ``dos_frequencies_thz`` and ``dos_states_per_thz`` (per primitive cell), ``min_frequency_thz`` (most negative over
-    path and mesh) and ``min_frequency_qpoint``, ``max_frequency_thz``, ``has_imaginary_modes``.
+    path and mesh) and ``min_frequency_qpoint``, ``max_frequency_thz``, ``has_imaginary_modes``;
+    ``mesh_frequencies_thz`` (irreducible q × branch) and ``mesh_weights`` (their multiplicities) of the DOS mesh;
+    thermodynamics per atom: ``thermal_temperatures_k``, ``helmholtz_free_energy_ev_per_atom`` (vibrational, zero-point
+    energy included), ``entropy_kb_per_atom``, ``heat_capacity_kb_per_atom`` (C_V), ``zero_point_energy_ev_per_atom``,
+    the same three at 300 K (``helmholtz_free_energy_300k_ev_per_atom``, ``entropy_300k_kb_per_atom``,
+    ``heat_capacity_300k_kb_per_atom``) and ``thermal_properties_note`` (None, or why the numbers are not meaningful).
     """
     settings = settings or Settings()
     calculator = as_calculator(calculator)
@@ -75,6 +103,7 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
 
 
 def _phonons(atoms: Atoms, label: str, calculator, settings: Settings) -> dict:
+    from ase.dft.kpoints import parse_path_string  # imports scipy.integrate (~1 s): only when phonons are computed
     from phonopy import Phonopy
     from phonopy.structure.atoms import PhonopyAtoms
     from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
@@ -116,12 +145,11 @@ def _phonons(atoms: Atoms, label: str, calculator, settings: Settings) -> dict:
     special_points = {name: np.asarray(path.special_points[name]) for name in special_labels}
     special_frequencies = phonon.run_qpoints([special_points[name] for name in special_labels]).frequencies
 
-    phonon.run_mesh(settings.dos_mesh)
-    mesh = phonon.get_mesh_dict()
-    phonon.run_total_dos()
-    dos = phonon.get_total_dos_dict()
+    mesh = phonon.run_mesh(settings.dos_mesh)
+    dos = phonon.run_total_dos()
+    thermal = _thermal_properties(phonon, settings)
 
-    candidates = [(band_frequencies, path.kpts), (mesh["frequencies"], mesh["qpoints"])]
+    candidates = [(band_frequencies, path.kpts), (mesh.frequencies, mesh.qpoints)]
     lowest = min(candidates, key=lambda pair: pair[0].min())
     q_index = int(np.unravel_index(np.argmin(lowest[0]), lowest[0].shape)[0])
     min_frequency = float(lowest[0].min())
@@ -139,17 +167,65 @@ def _phonons(atoms: Atoms, label: str, calculator, settings: Settings) -> dict:
         "band_frequencies_thz": band_frequencies,
         "band_label_distances": label_distances,
         "band_labels": band_labels,
-        "dos_frequencies_thz": dos["frequency_points"],
-        "dos_states_per_thz": dos["total_dos"],
+        "dos_frequencies_thz": dos.frequency_points,
+        "dos_states_per_thz": dos.dos,
         "min_frequency_thz": min_frequency,
         "min_frequency_qpoint": lowest[1][q_index],
-        "max_frequency_thz": float(max(band_frequencies.max(), mesh["frequencies"].max())),
+        "max_frequency_thz": float(max(band_frequencies.max(), mesh.frequencies.max())),
         "has_imaginary_modes": min_frequency < -settings.imaginary_threshold_thz,
+        "mesh_frequencies_thz": mesh.frequencies,
+        "mesh_weights": mesh.weights,
+        **thermal,
+        "thermal_properties_note": (
+            f"imaginary modes (down to {min_frequency:.2f} THz) are left out of the thermal sums: the crystal is "
+            f"dynamically unstable for this calculator, so F, S and C_V do not describe it"
+            if min_frequency < -settings.imaginary_threshold_thz
+            else None
+        ),
     }
 
 
-#: Scalar properties ``compare`` tabulates per structure (THz; the flag as 0/1).
-PROPERTIES = ("max_frequency_thz", "min_frequency_thz", "has_imaginary_modes")
+def _thermal_properties(phonon, settings: Settings) -> dict:
+    """Harmonic F, S, C_V per atom on the settings' temperature grid and at 300 K (phonopy, after ``run_mesh``)."""
+    n_atoms = len(phonon.primitive)
+
+    def run(**temperatures):
+        # exclude_gamma_acoustic: the three Γ acoustic modes are zero but come out as ±1e-8 THz noise; counting them or
+        # not would then depend on their signs (phonopy warns about exactly this)
+        result = phonon.run_thermal_properties(exclude_gamma_acoustic=True, **temperatures)
+        return (
+            np.asarray(result.temperatures, dtype=float),
+            np.asarray(result.free_energy) * KJ_PER_MOL_IN_EV / n_atoms,
+            np.asarray(result.entropy) * J_PER_K_MOL_IN_KB / n_atoms,
+            np.asarray(result.heat_capacity) * J_PER_K_MOL_IN_KB / n_atoms,
+            float(result.zero_point_energy) * KJ_PER_MOL_IN_EV / n_atoms,
+        )
+
+    temperatures, free_energy, entropy, heat_capacity, zero_point = run(
+        t_min=settings.thermal_t_min_k, t_max=settings.thermal_t_max_k, t_step=settings.thermal_t_step_k
+    )
+    _, room_free_energy, room_entropy, room_heat_capacity, _ = run(temperatures=[ROOM_TEMPERATURE_K])
+    return {
+        "thermal_temperatures_k": temperatures,
+        "helmholtz_free_energy_ev_per_atom": free_energy,
+        "entropy_kb_per_atom": entropy,
+        "heat_capacity_kb_per_atom": heat_capacity,
+        "zero_point_energy_ev_per_atom": zero_point,
+        "helmholtz_free_energy_300k_ev_per_atom": float(room_free_energy[0]),
+        "entropy_300k_kb_per_atom": float(room_entropy[0]),
+        "heat_capacity_300k_kb_per_atom": float(room_heat_capacity[0]),
+    }
+
+
+#: Scalar properties ``compare`` tabulates per structure (THz; the flag as 0/1; thermodynamics at 300 K per atom).
+PROPERTIES = (
+    "max_frequency_thz",
+    "min_frequency_thz",
+    "has_imaginary_modes",
+    "helmholtz_free_energy_300k_ev_per_atom",
+    "entropy_300k_kb_per_atom",
+    "heat_capacity_300k_kb_per_atom",
+)
 
 
 def frequency_mae_thz(record: dict, reference: dict) -> float | None:
@@ -194,7 +270,8 @@ def compare(results: dict[str, list[dict]], reference: str | None = None) -> lis
 
 
 def plot(results: dict[str, list[dict]], out_dir: Path) -> list[Path]:
-    """One PNG per structure: band structure of every model on the same path (left) and DOS (right)."""
+    """Two PNGs per structure: band structure of every model on the same path (left) and DOS (right); free energy,
+    entropy and heat capacity vs temperature."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -247,4 +324,38 @@ def plot(results: dict[str, list[dict]], out_dir: Path) -> list[Path]:
         figure.savefig(path, dpi=110)
         plt.close(figure)
         paths.append(path)
+        paths.append(_plot_thermal(structure, models, out_dir, colours))
     return paths
+
+
+def _plot_thermal(structure: str, models: dict[str, dict], out_dir: Path, colours: list) -> Path:
+    """Free energy, entropy and heat capacity per atom vs temperature, one line per model."""
+    import matplotlib.pyplot as plt
+
+    panels = (
+        ("helmholtz_free_energy_ev_per_atom", "F (eV/atom)"),
+        ("entropy_kb_per_atom", "S (k_B/atom)"),
+        ("heat_capacity_kb_per_atom", "C_V (k_B/atom)"),
+    )
+    figure, axes = plt.subplots(1, 3, figsize=(12.0, 3.6))
+    for k, (model, record) in enumerate(models.items()):
+        if record.get("thermal_temperatures_k") is None:
+            continue
+        temperatures = np.asarray(record["thermal_temperatures_k"], dtype=float)
+        unstable = record.get("thermal_properties_note") is not None
+        for axis, (key, _) in zip(axes, panels):
+            axis.plot(
+                temperatures, np.asarray(record[key], dtype=float), color=colours[k % len(colours)], lw=1.2,
+                ls="--" if unstable else "-", label=f"{model}{' (imaginary modes)' if unstable else ''}",
+            )
+    for axis, (_, label) in zip(axes, panels):
+        axis.set_xlabel("T (K)")
+        axis.set_ylabel(label)
+    axes[2].axhline(3.0, color="0.6", lw=0.6, ls=":")  # Dulong–Petit
+    axes[0].legend(fontsize="small")
+    figure.suptitle(f"harmonic thermodynamics: {structure}")
+    figure.tight_layout()
+    path = out_dir / f"phonons_thermal_{safe_filename(structure)}.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
