@@ -21,8 +21,15 @@ def _campaign_run(**fields):
 def test_defaults_come_from_the_classes_that_use_them():
     spec = FinetuneSpec()
     training = TrainingSettings()
-    assert (spec.epochs, spec.learning_rate, spec.batch_size) == (training.epochs, training.learning_rate,
-                                                                   training.batch_size)
+    assert spec.batch_size == training.batch_size and spec.selection_metric == training.selection_metric
+    # epochs and learning rate: resolved per data set size / backbone and strategy, in one place (spec.py)
+    from atomtune.finetune.spec import FULL_LEARNING_RATES, MIN_OPTIMIZER_STEPS, default_epochs
+
+    assert spec.resolved_learning_rate("chgnet") == FULL_LEARNING_RATES["chgnet"]
+    assert FinetuneSpec(strategy="lora").resolved_learning_rate("chgnet") == 10 * FULL_LEARNING_RATES["chgnet"]
+    assert FinetuneSpec(learning_rate=0.02, strategy="lora").resolved_learning_rate("chgnet") == 0.02
+    assert default_epochs(40, 4) == MIN_OPTIMIZER_STEPS // 10  # 10 steps per epoch
+    assert default_epochs(4000, 4) == 5 and default_epochs(4, 4) == 30
     assert spec.freeze_depth == inspect.signature(Freeze).parameters["depth"].default
     assert spec.lora_rank == inspect.signature(LoRA).parameters["rank"].default
     assert spec.strategy_object().__class__.__name__ == "Full"
