@@ -23,10 +23,11 @@ def test_defaults_come_from_the_classes_that_use_them():
     training = TrainingSettings()
     assert spec.batch_size == training.batch_size and spec.selection_metric == training.selection_metric
     # epochs and learning rate: resolved per data set size / backbone and strategy, in one place (spec.py)
-    from atomtune.finetune.spec import FULL_LEARNING_RATES, MIN_OPTIMIZER_STEPS, default_epochs
+    from atomtune.finetune.spec import DEFAULT_LEARNING_RATES, MIN_OPTIMIZER_STEPS, default_epochs
 
-    assert spec.resolved_learning_rate("chgnet") == FULL_LEARNING_RATES["chgnet"]
-    assert FinetuneSpec(strategy="lora").resolved_learning_rate("chgnet") == 10 * FULL_LEARNING_RATES["chgnet"]
+    assert spec.resolved_learning_rate("chgnet") == DEFAULT_LEARNING_RATES["chgnet"]["full"]
+    assert FinetuneSpec(strategy="lora").resolved_learning_rate("chgnet") == DEFAULT_LEARNING_RATES["chgnet"]["lora"]
+    assert FinetuneSpec(strategy="lora").resolved_learning_rate("new-family") == DEFAULT_LEARNING_RATES["other"]["lora"]
     assert FinetuneSpec(learning_rate=0.02, strategy="lora").resolved_learning_rate("chgnet") == 0.02
     assert default_epochs(40, 4) == MIN_OPTIMIZER_STEPS // 10  # 10 steps per epoch
     assert default_epochs(4000, 4) == 5 and default_epochs(4, 4) == 30

@@ -33,14 +33,19 @@ def _training_default(name: str):
 
 STRATEGY_NAMES = ("full", "freeze", "lora", "replay", "mace-multihead", "auto")
 
-#: Learning rate of full fine-tuning per backbone family (AdamW, per optimizer step), from each family's own recipe:
-#: chgnet.trainer.Trainer's default 1e-3; sevenn's presets/fine_tune.yaml lr 0.004; mace_run_train's default --lr 0.01,
-#: which mace's README also uses for fine-tuning foundation models, held at 1e-3 here because atomtune trains without
-#: mace's schedule-free SWA stage and 1e-2 diverged on the tiny test model.
-FULL_LEARNING_RATES = {"chgnet": 1e-3, "sevennet": 4e-3, "mace": 1e-3}
-#: Freeze and LoRA train few parameters from a good start and want larger steps than full fine-tuning: the factor on
-#: the full rate, measured on the EMT Cu–Ni–Al cells of benchmarks/bench_finetune_first_try.py (docs/finetuning.md).
-STRATEGY_RATE_FACTORS = {"full": 1.0, "replay": 1.0, "freeze": 10.0, "lora": 10.0}
+#: Starting learning rate (AdamW, per optimizer step) per backbone family and strategy. Freeze and LoRA train few
+#: parameters from a good start and want larger steps than full fine-tuning. Measured with 5-epoch runs on the EMT
+#: Cu–Ni–Al cells of benchmarks/bench_finetune_first_try.py (test force RMSE, docs/finetuning.md): CHGNet full 1e-3
+#: (chgnet.trainer.Trainer's default) 266 meV/Å vs 3e-3 188; freeze 1e-3 no gain, 3e-3 264, 1e-2 194; LoRA 3e-3 215,
+#: 1e-2 152 (zero-shot 319). SevenNet: full from sevenn's presets/fine_tune.yaml (lr 0.004); freeze / LoRA as measured
+#: in docs/finetuning.md. MACE: mace_run_train's default --lr 0.01 diverged on the small test model in float32 without
+#: mace's SWA stage, so full starts at 3e-3 as for CHGNet.
+DEFAULT_LEARNING_RATES: dict[str, dict[str, float]] = {
+    "chgnet": {"full": 3e-3, "freeze": 1e-2, "lora": 1e-2},
+    "sevennet": {"full": 4e-3, "freeze": 1.2e-2, "lora": 1.2e-2},
+    "mace": {"full": 3e-3, "freeze": 1e-2, "lora": 1e-2},
+    "other": {"full": 1e-3, "freeze": 1e-2, "lora": 1e-2},
+}
 #: Without ``epochs``, a run takes at least this many optimizer steps (small data sets) and at least
 #: :data:`MIN_EPOCHS` epochs, at most :data:`MAX_EPOCHS`.
 MIN_OPTIMIZER_STEPS = 150
@@ -48,8 +53,10 @@ MIN_EPOCHS, MAX_EPOCHS = 5, 30
 
 
 def default_learning_rate(backbone: str, strategy: str) -> float:
-    """The learning rate a fine-tune of ``backbone`` with ``strategy`` starts from when none is given."""
-    return FULL_LEARNING_RATES.get(backbone, 1e-3) * STRATEGY_RATE_FACTORS.get(strategy, 1.0)
+    """The learning rate a fine-tune of ``backbone`` with ``strategy`` starts from when none is given (replay: its
+    base strategy's; an unknown backbone: :data:`DEFAULT_LEARNING_RATES` ``["other"]``)."""
+    rates = DEFAULT_LEARNING_RATES.get(backbone, DEFAULT_LEARNING_RATES["other"])
+    return rates.get(strategy, rates["full"])
 
 
 def default_epochs(n_train: int, batch_size: int) -> int:
