@@ -3,9 +3,19 @@
 Each structure is relaxed (cell and ions) with the calculator, then each of the six Voigt strain components is applied
 at ± a few small magnitudes, the ions relaxed at each fixed strained cell (the relaxed-ion tensor, as Materials Project
 reports), and the stresses fitted: σᵢ = σ⁰ᵢ + Σⱼ Cᵢⱼ εⱼ by least squares per strain component, the intercept absorbing
-the residual stress of the relaxation. Strains are Voigt with engineering shears (ε₄ = 2ε_yz …), stresses ASE's
-(positive under tension, so σ = Cε without a sign flip), converted to GPa via ``ase.units.GPa``. The moduli come from
-pymatgen's ``ElasticTensor`` (k_vrh, g_vrh …).
+the residual stress of the relaxation. Stresses are ASE's (positive under tension, so σ = Cε without a sign flip),
+converted to GPa via ``ase.units.GPa``. The moduli come from pymatgen's ``ElasticTensor`` (k_vrh, g_vrh …).
+
+Shear-strain convention: Voigt strains with *engineering* shears, ε₄ = γ_yz = 2ε_yz (ε₅ = 2ε_xz, ε₆ = 2ε_xy), the
+convention in which the Voigt matrix C is the usual one (C₄₄ = σ_yz / γ_yz). A shear magnitude m in
+``Settings.strains`` is therefore the engineering strain γ = m, i.e. the tensor components ε_yz = ε_zy = m / 2. A tool
+that takes tensor shear strains applies twice the shear for the same number; each record spells out what was applied
+(``normal_strains``, ``engineering_shear_strains``, ``tensor_shear_strains``) so numbers can be matched.
+
+Relaxation tolerance: the default ``fmax`` (5e-4 eV/Å) was chosen by measurement (benchmarks/bench_elastic_fmax.py,
+docs/performance.md): with CHGNet 0.3.0, C11, C12 and C44 of Cu, Al and Si then agree with the converged values
+(fmax 1e-4 eV/Å in float64) within 0.25 %, where fmax 0.01 was off by up to 11 % (Al C44) — a loose fmax leaves the
+ions of a strained cell unrelaxed (the internal strain of Si under shear) and the cell at the wrong volume.
 """
 
 from __future__ import annotations
@@ -34,31 +44,38 @@ PROPERTIES = (
 #: Voigt index pairs of the constants a record names (C11, C12, C13, C33, C44, C66: enough for cubic to hexagonal).
 NAMED_CONSTANTS = ((0, 0), (0, 1), (0, 2), (2, 2), (3, 3), (5, 5))
 
+#: What records say about shear strains (module docstring).
+SHEAR_STRAIN_CONVENTION = "engineering: Voigt ε4 = γ_yz = 2·ε_yz (ε5, ε6 likewise); C44 = σ_yz / γ_yz"
+
 #: Voigt index → (row, column) of the symmetric 3×3 strain.
 VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
 
 @dataclass
 class Settings:
-    """``strains``: magnitudes applied to each Voigt component, both signs (0.5 % and 1 %: inside the linear regime of
-    metals and oxides, large enough that stress noise from fmax-level relaxation stays below ~1 GPa in Cᵢⱼ).
+    """``strains``: Voigt strain magnitudes applied to each of the six components, both signs: normal strains ε_ii for
+    components 1–3 and *engineering* shear strains γ = 2ε_ij for components 4–6 (0.01 shears ε_yz by 0.005; see the
+    module docstring). 0.5 % and 1 %: inside the linear regime of metals and oxides, large enough that stress noise
+    from fmax-level relaxation stays below ~1 GPa in Cᵢⱼ.
     ``relax_first``: relax cell and ions first, so Cᵢⱼ is taken at the calculator's own equilibrium. ``relax_ions``:
     relax ions in each strained cell (relaxed-ion constants; False gives clamped-ion ones). ``fmax``: eV/Å for all
-    relaxations (0.01: residual forces then move stresses by far less than the strains do). ``max_steps``: per
-    relaxation."""
+    relaxations; 5e-4 keeps C11, C12, C44 within 0.25 % of the converged values for CHGNet on Cu, Al, Si (0.01 was off
+    by up to 11 %; measured, see the module docstring). ``max_steps``: per relaxation."""
 
     strains: tuple[float, ...] = (0.005, 0.01)
     relax_first: bool = True
     relax_ions: bool = True
-    fmax: float = 0.01
-    max_steps: int = 300
+    fmax: float = 5e-4
+    max_steps: int = 500
 
 
 def run(structures: Sequence[Atoms], calculator, settings: Settings | None = None, progress: bool = True) -> list[dict]:
-    """One record per structure: ``elastic_tensor_gpa`` (6×6, Voigt), ``c11_gpa``, ``c12_gpa``, ``c13_gpa``,
-    ``c33_gpa``, ``c44_gpa``, ``c66_gpa``, ``bulk_modulus_{voigt,reuss,vrh}_gpa``,
-    ``shear_modulus_{voigt,reuss,vrh}_gpa``, ``mechanically_stable`` (all eigenvalues of C positive: Born criterion) and
-    ``fit_rmse_gpa`` (stress residual of the linear fits)."""
+    """One record per structure: ``elastic_tensor_gpa`` (6×6, Voigt with engineering shear strains), ``c11_gpa``,
+    ``c12_gpa``, ``c13_gpa``, ``c33_gpa``, ``c44_gpa``, ``c66_gpa``, ``bulk_modulus_{voigt,reuss,vrh}_gpa``,
+    ``shear_modulus_{voigt,reuss,vrh}_gpa``, ``mechanically_stable`` (all eigenvalues of C positive: Born criterion),
+    ``fit_rmse_gpa`` (stress residual of the linear fits), the strains applied — ``normal_strains`` (ε_ii),
+    ``engineering_shear_strains`` (γ_ij) and ``tensor_shear_strains`` (ε_ij = γ_ij / 2) — and
+    ``shear_strain_convention``."""
     settings = settings or Settings()
 
     def compute(atoms: Atoms, label: str) -> dict:
@@ -68,7 +85,8 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
 
 
 def strained(atoms: Atoms, component: int, magnitude: float) -> Atoms:
-    """``atoms`` with Voigt strain ``magnitude`` on one component (engineering shear: ε_ab = ε_ba = magnitude / 2)."""
+    """``atoms`` with Voigt strain ``magnitude`` on one component (0–5): normal ε_aa = magnitude, or engineering shear
+    γ_ab = magnitude, i.e. tensor ε_ab = ε_ba = magnitude / 2."""
     row, column = VOIGT_PAIRS[component]
     strain = np.zeros((3, 3))
     if row == column:
@@ -111,6 +129,11 @@ def _elastic_constants(atoms: Atoms, label: str, calculator, settings: Settings)
         residuals.append(values - design @ coefficients)
     tensor = 0.5 * (tensor + tensor.T)
     record.update(moduli(tensor))
+    applied = [m for m in magnitudes if m != 0.0]
+    record["normal_strains"] = applied
+    record["engineering_shear_strains"] = applied
+    record["tensor_shear_strains"] = [m / 2 for m in applied]
+    record["shear_strain_convention"] = SHEAR_STRAIN_CONVENTION
     record["fit_rmse_gpa"] = float(np.sqrt(np.mean(np.concatenate(residuals) ** 2)))
     record["residual_stress_gpa"] = unstrained
     if steps and any(not r.converged for r in relaxations):
