@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import json
 import math
+import re
+import textwrap
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
@@ -57,6 +60,118 @@ def load_task(name: str) -> ModuleType:
         if error.name == TASKS[key]:
             raise AtomtuneError(f"task {key!r} is listed but its module {TASKS[key]} is not installed yet.") from None
         raise
+
+
+def settings_fields(name: str) -> list[dict]:
+    """Each setting of task ``name``: ``{"name", "type", "default", "description"}``, from its ``Settings`` dataclass.
+
+    Names, types and defaults are the dataclass's own fields (``default_factory`` called), so they cannot drift from what
+    the task runs with; a description is the part of the ``Settings`` docstring that defines the field: the text after
+    the field's name (in double backquotes, then a colon) up to the next field's definition; fields named together
+    before one colon share it, a field named and followed by a semicolon has none.
+    """
+    from dataclasses import MISSING, fields
+
+    settings_class = load_task(name).Settings
+    entries = []
+    for item in fields(settings_class):
+        if item.default is not MISSING:
+            default = item.default
+        elif item.default_factory is not MISSING:
+            default = item.default_factory()
+        else:
+            default = MISSING
+        entries.append({"name": item.name, "type": str(item.type), "default": default})
+    descriptions = _field_descriptions(settings_class.__doc__ or "", [entry["name"] for entry in entries])
+    for entry in entries:
+        entry["description"] = descriptions.get(entry["name"], "")
+    return entries
+
+
+def settings_help(name: str, descriptions: bool = True) -> str:
+    """Plain-text help for task ``name``'s settings: ``name = default (type)`` per field as JSON values (what
+    ``atomtune bench --settings`` takes), each followed by its description unless ``descriptions`` is False."""
+    lines = [f"{load_task(name).__name__.rsplit('.', 1)[-1]} settings (--settings '{{\"name\": value, …}}'):"]
+    for entry in settings_fields(name):
+        lines.append(f"  {entry['name']} = {_as_json(entry['default'])}  ({entry['type']})")
+        if descriptions and entry["description"]:
+            lines.extend(f"      {line}" for line in textwrap.wrap(entry["description"], 100))
+    return "\n".join(lines)
+
+
+def settings_overview(tasks: Sequence[str] | None = None) -> str:
+    """One paragraph per task listing its settings with their defaults (JSON), for ``atomtune bench --help``; paragraphs
+    are separated by blank lines (typer/rich keeps them apart)."""
+    paragraphs = ["Task settings and their defaults (JSON; change them with --settings '{\"fmax\": 0.02}'):"]
+    for name in tasks or TASKS:
+        values = ", ".join(f"{entry['name']}={_as_json(entry['default'])}" for entry in settings_fields(name))
+        paragraphs.append(f"{name}: {values}")
+    return "\n\n".join(paragraphs)
+
+
+def _as_json(value) -> str:
+    from dataclasses import MISSING
+
+    if value is MISSING:
+        return "(required)"
+    try:
+        return json.dumps(json_ready(value), ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+#: Where a Settings docstring defines a field: its double-backquoted name followed by a colon (after an optional
+#: parenthesis), or starting a clause (at the start, after ". " or "; ", or after another field in a list).
+_DEFINITION = (
+    r"(?:``{name}``(?=\s*(?:\([^)]*\))?\s*:)|(?:(?<=^)|(?<=[.;]\s)|(?<=\),\s)|(?<=``,\s)|(?<=``\s/\s))``{name}``)"
+)
+
+
+def _field_descriptions(docstring: str, names: Sequence[str]) -> dict[str, str]:
+    """Field → its description in a Settings docstring (see :func:`settings_fields`). Hand-written: the docstrings are
+    free prose shared by the source and the help, and no docstring library splits prose by inline-code names."""
+    text = " ".join(docstring.split())
+    starts: list[tuple[int, int, str]] = []  # (start, end of the name, field)
+    for name in names:
+        match = re.search(_DEFINITION.format(name=re.escape(name)), text)
+        if match:
+            starts.append((match.start(), match.end(), name))
+    starts.sort()
+    segments = {}
+    for k, (_, end, name) in enumerate(starts):
+        stop = starts[k + 1][0] if k + 1 < len(starts) else len(text)
+        segments[name] = text[end:stop]
+    descriptions: dict[str, str] = {}
+    pending: list[tuple[str, str]] = []  # fields listed before the shared description: (name, own parenthesis)
+    for _, _, name in starts:
+        segment = segments[name].strip()
+        parenthesis = re.match(r"\([^)]*\)", segment)
+        own = parenthesis.group(0) if parenthesis else ""
+        rest = segment[len(own):].strip()
+        if rest.startswith(";") or not rest:  # "``a``; ``b``: …": a is named without a description
+            descriptions[name], pending = _plain(own), []
+            continue
+        rest = re.sub(r"^(?:[:,/]|\band\b|\bor\b|\s)+", "", rest)
+        rest = re.sub(r"[;,/]\s*(?:and|or)?\s*$", "", rest).strip()
+        if not rest:  # "``a``, ``b``: …" or "``a`` / ``b``: …": a shares b's description
+            pending.append((name, own))
+            continue
+        descriptions[name] = _plain(f"{own} {rest}".strip())
+        for waiting, waiting_own in pending:
+            descriptions[waiting] = _plain(f"{waiting_own} {rest}".strip())
+        pending = []
+    for name in names:  # mentioned only inside another field's description: point there
+        if name not in descriptions:
+            owner = next((other for other, segment in segments.items() if f"``{name}``" in segment), None)
+            if owner is not None:
+                descriptions[name] = f"see {owner}"
+    return descriptions
+
+
+def _plain(text: str) -> str:
+    """Docstring markup removed (````x```` → x, :class:`X` → X)."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
 
 
 def structure_label(atoms: Atoms, index: int) -> str:
@@ -124,4 +239,14 @@ def json_ready(value):
     return value
 
 
-__all__ = ["TASKS", "as_calculator", "json_ready", "load_task", "run_each", "structure_label"]
+__all__ = [
+    "TASKS",
+    "as_calculator",
+    "json_ready",
+    "load_task",
+    "run_each",
+    "settings_fields",
+    "settings_help",
+    "settings_overview",
+    "structure_label",
+]
