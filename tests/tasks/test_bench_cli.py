@@ -99,3 +99,18 @@ def test_bench_task_settings_of_the_wrong_type_are_refused_before_work(structure
     assert isinstance(result.exception, AtomtuneError), result.output
     assert __import__("re").search(match, str(result.exception))
     assert not out.exists()  # nothing ran
+
+
+def test_bench_help_lists_every_task_setting_with_its_default():
+    """Issue: a user had to read the source to find a task's settings and their defaults."""
+    import dataclasses
+
+    from atomtune.cli import app
+    from atomtune.tasks import TASKS, load_task
+
+    output = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "400"}).output
+    for name in TASKS:
+        assert f"{name}:" in output
+    assert "fmax=0.01" in output and "n_points=11" in output
+    for field in dataclasses.fields(load_task("eos").Settings):
+        assert field.name in output

@@ -12,12 +12,24 @@ import json
 from pathlib import Path
 
 import typer
+from typer.core import TyperCommand
 
 from atomtune.cli.options import trust_model_option
 
 
+class BenchCommand(TyperCommand):
+    """``bench --help`` also lists every task's settings with their defaults; built only when help is asked for (it
+    imports every task module)."""
+
+    def format_help(self, ctx, formatter):
+        from atomtune.tasks import settings_overview
+
+        self.help = (self.help or "") + "\n\n" + settings_overview()
+        return super().format_help(ctx, formatter)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("bench")
+    @app.command("bench", cls=BenchCommand)
     def bench_command(
         task: str = typer.Option(
             ..., "--task",
