@@ -44,6 +44,7 @@ def test_canonical_finds_the_ordering_transition_within_the_grid(tmp_path):
     assert summary["grid_resolution_k"] == 50
     assert abs(summary["transition_temperature_k"] - ONSAGER_TC) <= summary["grid_resolution_k"]
     assert summary["ordering"] == "ordering"
+    assert not summary["peak_at_grid_edge"]
     points = sorted((r for r in records if r["kind"] == "temperature"), key=lambda r: r["temperature_k"])
     assert points[0]["sro_first_shell"] < -0.6 < points[-1]["sro_first_shell"]  # ordered when cold, not when hot
     assert all(r["concentration"] == 0.5 for r in points)

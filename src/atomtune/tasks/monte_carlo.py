@@ -107,7 +107,8 @@ class TemperaturePoint:
 
 @dataclass
 class TransitionRecord:
-    """The summary of one parent: the temperatures found and what it cost."""
+    """The summary of one parent: the temperatures found and what it cost. ``peak_at_grid_edge``: the heat-capacity
+    peak is the coldest or hottest temperature of the grid, so the transition is only bounded by it (widen the grid)."""
 
     id: str
     kind: str
@@ -119,6 +120,7 @@ class TransitionRecord:
     temperatures_k: list
     grid_resolution_k: float
     transition_temperature_k: float | None
+    peak_at_grid_edge: bool
     miscibility_gap_temperature_k: float | None
     ordering: str | None
     sweeps_per_temperature: int
@@ -368,9 +370,12 @@ def _sgc_point(label, structure, calculator, expansion, temperature, delta_mu, s
 def _summary(label, points, expansion_record, settings: Settings, n_sites, temperatures, seconds) -> TransitionRecord:
     resolution = float(np.min(np.abs(np.diff(sorted(temperatures))))) if len(temperatures) > 1 else float("nan")
     transition = gap = ordering = None
+    at_edge = False
     if settings.ensemble == "canonical":
         peak = max(points, key=lambda p: p.heat_capacity_kb_per_atom)
         transition = peak.temperature_k
+        # a peak at the coldest or hottest grid point is no transition found, only a bound: widen the grid
+        at_edge = len(temperatures) > 1 and transition in (min(temperatures), max(temperatures))
         coldest = min(points, key=lambda p: p.temperature_k)
         if coldest.sro_first_shell is not None:
             ordering = "ordering" if coldest.sro_first_shell < 0 else "clustering"
@@ -385,7 +390,8 @@ def _summary(label, points, expansion_record, settings: Settings, n_sites, tempe
         id=f"{label}/transition", kind="transition", parent=label, ensemble=settings.ensemble,
         calculator=expansion_record.get("calculator", ""), mixing_species=list(expansion_record["mixing_species"]),
         n_sites=n_sites, temperatures_k=sorted(temperatures), grid_resolution_k=resolution,
-        transition_temperature_k=transition, miscibility_gap_temperature_k=gap, ordering=ordering,
+        transition_temperature_k=transition, peak_at_grid_edge=at_edge, miscibility_gap_temperature_k=gap,
+        ordering=ordering,
         sweeps_per_temperature=settings.equilibration_sweeps + settings.sampling_sweeps, seconds=seconds,
         expansion_source=expansion_record.get("source", ""),
     )

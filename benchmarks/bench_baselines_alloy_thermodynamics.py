@@ -1,0 +1,199 @@
+"""Benchmark: fcc Ni–Al and Ni–Cu cluster expansions + Monte Carlo from zero-shot and fine-tuned CHGNet, set against
+the GPAW PBE energies that ship with atomtune.
+
+1. Fine-tune CHGNet 0.3.0 (full, ``--epochs``, E0 re-estimated) on the pool of the shipped GPAW Ni-alloy set (the same
+   75 % split as the data-efficiency benchmarks; a fifth of it for validation). Cached in ``--work``.
+2. For each model: ``tasks.cluster_expansion`` on fcc Ni with species Ni–Al and Ni–Cu (every structure up to
+   ``--max-cell-size`` atoms, relaxed with the model), then ``tasks.monte_carlo`` canonical cooling at x(Ni) = 0.75
+   (Ni₃Al) and x(Ni) = 0.5 (Ni–Cu) on the fitted expansions.
+3. GPAW reference points, no new DFT: the shipped Birch–Murnaghan minima give L1₂ Ni₃Al's formation energy against
+   fcc Ni and fcc Al; the shipped unstrained Ni–Cu cells (4-atom cubic cells with 1, 2, 3 Cu = L1₂ CuNi₃, L1₀ CuNi,
+   L1₂ Cu₃Ni at Vegard lattice constants) give the sign and size of the Ni–Cu mixing energy. A GPAW cluster expansion
+   itself was not run (cost measured: ~30 s of one-core CPU per 2–4-atom single point; 29 structures × a relaxation
+   of tens of steps is hours here).
+
+Writes ``benchmarks/results/baselines_alloy_thermodynamics.json`` and ``docs/figures/baselines_alloy_*.png``.
+
+    python benchmarks/bench_baselines_alloy_thermodynamics.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESOURCES = ROOT / "src" / "atomtune" / "resources" / "ni_alloy"
+RESULTS = ROOT / "benchmarks" / "results"
+FIGURES = ROOT / "docs" / "figures"
+
+
+def gpaw_reference_points() -> dict:
+    """Mixing energies (eV/atom) from the shipped GPAW data: L1₂ Ni₃Al (BM minima) and the unstrained Ni–Cu cells."""
+    from atomtune.data.dataset import Dataset
+
+    minima = {a.info["system"]: a.get_potential_energy() / len(a)
+              for a in Dataset.read(RESOURCES / "ni_alloy_reference.extxyz", require=("energy",))}
+    points = {"Ni3Al L12 (Pm-3m)": {"x_ni": 0.75, "mixing_energy_per_atom":
+                                    minima["Ni3Al"] - (0.75 * minima["Ni"] + 0.25 * minima["Al"])},
+              "NiAl B2 (bcc, off the fcc lattice)": {"x_ni": 0.5, "mixing_energy_per_atom":
+                                                     minima["NiAl"] - 0.5 * (minima["Ni"] + minima["Al"])}}
+    for atoms in Dataset.read(RESOURCES / "ni_alloy_pbe.extxyz"):
+        if atoms.info.get("config_type") == "solid_solution" and atoms.info.get("generator") == "substitution":
+            x = atoms.get_chemical_symbols().count("Ni") / len(atoms)
+            energy = atoms.get_potential_energy() / len(atoms) - (x * minima["Ni"] + (1 - x) * minima["Cu"])
+            points[f"{atoms.get_chemical_formula()} (4-atom cubic cell, Vegard a)"] = {
+                "x_ni": x, "mixing_energy_per_atom": energy}
+    return points
+
+
+def fine_tuned(work: Path, epochs: int, seed: int):
+    from atomtune.data.dataset import Dataset
+    from atomtune.finetune import Full, Trainer, TrainingSettings
+    from atomtune.models import load_potential
+
+    directory = work / f"chgnet-full-{epochs}ep-seed{seed}"
+    if (directory / "atomtune.json").exists():
+        return load_potential(str(directory)), None
+    data = Dataset.read(RESOURCES / "ni_alloy_pbe.extxyz")
+    pool = list(data.split({"pool": 0.75, "test": 0.25}, seed=seed)["pool"])
+    n_valid = len(pool) // 5
+    settings = TrainingSettings(epochs=epochs, seed=seed, progress=False, drop_missing_stress=True)
+    started = time.perf_counter()
+    result = Trainer(settings).fit(load_potential("chgnet-0.3.0"), pool[n_valid:], pool[:n_valid], Full())
+    seconds = time.perf_counter() - started
+    result.potential.save(directory)
+    return load_potential(str(directory)), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", default="/tmp/atomtune-bench-alloy")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--max-cell-size", type=int, default=4)
+    parser.add_argument("--supercell", type=int, default=4)
+    parser.add_argument("--sweeps", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from ase.build import bulk
+
+    from atomtune.models import load_potential
+    from atomtune.runtime import configure_threads
+    from atomtune.tasks import cluster_expansion, monte_carlo
+
+    configure_threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    started_all = time.perf_counter()
+    tuned, finetune_seconds = fine_tuned(work, args.epochs, args.seed)
+    models = {"CHGNet 0.3.0 zero-shot": load_potential("chgnet-0.3.0"), "CHGNet 0.3.0 fine-tuned (full)": tuned}
+    systems = {
+        "Ni-Al": {"species": ["Ni", "Al"], "concentration": 0.75,
+                  "temperatures": [float(t) for t in range(3500, 249, -250)]},
+        "Ni-Cu": {"species": ["Ni", "Cu"], "concentration": 0.5,
+                  "temperatures": [float(t) for t in range(1500, 99, -100)]},
+    }
+    results: dict = {"gpaw_reference": gpaw_reference_points(), "finetune_seconds": finetune_seconds, "systems": {}}
+    for system, setup in systems.items():
+        primitive = bulk("Ni", "fcc", a=3.52)
+        primitive.info["id"] = f"fcc-{system}"
+        per_model = {}
+        for name, potential in models.items():
+            settings = cluster_expansion.Settings(species=setup["species"], max_cell_size=args.max_cell_size,
+                                                  cutoff_candidates=[[5.0], [6.0], [6.0, 4.5], [7.0, 5.0]])
+            records = cluster_expansion.run([primitive], potential, settings, progress=False)
+            (summary,) = cluster_expansion.expansion_records(records)
+            path = work / f"ce_{system}_{name.split()[-1].strip('()')}.json"
+            path.write_text(json.dumps(records))
+            mc_settings = monte_carlo.Settings(
+                temperatures=setup["temperatures"], concentration=setup["concentration"], supercell=args.supercell,
+                equilibration_sweeps=args.sweeps // 4, sampling_sweeps=args.sweeps, expansion=str(path),
+                seed=args.seed,
+            )
+            mc_records = monte_carlo.run([primitive], potential, mc_settings, progress=False)
+            (transition,) = monte_carlo.transition_records(mc_records)
+            structures = [r for r in records if r["kind"] == "structure"]
+            per_model[name] = {
+                "expansion": {k: v for k, v in summary.items() if k not in ("expansion",)},
+                "structures": structures,
+                "monte_carlo": {"transition": transition,
+                                "points": [r for r in mc_records if r["kind"] == "temperature"]},
+            }
+            line = (f"{system} {name}: CV {summary['cv_rmse_mev_per_atom']:.1f} meV/atom, {summary['n_fitted']} fitted / "
+                    f"{summary['n_failed']} left out, ground states "
+                    f"{[g['formula'] + ' ' + g['space_group'] for g in summary['ground_states']]}; MC C-peak "
+                    f"{transition['transition_temperature_k']} K ({transition['ordering']}), relax "
+                    f"{summary['relax_seconds']:.0f} s, MC {transition['seconds']:.0f} s")
+            print(line, flush=True)
+        results["systems"][system] = per_model
+    results.update({
+        "benchmark": "baselines_alloy_thermodynamics",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
+                    "note": "shared 2-core machine, other sessions running"},
+        "settings": vars(args),
+        "total_seconds": time.perf_counter() - started_all,
+    })
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "baselines_alloy_thermodynamics.json").write_text(json.dumps(results, indent=1))
+    plot(results)
+    print(f"done in {results['total_seconds']:.0f} s")
+
+
+def plot(results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    figure, axes = plt.subplots(2, 3, figsize=(14, 7.5))
+    for row, (system, per_model) in enumerate(results["systems"].items()):
+        hull_axis, heat_axis, sro_axis = axes[row]
+        for name, result in per_model.items():
+            structures = result["structures"]
+            # x of Ni: the species are sorted, so Ni is the second mixing species in both systems
+            x = np.array([r["concentration"] for r in structures])
+            computed = np.array([np.nan if r["mixing_energy_per_atom"] is None else r["mixing_energy_per_atom"]
+                                 for r in structures])
+            (points,) = hull_axis.plot(x, computed * 1000, "o", ms=3, alpha=0.45, label=f"{name}: relaxed")
+            ground = sorted(result["expansion"]["ground_states"], key=lambda g: g["concentration"])
+            hull_axis.plot([g["concentration"] for g in ground], [g["mixing_energy_per_atom"] * 1000 for g in ground],
+                           "-", color=points.get_color(), label=f"{name}: expansion hull")
+            mc = sorted(result["monte_carlo"]["points"], key=lambda r: r["temperature_k"])
+            heat_axis.plot([r["temperature_k"] for r in mc], [r["heat_capacity_kb_per_atom"] for r in mc], "-o", ms=3,
+                           label=name)
+            sro_axis.plot([r["temperature_k"] for r in mc], [r["sro_first_shell"] for r in mc], "-o", ms=3, label=name)
+        for label, point in results["gpaw_reference"].items():
+            if ("Al" in label) == (system == "Ni-Al"):
+                hull_axis.plot(point["x_ni"], point["mixing_energy_per_atom"] * 1000, "k*", ms=10)
+                hull_axis.annotate("GPAW " + label.split(" (")[0], (point["x_ni"], point["mixing_energy_per_atom"] * 1000),
+                                   fontsize=6, xytext=(3, 3), textcoords="offset points")
+        hull_axis.set_xlabel("x(Ni)")
+        hull_axis.set_ylabel("mixing energy (meV/atom)")
+        hull_axis.set_title(f"fcc {system}: cluster expansion")
+        hull_axis.axhline(0, color="gray", lw=0.6)
+        hull_axis.legend(fontsize=6)
+        heat_axis.set_title(f"{system}: canonical MC, heat capacity")
+        heat_axis.set_ylabel("C (k_B/atom)")
+        sro_axis.set_title(f"{system}: Warren–Cowley α, 1st shell")
+        for axis in (heat_axis, sro_axis):
+            axis.set_xlabel("temperature (K)")
+            axis.legend(fontsize=6)
+            axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(FIGURES / "baselines_alloy_thermodynamics.png", dpi=110)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()
