@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--model", default="chgnet-0.3.0")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--strategies", default="full,freeze,lora")
+    parser.add_argument("--learning-rates", default="", help="comma-separated; one run per rate (default: the spec's)")
+    parser.add_argument("--no-zero-shot", action="store_true")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     import tempfile
@@ -64,16 +66,20 @@ def main() -> None:
 
     configure_threads(1)
     train, valid, test = emt_cells()
-    rows = [{"model": "zero-shot", **test_errors(load_potential(args.model), test)}]
-    print(rows[-1])
-    for strategy in args.strategies.split(","):
-        spec = FinetuneSpec(strategy=strategy, epochs=args.epochs)
+    rows = []
+    if not args.no_zero_shot:
+        rows.append({"model": "zero-shot", **test_errors(load_potential(args.model), test)})
+        print(rows[-1])
+    rates = [float(rate) for rate in args.learning_rates.split(",") if rate] or [None]
+    for strategy, rate in ((s, r) for s in args.strategies.split(",") for r in rates):
+        spec = FinetuneSpec(strategy=strategy, epochs=args.epochs,
+                            **({"learning_rate": rate} if rate is not None else {}))
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as directory:
             result = spec.fit(args.model, train, valid, directory, progress=False, log=lambda message: None)
             rows.append({"model": f"{strategy} (defaults, {args.epochs} epochs)", **test_errors(result.potential, test),
                          "seconds": round(time.perf_counter() - started, 1),
-                         "learning_rate": spec.training_settings("x").learning_rate,
+                         "learning_rate": spec.training_settings(result.potential.backbone).learning_rate,
                          "best_epoch": result.metrics.get("best_epoch")})
         print(rows[-1])
     if args.out:

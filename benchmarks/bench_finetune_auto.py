@@ -1,0 +1,86 @@
+"""Benchmark: ``--strategy auto`` under a wall-time budget vs each fixed strategy at its defaults given the same budget.
+
+Data protocol of bench_finetune_data_efficiency.py (the shipped GPAW Ni-alloy set, a fixed random quarter held out as the
+test set, the first N of one fixed shuffle of the rest, a fifth of them for validation). Each run is scored on the test
+set: force RMSE, E0-aligned energy MAE (E0 refit on the run's training part, as the fine-tune does), stress RMSE; the
+zero-shot row is the foundation model with E0 refit on the same training part. Results in
+``benchmarks/results/finetune_auto_<model>_N<n>.json``.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_finetune_auto.py --model chgnet-0.3.0 --size 25 --budgets 5m
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT / "src" / "atomtune" / "resources" / "ni_alloy" / "ni_alloy_pbe.extxyz"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--model", default="chgnet-0.3.0")
+    parser.add_argument("--size", type=int, default=25)
+    parser.add_argument("--budgets", default="5m")
+    parser.add_argument("--strategies", default="auto,full,freeze,lora")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from atomtune.data.dataset import Dataset
+    from atomtune.finetune.e0 import reestimate_element_energies
+    from atomtune.finetune.featurized import FeaturizedSet
+    from atomtune.finetune.metrics import errors
+    from atomtune.finetune.spec import FinetuneSpec
+    from atomtune.models import load_potential
+    from atomtune.runtime import configure_threads
+
+    configure_threads(1)
+    data = Dataset.read(args.data)
+    parts = data.split({"pool": 0.75, "test": 0.25}, seed=args.seed)
+    pool, test = parts["pool"], parts["test"]
+    order = np.random.default_rng(args.seed).permutation(len(pool))
+    chosen = [pool[int(i)] for i in order[: args.size]]
+    n_valid = max(2, args.size // 5)
+    train, valid = chosen[n_valid:], chosen[:n_valid]
+
+    foundation = load_potential(args.model)
+    test_set = FeaturizedSet.build("test", list(test), foundation)
+    reestimate_element_energies(foundation, FeaturizedSet.build("train", train, foundation), 4)
+    rows = [{"strategy": "zero-shot (E0 on train)", **errors(foundation, test_set, 4)}]
+    print(rows[-1], flush=True)
+    for budget in args.budgets.split(","):
+        for strategy in args.strategies.split(","):
+            spec = FinetuneSpec(strategy=strategy, budget=budget)
+            started = time.perf_counter()
+            with tempfile.TemporaryDirectory() as directory:
+                result = spec.fit(args.model, train, valid, directory, progress=False, log=lambda message: None)
+                wall = time.perf_counter() - started
+                row = {"strategy": strategy, "budget": budget, "wall_seconds": wall,
+                       "epochs_run": result.metrics.get("epochs_run"),
+                       "winner": result.metrics.get("search", {}).get("winner"),
+                       **errors(result.potential, FeaturizedSet.build("test", list(test), result.potential), 4)}
+            rows.append(row)
+            print(row, flush=True)
+    record = {
+        "benchmark": "finetune_auto", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg()},
+        "data": {"file": str(args.data), "train": len(train), "valid": len(valid), "test": len(test)},
+        "settings": vars(args), "rows": rows,
+    }
+    path = ROOT / "benchmarks" / "results" / f"finetune_auto_{args.model}_N{args.size}.json"
+    path.write_text(json.dumps(record, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
