@@ -240,20 +240,14 @@ class ActiveLearning:
         return list(data), failures
 
     def _train(self, base, train, valid, directory: Path, previous, iteration: int):
-        from dataclasses import replace
-
         from atomtune.uncertainty.train import CommitteeSpec, train_committee
 
         spec = self.spec
         finetune = spec.finetune.model_copy(update={"seed": spec.seed})
         replay = list(Dataset.read(finetune.replay_data)) if finetune.replay_data else None
         has_stress = all(labels.stress is not None for labels in Dataset(list(train)).labels())
-        settings = replace(
-            finetune.training_settings(base.backbone, has_stress, progress=False, n_train=len(list(train))),
-            # A member restored to its starting weights (epoch 0 "best" on a tiny validation set) duplicates the
-            # committee it started from and collapses the spread: members keep their last epoch.
-            restore_best=False,
-        )
+        # (train_committee keeps each member's last epoch: restored to its start, a member would duplicate it.)
+        settings = finetune.training_settings(base.backbone, has_stress, progress=False, n_train=len(list(train)))
         committee_spec = CommitteeSpec(size=spec.committee_size, kind=spec.committee_kind,
                                        seed=spec.seed + 1000 * iteration)
         result = train_committee(base, train, valid, committee_spec, settings, finetune.strategy_object(replay),

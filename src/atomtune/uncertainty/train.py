@@ -94,7 +94,8 @@ def train_committee(
     ``potential`` is the calibrated :class:`CommitteePotential` and whose ``metrics`` hold the committee's validation
     errors (``final``), each member's metrics (``members``) and the calibration records (``calibration``).
 
-    ``settings``: one member's fine-tuning settings (the member's seed is ``spec.seed + k``; E0 refit happens once);
+    ``settings``: one member's fine-tuning settings (the member's seed is ``spec.seed + k``; E0 refit happens once;
+    ``restore_best`` is off for members, see below);
     ``strategy``: what trains in a full member / in the trunk (copied per member; default :class:`Full`);
     ``out``: the committee directory (a model like any other) with ``fits/member-k`` run directories; ``resume``: reuse
     finished members and continue an unfinished one from its checkpoint.
@@ -127,7 +128,9 @@ def train_committee(
         base = copy.deepcopy(base)
         base.check_elements(train, where="the training set")
         e0_report = reestimate_element_energies(base, FeaturizedSet.build("train", train, base), settings.batch_size)
-    member_settings = replace(settings, refit_e0=False)
+    # Members keep their last (EMA) weights, not the best validation epoch: on small validation sets epoch 0 (the
+    # starting model) is often "best", and members restored to one start are identical — zero spread.
+    member_settings = replace(settings, refit_e0=False, restore_best=False)
 
     members: list[Potential] = []
     member_metrics: list[dict] = []
