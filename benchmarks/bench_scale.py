@@ -5,7 +5,8 @@ For each model and each N (default 100, 1000, 10000 atoms) a rattled fcc Cu supe
 subprocess, so the peak resident memory (``ru_maxrss``) belongs to that one evaluation; the memory of the loaded model
 and interpreter is measured in the same subprocess before the evaluation and subtracted. The best of ``--repeats``
 evaluations is the time. The scaling exponents (slope of log time and log memory vs log N between the two largest N) are
-written with the points to ``benchmarks/results/scale.json``; docs/lammps.md quotes them. The per-edge memory measured
+written with the points to ``--out`` (the committed runs: ``benchmarks/results/scale_<backbone>.json``); docs/lammps.md
+quotes them. The per-edge memory measured
 here sets ``atomtune.lammps.memory.BYTES_PER_EDGE`` (the estimate that refuses cells too large for memory).
 
     python benchmarks/bench_scale.py --threads 1

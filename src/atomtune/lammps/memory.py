@@ -17,11 +17,13 @@ from ase import Atoms
 
 from atomtune.exceptions import AtomtuneError
 
-#: Peak bytes per directed edge of one forward + backward pass (CPU, float32), from benchmarks/results/scale.json.
-#: MACE is scaled by its first interaction's edge feature width relative to the measured model (see estimate()).
-BYTES_PER_EDGE = {"chgnet": 56_000.0, "sevennet": 146_000.0, "mace": 146_000.0}
-#: Edge feature width of the MACE model the MACE constant was measured on (None: not measured, SevenNet's used).
-MACE_REFERENCE_EDGE_WIDTH = None
+#: Peak bytes per directed edge of one forward + backward pass (CPU, float32), from benchmarks/results/scale.json
+#: (the largest value measured per backbone). MACE was measured on the tests' tiny model (16x0e+16x1o+16x2e edge
+#: features, 11 kB/edge) and is scaled linearly by a model's first-interaction edge width (MACE-MP-0 medium: 128
+#: channels up to l = 3, ~14x wider): a rough, unmeasured extrapolation for the foundation models.
+BYTES_PER_EDGE = {"chgnet": 56_000.0, "sevennet": 153_000.0, "mace": 11_000.0}
+#: Edge feature width (``interactions[0].target_irreps.dim``) of the MACE model BYTES_PER_EDGE["mace"] was measured on.
+MACE_REFERENCE_EDGE_WIDTH = 144
 #: Fraction of the available memory a run may plan to use.
 USABLE_FRACTION = 0.8
 
