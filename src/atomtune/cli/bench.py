@@ -24,7 +24,7 @@ class BenchCommand(TyperCommand):
     def format_help(self, ctx, formatter):
         from atomtune.tasks import settings_overview
 
-        self.help = (self.help or "") + "\n\n" + settings_overview()
+        self.epilog = settings_overview()
         return super().format_help(ctx, formatter)
 
 
