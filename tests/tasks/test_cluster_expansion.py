@@ -67,6 +67,21 @@ def test_failed_relaxations_are_recorded_left_out_and_counted():
     assert summary["relax_seconds"] > 0 and summary["fit_seconds"] > 0
 
 
+class _FailsOnPurePd(EMT):
+    def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+        if atoms is not None and set(atoms.get_chemical_symbols()) == {"Pd"}:
+            raise RuntimeError("SCF not converged")
+        super().calculate(atoms, properties, system_changes)
+
+
+def test_an_end_member_that_fails_gives_an_error_record(tmp_path):
+    settings = ce.Settings(species=["Cu", "Pd"], max_cell_size=2, relax=False, cv_splits=2, cutoff_candidates=[[3.0]])
+    records = ce.run([_cu_pd()], _FailsOnPurePd(), settings, progress=False)
+    (summary,) = ce.expansion_records(records)
+    assert "end member" in summary["error"] and "SCF not converged" in summary["error"]
+    assert ce.plot({"emt": records}, tmp_path) == [] and ce.compare({"emt": records})
+
+
 def test_bad_input(toy_potential):
     class Counting(EMT):
         calls = 0

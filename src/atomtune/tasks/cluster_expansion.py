@@ -135,13 +135,52 @@ class ExpansionRecord:
 def run(structures: Sequence[Atoms], calculator, settings: Settings | None = None, progress: bool = True) -> list[dict]:
     """Records for each input primitive cell: one per enumerated structure and one ``expansion`` record (see the module
     docstring). ``calculator``: a Potential (batched relaxation) or any ASE calculator."""
+    from atomtune.tasks import error_message
+
     settings = settings or Settings()
     settings.check()
+    # Bad input (species, an enumeration over the limit) is refused for every input before anything is relaxed; a
+    # failure while computing one input (an end member that does not converge) becomes its error record.
+    prepared = [_prepare(primitive, structure_label(primitive, index), calculator, settings)
+                for index, primitive in enumerate(structures)]
     records: list[dict] = []
-    for index, primitive in enumerate(structures):
-        label = structure_label(primitive, index)
-        records.extend(_expand(primitive, label, calculator, settings, progress))
+    for preparation in prepared:
+        try:
+            records.extend(_expand(preparation, calculator, settings, progress))
+        except Exception as error:  # one input's failure is recorded; the others go on
+            records.append({"id": f"{preparation.label}/{EXPANSION_KIND}", "kind": EXPANSION_KIND,
+                            "formula": preparation.primitive.get_chemical_formula(), "error": error_message(error)})
     return records
+
+
+@dataclass
+class _Preparation:
+    """One input primitive cell, checked and enumerated (cheap), before any energy is computed."""
+
+    label: str
+    primitive: Atoms
+    per_site: list
+    mixing: list
+    decorations: list
+    enumerate_seconds: float
+
+
+def _prepare(primitive: Atoms, label: str, calculator, settings: Settings) -> _Preparation:
+    from ase.data import chemical_symbols as known_symbols
+
+    per_site = site_species(primitive, settings.species)
+    unknown = sorted({s for site in per_site for s in site} - set(known_symbols[1:]))
+    if unknown:
+        raise AtomtuneError(f"species {', '.join(unknown)} are not chemical symbols.")
+    mixing = _mixing_species(per_site)
+    _check_species_supported(calculator, [s for site in per_site for s in site], label)
+    primitive = primitive.copy()
+    primitive.calc = None
+    started = time.perf_counter()
+    decorations = enumerate_decorations(primitive, per_site, settings.max_cell_size, settings.max_structures)
+    for k, atoms in enumerate(decorations):
+        atoms.info["id"] = f"{label}/{atoms.get_chemical_formula()}-{k}"
+    return _Preparation(label, primitive, per_site, mixing, decorations, time.perf_counter() - started)
 
 
 def site_species(primitive: Atoms, species: list) -> list[list[str]]:
@@ -202,22 +241,9 @@ def enumerate_decorations(primitive: Atoms, per_site: list[list[str]], max_cell_
     return found
 
 
-def _expand(primitive: Atoms, label: str, calculator, settings: Settings, progress: bool) -> list[dict]:
-    from ase.data import chemical_symbols as known_symbols
-
-    per_site = site_species(primitive, settings.species)
-    unknown = sorted({s for site in per_site for s in site} - set(known_symbols[1:]))
-    if unknown:
-        raise AtomtuneError(f"species {', '.join(unknown)} are not chemical symbols.")
-    mixing = _mixing_species(per_site)
-    _check_species_supported(calculator, [s for site in per_site for s in site], label)
-    primitive = primitive.copy()
-    primitive.calc = None
-    started = time.perf_counter()
-    decorations = enumerate_decorations(primitive, per_site, settings.max_cell_size, settings.max_structures)
-    enumerate_seconds = time.perf_counter() - started
-    for k, atoms in enumerate(decorations):
-        atoms.info["id"] = f"{label}/{atoms.get_chemical_formula()}-{k}"
+def _expand(preparation: _Preparation, calculator, settings: Settings, progress: bool) -> list[dict]:
+    label, primitive, per_site, mixing = preparation.label, preparation.primitive, preparation.per_site, preparation.mixing
+    decorations, enumerate_seconds = preparation.decorations, preparation.enumerate_seconds
     concentrations = np.array([_concentration(atoms, mixing, per_site) for atoms in decorations])
 
     started = time.perf_counter()
@@ -499,7 +525,8 @@ def expansion_from_dict(data: dict):
 
 
 def expansion_records(records: Sequence[dict]) -> list[dict]:
-    """The ``expansion`` records among a task's records."""
+    """The ``expansion`` records among a task's records (an input that failed has one with ``error`` and no
+    ``expansion``)."""
     return [record for record in records if record.get("kind") == EXPANSION_KIND]
 
 
@@ -536,13 +563,15 @@ def plot(results: dict[str, list[dict]], out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    parents = list(dict.fromkeys(r["id"] for rs in results.values() for r in expansion_records(rs)))
+    parents = list(dict.fromkeys(
+        r["id"] for rs in results.values() for r in expansion_records(rs) if "ground_states" in r
+    ))
     for parent in parents:
         label = parent.rsplit("/", 1)[0]
         figure, (hull_axis, eci_axis) = plt.subplots(1, 2, figsize=(10, 4))
         for model, records in results.items():
             summary = records_by_id(records).get(parent)
-            if summary is None:
+            if summary is None or "ground_states" not in summary:  # missing, or an error record
                 continue
             rows = [r for r in records if r.get("parent") == label and r.get("kind") == "structure"]
             x = np.array([r["concentration"] for r in rows])

@@ -152,7 +152,7 @@ def _stored_expansions(path: str, calculator) -> list[dict]:
         records = json.loads(file.read_text())
     except (OSError, ValueError) as error:
         raise AtomtuneError(f"{file}: cannot read the cluster-expansion records ({error}).") from None
-    found = expansion_records(records if isinstance(records, list) else [])
+    found = [r for r in expansion_records(records if isinstance(records, list) else []) if "expansion" in r]
     if not found:
         raise AtomtuneError(
             f"{file}: no expansion record in it; pass the records_<model>.json that `atomtune bench --task "
