@@ -18,11 +18,13 @@ def test_regression_fit_then_evaluate(tmp_path):
     data = Dataset(emt_structures(20, seed=21)).write(tmp_path / "labelled.extxyz")
     out = tmp_path / "reg"
     result = runner.invoke(app, ["baseline", "--kind", "regression", "--data", str(data), "--features", "composition",
-                                 "--estimator", "ridge", "--estimator", "knn", "--out", str(out), "--no-progress"])
+                                 "--estimator", "ridge", "--estimator", "knn", "--sizes", "8,all", "--out", str(out),
+                                 "--no-progress"])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["estimators"]) == {"ridge", "knn"} and (out / "parity.png").exists()
     assert summary["estimators"]["ridge"]["metrics"]["n_test"] == 4
+    assert [p["n_train"] for p in summary["learning_curves"]["knn"]] == [8, 16] and (out / "learning_curve.png").exists()
     new = Dataset(emt_structures(6, seed=22)).write(tmp_path / "new.extxyz")
     result = runner.invoke(app, ["baseline", "--kind", "regression", "--evaluate", str(out / "ridge"), "--data",
                                  str(new), "--out", str(tmp_path / "scored")])

@@ -146,3 +146,13 @@ def test_features_constant_up_to_round_off_do_not_blow_up():
     pipeline.fit(features[:12], regression.targets(structures[:12], "energy_per_atom"))
     predicted = pipeline.predict(features[12:])
     np.testing.assert_allclose(predicted, model.predict(structures[12:]), atol=1e-6)
+
+
+def test_learning_curve_nested_sizes_same_test_set():
+    structures = _with_linear_target(emt_structures(30, seed=14), np.array([0.2, -0.5, 1.1]), 0.1)
+    spec = RegressionSpec(features="composition", estimator="ridge", target="linear", cv_folds=3)
+    points = regression.learning_curve(structures[:24], structures[24:], spec, sizes=[5, 12, 100])
+    assert [p.n_train for p in points] == [5, 12, 24]  # 100 capped at the 24 available
+    assert all(p.test_mae < 1e-5 for p in points)  # an exactly linear target: exact from 5 structures on
+    with pytest.raises(AtomtuneError, match="below cv_folds"):
+        regression.learning_curve(structures[:24], structures[24:], spec, sizes=[2])

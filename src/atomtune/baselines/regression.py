@@ -498,6 +498,10 @@ def fit(
     started = time.perf_counter()
     folds = KFold(n_splits=spec.cv_folds, shuffle=True, random_state=spec.seed)
     grid = _grid_for_search(spec)
+    neighbours = "regressor__model__n_neighbors"
+    if neighbours in grid:  # kNN cannot ask for more neighbours than a CV training fold holds
+        smallest_fold = len(train) - -(-len(train) // spec.cv_folds)
+        grid[neighbours] = [k for k in grid[neighbours] if k <= smallest_fold] or [1]
     if grid:
         search = GridSearchCV(
             _pipeline(spec.estimator, spec.seed), grid, cv=folds, scoring="neg_root_mean_squared_error", n_jobs=1
@@ -582,3 +586,34 @@ def errors_records(model: RegressionModel, structures: Sequence[Atoms]) -> list[
             }
         )
     return records
+
+
+@dataclass
+class LearningCurvePoint:
+    """Held-out error of one fit on the first ``n_train`` training structures (target units; meV/atom for energy)."""
+
+    n_train: int
+    test_mae: float
+    test_rmse: float
+    cv_rmse: float
+    parameters: dict
+
+
+def learning_curve(
+    train: Sequence[Atoms], test: Sequence[Atoms], spec: RegressionSpec, sizes: Sequence[int], seed: int = 0
+) -> list[LearningCurvePoint]:
+    """Error vs training-set size: for each N in ``sizes`` fit ``spec`` on the first N structures of one seeded shuffle
+    of ``train`` (larger sets contain the smaller ones, as in the fine-tuning data-efficiency benchmark) and score it on
+    the same ``test`` structures. N larger than ``train`` is capped at its size; N below ``cv_folds`` is refused."""
+    train, test = list(train), list(test)
+    if not test:
+        raise AtomtuneError("a learning curve needs test structures to score each fit on.")
+    order = np.random.default_rng(seed).permutation(len(train))
+    points = []
+    for size in sorted({min(int(n), len(train)) for n in sizes}):
+        if size < spec.cv_folds:
+            raise AtomtuneError(f"learning-curve size {size} is below cv_folds = {spec.cv_folds}; drop it.")
+        result = fit([train[int(i)] for i in order[:size]], spec, test)
+        points.append(LearningCurvePoint(size, result.metrics.test_mae, result.metrics.test_rmse,
+                                         result.metrics.cv_rmse, result.model.parameters))
+    return points

@@ -31,6 +31,8 @@ def register(app: typer.Typer) -> None:
         target: str = typer.Option(None, "--target", help="regression: energy_per_atom or an info key"),
         evaluate: Path = typer.Option(None, "--evaluate", help="regression: score the model saved in this folder on "
                                       "--data instead of fitting"),
+        sizes: str = typer.Option(None, "--sizes", help="regression: also a learning curve, e.g. 10,25,50,all "
+                                  "(nested training subsets, same test part)"),
         epochs: int = typer.Option(None, "--epochs", help="mace-scratch: max_num_epochs"),
         settings: Path = typer.Option(None, "--settings", help="the kind's spec as a .yaml/.json file (fields of "
                                       "MaceScratchSpec or RegressionSpec); options given here win"),
@@ -47,6 +49,7 @@ def register(app: typer.Typer) -> None:
           atomtune baseline --kind regression --data labelled.extxyz --features soap --estimator all --out reg/
           atomtune baseline --kind regression --data labelled.extxyz --features embeddings:chgnet-0.3.0 --out reg/
           atomtune baseline --kind regression --evaluate reg/ridge --data test.extxyz --out reg-test/
+          atomtune baseline --kind regression --data labelled.extxyz --features soap --sizes 10,25,50,all --out reg/
         """
         from atomtune.exceptions import AtomtuneError
         from atomtune.runtime import configure_threads
@@ -69,7 +72,7 @@ def register(app: typer.Typer) -> None:
                     values[key] = value
             if trust_model:
                 values["trust_model"] = True
-            _regression(data, out, values, estimator, evaluate, progress)
+            _regression(data, out, values, estimator, evaluate, sizes, progress)
         else:
             raise AtomtuneError(f"--kind {kind!r}: use mace-scratch or regression.")
 
@@ -127,7 +130,7 @@ def _mace_scratch(train: Path, valid, test, out: Path, values: dict, threads: in
 
 
 def _regression(data: Path, out: Path, values: dict, estimators: list[str], evaluate: Path | None,
-                progress: bool) -> None:
+                sizes: str | None, progress: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -168,10 +171,28 @@ def _regression(data: Path, out: Path, values: dict, estimators: list[str], eval
                       "–" if metrics.test_mae is None else f"{metrics.test_mae * scale:.3g}{unit}",
                       "–" if metrics.test_rmse is None else f"{metrics.test_rmse * scale:.3g}{unit}",
                       f"{metrics.fit_seconds:.1f}")
-    (out / "summary.json").write_text(json.dumps({"data": str(data), "estimators": summary}, indent=2))
+    curves = {}
+    if sizes:
+        from dataclasses import asdict
+
+        from atomtune.exceptions import AtomtuneError
+
+        for name in names:
+            spec = _spec(regression.RegressionSpec, {**values, "estimator": name}, "regression settings")
+            train_part, test_part = regression.split_for_regression(structures, spec)
+            try:
+                wanted = [len(train_part) if s.strip() == "all" else int(s) for s in sizes.split(",")]
+            except ValueError:
+                raise AtomtuneError(f"--sizes {sizes!r}: give whole numbers or 'all', e.g. 10,25,50,all.") from None
+            curves[name] = [asdict(point) for point in regression.learning_curve(train_part, test_part, spec, wanted,
+                                                                                 spec.seed)]
+        _learning_curve_plot(curves, out / "learning_curve.png", values.get("target", regression.ENERGY_PER_ATOM))
+    (out / "summary.json").write_text(json.dumps({"data": str(data), "estimators": summary,
+                                                 "learning_curves": curves}, indent=2))
     _parity_plot(test_points, out / "parity.png", values.get("target", regression.ENERGY_PER_ATOM))
     console.print(table)
-    console.print(f"models in {out}/<estimator>/ (plain JSON + npz), summary.json, parity.png")
+    console.print(f"models in {out}/<estimator>/ (plain JSON + npz), summary.json, parity.png"
+                  + (", learning_curve.png" if curves else ""))
 
 
 def _parity_plot(points: dict, path: Path, target: str) -> None:
@@ -191,6 +212,27 @@ def _parity_plot(points: dict, path: Path, target: str) -> None:
     axis.set_xlabel(f"reference {target}")
     axis.set_ylabel(f"predicted {target}")
     axis.set_title("held-out structures")
+    axis.legend(fontsize="x-small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _learning_curve_plot(curves: dict, path: Path, target: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(4.8, 3.8))
+    scale, unit = (1000, "meV/atom") if target == "energy_per_atom" else (1, "target units")
+    for name, points in curves.items():
+        axis.plot([p["n_train"] for p in points], [p["test_mae"] * scale for p in points], "-o", label=name)
+    axis.set_xlabel("training structures")
+    axis.set_ylabel(f"held-out MAE ({unit})")
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.grid(alpha=0.3)
     axis.legend(fontsize="x-small")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
