@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from atomtune.data.dataset import MAX_STRESS_GPA
 from atomtune.exceptions import AtomtuneError
 from atomtune.finetune.spec import FinetuneSpec
 
@@ -51,6 +52,8 @@ class Source(Strict):
     forces_key: str | None = None
     stress_key: str | None = None
     limit: int | None = Field(default=None, gt=0)
+    # stress labels above this are refused on read (a file in kBar read as eV/Å³); null accepts any
+    max_stress_gpa: float | None = Field(default=MAX_STRESS_GPA, gt=0)
 
 
 class Label(Strict):

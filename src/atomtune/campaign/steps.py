@@ -61,7 +61,8 @@ def _read_source(source: dict):
     path = source["path"]
     plain = Path(path).suffix in (".xyz", ".extxyz", ".db") and reader in (None, "extxyz", "db")
     if plain and not source.get("curate"):
-        return Dataset.read(path, **keys)
+        bound = {"max_stress_gpa": source["max_stress_gpa"]} if "max_stress_gpa" in source else {}
+        return Dataset.read(path, **keys, **bound)
     from atomtune.data.curate import build_filters, curate
     from atomtune.data.readers import read_any
 

@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from atomtune.cli.options import trust_model_option
-from atomtune.data.dataset import MAX_STRESS_GPA
+from atomtune.cli.options import max_stress_option, trust_model_option
 
 
 def register(app: typer.Typer) -> None:
@@ -25,10 +24,7 @@ def register(app: typer.Typer) -> None:
         forces_key: str = typer.Option(None, "--forces-key", help="Forces key in the file (default: auto)."),
         stress_key: str = typer.Option(None, "--stress-key", help="Stress key in the file (default: auto)."),
         batch_size: int = typer.Option(None, "--batch-size", help="Structures per forward pass (default: measured)."),
-        max_stress_gpa: float = typer.Option(
-            MAX_STRESS_GPA, "--max-stress-gpa",
-            help="Refuse stress labels above this (GPa): a file in kBar read as eV/Å³ is 1602x too large. 'inf': any.",
-        ),
+        max_stress_gpa: float = max_stress_option(),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
         threads: int = typer.Option(None, "--threads", help="torch / BLAS threads (default: all cores)."),
     ) -> None:

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from atomtune.cli.options import trust_model_option
+from atomtune.cli.options import max_stress_option, trust_model_option
 from atomtune.exceptions import AtomtuneError
 
 HELP = (
@@ -146,6 +146,7 @@ def register(app: typer.Typer) -> None:
         energy_key: str = typer.Option(None, "--energy-key", help="Energy key in the files (default: auto)."),
         forces_key: str = typer.Option(None, "--forces-key", help="Forces key in the files (default: auto)."),
         stress_key: str = typer.Option(None, "--stress-key", help="Stress key in the files (default: auto)."),
+        max_stress_gpa: float = max_stress_option(),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar per epoch."),
     ) -> None:
         from atomtune.runtime import configure_threads
@@ -220,7 +221,8 @@ def _scan_run(spec, parameter: str, value, directory: Path, resume: bool, consol
 def _read_datasets(options: dict, seed: int, console: Console) -> dict:
     from atomtune.data.dataset import Dataset
 
-    keys = {"energy_key": options["energy_key"], "forces_key": options["forces_key"], "stress_key": options["stress_key"]}
+    keys = {"energy_key": options["energy_key"], "forces_key": options["forces_key"], "stress_key": options["stress_key"],
+            "max_stress_gpa": options["max_stress_gpa"]}
     train = Dataset.read(options["train"], **keys)
     if options["valid"] is not None:
         valid = Dataset.read(options["valid"], **keys)
