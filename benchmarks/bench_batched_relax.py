@@ -1,5 +1,5 @@
 """Benchmark: batched FIRE through a Potential's forward (atomtune.tasks.batched_relax) against ASE FIRE one by one
-(CPU).
+(CPU; ``--device cuda`` on a GPU).
 
 Both relax the same cells (fcc, bcc and rock-salt supercells of 8–32 atoms, strained ±3 %, rattled 0.05 Å, a third with
 substituted elements; the generator of ``predict_benchmark.py``) with positions and cell (ASE: ``FIRE`` on
@@ -66,6 +66,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--batch-sizes", default="1,4,8,16", help="pool sizes of the batched side, comma separated")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved passes per side; the best is reported")
+    parser.add_argument("--device", default="cpu", help="torch device of both sides: cpu (default) or cuda")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "batched_relax.json"))
     args = parser.parse_args(argv)
 
@@ -74,15 +75,15 @@ def main(argv=None) -> dict:
     threads = configure_threads(args.threads)
     warnings.filterwarnings("ignore")
     import torch
-    from predict_benchmark import benchmark_structures
+    from predict_benchmark import benchmark_structures, device_memory
 
     from atomtune.models import load_potential
 
-    potential = load_potential(args.model)
+    potential = load_potential(args.model, device=args.device)
     structures = benchmark_structures(args.structures)
     n_atoms = np.array([len(atoms) for atoms in structures])
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
-    print(f"{potential.name}, torch {torch.__version__}, {threads} thread(s)")
+    print(f"{potential.name}, torch {torch.__version__}, {threads} thread(s), device {args.device}")
     print(f"FIRE with FrechetCellFilter-equivalent cell DOF to fmax {args.fmax} eV/Å, ≤ {args.max_steps} steps")
     print(f"{len(structures)} structures, {n_atoms.min()}–{n_atoms.max()} atoms (mean {n_atoms.mean():.1f})")
 
@@ -151,7 +152,8 @@ def main(argv=None) -> dict:
         "fmax_ev_per_a": args.fmax,
         "max_steps": args.max_steps,
         "torch_version": torch.__version__,
-        "device": "cpu",
+        "device": args.device,
+        **device_memory(args.device),
         "threads": threads,
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count()},
         "load_average_before_after": [load_before[0], load_after[0]],

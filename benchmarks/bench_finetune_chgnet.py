@@ -1,4 +1,5 @@
-"""Benchmark: one epoch of full CHGNet fine-tuning with atomtune's ``Trainer`` against CHGNet's own ``Trainer`` (CPU).
+"""Benchmark: one epoch of full CHGNet fine-tuning with atomtune's ``Trainer`` against CHGNet's own ``Trainer`` (CPU;
+``--device cuda`` on a GPU).
 
 Same data on both sides: EMT-labelled fcc supercells of 8–32 atoms (Cu, Ni, Al, Pd, Ag, Pt, Au hosts, a third with ~30 %
 substituted sites; strained ±3 %, rattled 0.05 Å), a fixed train/validation split, CHGNet 0.3.0 in float32, full
@@ -10,7 +11,8 @@ trains with E0 re-estimation and EMA off, so the work per epoch is the same.
 Each side runs in its own subprocess with an explicit torch thread count (peak memory is that process's max RSS); sides
 alternate over ``--repeats`` rounds and the best round of each is reported, so load from other processes on a shared
 machine hits both alike. Seconds per epoch = the best epoch of a run (training + validation). Results go to
-``benchmarks/results/finetune_chgnet.json``.
+``benchmarks/results/finetune_chgnet.json``. ``--in-process`` runs both sides in this process instead (the tiny smoke run
+of ``gpu_suite.py``; peak RSS is then not per side); on a GPU each side also reports the peak memory torch allocated.
 
     python benchmarks/bench_finetune_chgnet.py --structures 40 --epochs 2 --threads 1
 """
@@ -73,7 +75,7 @@ def run_atomtune(args) -> dict:
     from atomtune.models import load_potential
 
     train, valid = split(benchmark_structures(args.structures, args.seed))
-    potential = load_potential("chgnet-0.3.0")
+    potential = load_potential("chgnet-0.3.0", device=args.device)
     settings = TrainingSettings(
         epochs=args.epochs,
         learning_rate=args.learning_rate,
@@ -143,7 +145,7 @@ def run_chgnet(args) -> dict:
         criterion="MSE",
         epochs=args.epochs,
         learning_rate=args.learning_rate,
-        use_device="cpu",
+        use_device=args.device,
         print_freq=10**6,
     )
     epoch_seconds = []
@@ -174,21 +176,42 @@ def run_chgnet(args) -> dict:
     }
 
 
-def child(args) -> None:
+def measure_side(args) -> dict:
+    """One side's run (``args.side``) with its thread count, peak RSS (and peak GPU memory on a GPU) added."""
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     result = run_atomtune(args) if args.side == "atomtune" else run_chgnet(args)
+    return with_peak_memory(result, args.device)
+
+
+def with_peak_memory(result: dict, device: str) -> dict:
+    """``result`` with this process's peak RSS (MiB) and, on a GPU, the peak memory torch allocated there (MiB)."""
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps(result))
+    if device.startswith("cuda"):
+        import torch
+
+        result["peak_gpu_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
 
 
-def alternate_sides(script: str, sides: tuple[str, str], args, forwarded: tuple[str, ...]) -> dict[str, list[dict]]:
-    """Run ``script --side S`` for both sides, alternating the order over ``args.repeats`` rounds; parsed results."""
+def alternate_sides(
+    script: str, sides: tuple[str, str], args, forwarded: tuple[str, ...], measure=measure_side
+) -> dict[str, list[dict]]:
+    """Run ``script --side S`` for both sides, alternating the order over ``args.repeats`` rounds; parsed results.
+    With ``args.in_process`` each side is ``measure(args)`` in this process instead (no interpreter start per side)."""
     environment = {**os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     for round_index in range(args.repeats):
         for side in sides if round_index % 2 == 0 else tuple(reversed(sides)):
+            if args.in_process:
+                result = measure(argparse.Namespace(**{**vars(args), "side": side}))
+                result["peak_rss_mib"] = None  # this process ran every side so far: not this side's peak
+                runs[side].append(result)
+                print(f"{side:9s} {result['seconds_per_epoch']:.1f} s/epoch (in process)", flush=True)
+                continue
             command = [sys.executable, script, "--side", side] + [
                 f"--{name.replace('_', '-')}={getattr(args, name)}" for name in forwarded
             ]
@@ -201,7 +224,7 @@ def alternate_sides(script: str, sides: tuple[str, str], args, forwarded: tuple[
     return runs
 
 
-def main() -> None:
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--structures", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=2)
@@ -210,15 +233,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device of both sides: cpu (default) or cuda")
+    parser.add_argument("--in-process", action="store_true", help="run both sides in this process (smoke runs)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "finetune_chgnet.json"))
     parser.add_argument("--side", choices=("atomtune", "chgnet"), help=argparse.SUPPRESS)
     parser.add_argument("--scratch", default="/tmp/atomtune-bench-finetune", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.side:
-        child(args)
-        return
+        print("RESULT " + json.dumps(measure_side(args)))
+        return {}
 
     runs = alternate_sides(__file__, ("chgnet", "atomtune"), args,
-                           ("structures", "epochs", "batch_size", "learning_rate", "threads", "seed", "scratch"))
+                           ("structures", "epochs", "batch_size", "learning_rate", "threads", "seed", "device",
+                            "scratch"))
     best = {side: min(results, key=lambda r: r["seconds_per_epoch"]) for side, results in runs.items()}
     structures = benchmark_structures(args.structures, args.seed)
     record = {
@@ -226,16 +253,17 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg()},
         "settings": {k: getattr(args, k) for k in ("structures", "epochs", "batch_size", "learning_rate", "threads",
-                                                    "repeats", "seed")},
+                                                    "repeats", "seed", "device")},
         "atoms_per_structure": [int(min(len(a) for a in structures)), int(max(len(a) for a in structures))],
         "best": best,
         "runs": runs,
         "speedup_per_epoch": best["chgnet"]["seconds_per_epoch"] / best["atomtune"]["seconds_per_epoch"],
     }
-    out = Path(__file__).parent / "results" / "finetune_chgnet.json"
-    out.parent.mkdir(exist_ok=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
     print(f"speed-up per epoch: {record['speedup_per_epoch']:.2f}x (CHGNet Trainer / atomtune); wrote {out}")
+    return record
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Benchmark: one epoch of SevenNet-0 fine-tuning with atomtune's ``Trainer`` against ``sevenn train`` (fine_tune preset, CPU).
+"""Benchmark: one epoch of SevenNet-0 fine-tuning with atomtune's ``Trainer`` against ``sevenn train`` (fine_tune preset; CPU, ``--device cuda`` on a GPU).
 
 Same data as ``bench_finetune_chgnet.py`` (EMT-labelled fcc cells of 8–32 atoms, same split). ``sevenn train`` runs the
 ``fine_tune`` preset (SevenNet-0 11Jul2024, Adam lr 0.004, Huber δ 0.01, force weight 1, stress weight 0.01 in kbar,
@@ -7,6 +7,7 @@ training + validation). atomtune trains the same checkpoint (full fine-tuning, H
 schedule, E0 re-estimation and EMA off); its epoch time is the history's (training + validation). Each side runs in its
 own process with an explicit torch thread count (peak memory = that process's max RSS); sides alternate over
 ``--repeats`` rounds and the best is reported. Results go to ``benchmarks/results/finetune_sevennet.json``.
+``--in-process`` runs atomtune's side in this process (``sevenn train`` is always its own process).
 
     python benchmarks/bench_finetune_sevennet.py --structures 40 --epochs 2 --threads 1
 """
@@ -27,7 +28,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_finetune_chgnet import alternate_sides, benchmark_structures, split  # noqa: E402  (same data, same runner)
+from bench_finetune_chgnet import (  # noqa: E402  (same data, same runner)
+    alternate_sides,
+    benchmark_structures,
+    split,
+    with_peak_memory,
+)
 
 
 def run_atomtune(args) -> dict:
@@ -35,7 +41,7 @@ def run_atomtune(args) -> dict:
     from atomtune.models import load_potential
 
     train, valid = split(benchmark_structures(args.structures, args.seed))
-    potential = load_potential("sevennet-0")
+    potential = load_potential("sevennet-0", device=args.device)
     defaults = default_loss_weights("sevennet")
     settings = TrainingSettings(
         epochs=args.epochs,
@@ -77,7 +83,7 @@ def run_sevenn(args) -> dict:
     import sevenn
 
     config = yaml.safe_load((Path(sevenn.__file__).parent / "presets" / "fine_tune.yaml").read_text())
-    config["train"].update(epoch=args.epochs, per_epoch=10**6, random_seed=args.seed)
+    config["train"].update(epoch=args.epochs, per_epoch=10**6, random_seed=args.seed, device=args.device)
     config["data"].update(
         batch_size=args.batch_size,
         load_trainset_path=[str(work / "train.extxyz")],
@@ -86,8 +92,9 @@ def run_sevenn(args) -> dict:
     config["data"].pop("load_testset_path", None)
     (work / "input.yaml").write_text(yaml.safe_dump(config))
     started = time.perf_counter()
-    sevenn_command = str(Path(sys.executable).with_name("sevenn"))
-    process = subprocess.run([sevenn_command, "train", "input.yaml", "-s"], cwd=work, capture_output=True, text=True)
+    # `sevenn train` through its module, so that it also runs where sevenn is on PYTHONPATH without its console script
+    sevenn_command = [sys.executable, "-m", "sevenn.main.sevenn", "train", "input.yaml", "-s"]
+    process = subprocess.run(sevenn_command, cwd=work, capture_output=True, text=True)
     total = time.perf_counter() - started
     log = (work / "log.sevenn").read_text() if (work / "log.sevenn").exists() else ""
     if process.returncode != 0:
@@ -109,18 +116,21 @@ def _seconds(text: str) -> float:
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
-def child(args) -> None:
+def measure_side(args) -> dict:
+    """One side's run (``args.side``) with its thread count and peak memory (``sevenn train``: its process's RSS)."""
     import torch
 
     torch.set_num_threads(args.threads)
-    result = run_atomtune(args) if args.side == "atomtune" else run_sevenn(args)
-    result["peak_rss_mib"] = result.pop("peak_rss_mib_sevenn_process", None) or (
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
-    print("RESULT " + json.dumps(result))
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    if args.side == "atomtune":
+        return with_peak_memory(run_atomtune(args), args.device)
+    result = run_sevenn(args)
+    result["peak_rss_mib"] = result.pop("peak_rss_mib_sevenn_process")
+    return result
 
 
-def main() -> None:
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--structures", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=2)
@@ -128,28 +138,34 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device of both sides: cpu (default) or cuda")
+    parser.add_argument("--in-process", action="store_true", help="run atomtune's side in this process (smoke runs)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "finetune_sevennet.json"))
     parser.add_argument("--side", choices=("atomtune", "sevenn"), help=argparse.SUPPRESS)
     parser.add_argument("--scratch", default="/tmp/atomtune-bench-finetune", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.side:
-        child(args)
-        return
+        print("RESULT " + json.dumps(measure_side(args)))
+        return {}
     runs = alternate_sides(__file__, ("sevenn", "atomtune"), args,
-                           ("structures", "epochs", "batch_size", "threads", "seed", "scratch"))
+                           ("structures", "epochs", "batch_size", "threads", "seed", "device", "scratch"),
+                           measure=measure_side)
     best = {side: min(results, key=lambda r: r["seconds_per_epoch"]) for side, results in runs.items()}
     record = {
         "benchmark": "finetune_sevennet",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg()},
-        "settings": {k: getattr(args, k) for k in ("structures", "epochs", "batch_size", "threads", "repeats", "seed")},
+        "settings": {k: getattr(args, k) for k in ("structures", "epochs", "batch_size", "threads", "repeats", "seed",
+                                                    "device")},
         "best": best,
         "runs": runs,
         "speedup_per_epoch": best["sevenn"]["seconds_per_epoch"] / best["atomtune"]["seconds_per_epoch"],
     }
-    out = Path(__file__).parent / "results" / "finetune_sevennet.json"
-    out.parent.mkdir(exist_ok=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
     print(f"speed-up per epoch: {record['speedup_per_epoch']:.2f}x (sevenn train / atomtune); wrote {out}")
+    return record
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Benchmark: atomtune's ``ChgnetPotential.predict`` against a loop over CHGNet's own ``CHGNetCalculator`` (CPU).
+"""Benchmark: atomtune's ``ChgnetPotential.predict`` against a loop over CHGNet's own ``CHGNetCalculator`` (CPU; ``--device
+cuda`` on a GPU).
 
 Both compute energy, forces and stress of the same structures (fcc, bcc and rock-salt supercells of 8–32 atoms, strained,
 rattled, a third of them with substituted elements) with the same CHGNet checkpoint in float32 and an explicit torch
@@ -56,11 +57,11 @@ def main(argv=None) -> dict:
     structures = benchmark_structures(args.structures)
     n_atoms = [len(atoms) for atoms in structures]
     batch_sizes = args.batch_sizes
-    potential = ChgnetPotential.from_checkpoint(args.checkpoint)
+    potential = ChgnetPotential.from_checkpoint(args.checkpoint).to(args.device)
     with contextlib.redirect_stdout(io.StringIO()):
         # CHGNet's calculator on its own copy of the same weights (it moves and configures the model it is given)
-        calculator = CHGNetCalculator(ChgnetPotential.from_checkpoint(args.checkpoint).model, use_device="cpu")
-    print(f"CHGNet {args.checkpoint} (chgnet {chgnet.__version__}), torch {torch.__version__}, threads {threads}")
+        calculator = CHGNetCalculator(ChgnetPotential.from_checkpoint(args.checkpoint).model, use_device=args.device)
+    print(f"CHGNet {args.checkpoint} (chgnet {chgnet.__version__}), torch {torch.__version__}, threads {threads}, device {args.device}")
     print(f"{len(structures)} structures, {min(n_atoms)}–{max(n_atoms)} atoms (mean {np.mean(n_atoms):.1f})")
 
     calculator_loop(calculator, structures[:3])  # warm-up
@@ -74,14 +75,15 @@ def main(argv=None) -> dict:
 
     rates, cpu_rates = passes.rates(), passes.cpu_rates()
     native_rate, native_cpu_rate = rates.pop("native"), cpu_rates.pop("native")
-    default_size = ChgnetPotential.cpu_batch_size
+    kind = "gpu" if args.device.startswith("cuda") else "cpu"  # which of the Potential's default batch sizes applies
+    default_size = getattr(ChgnetPotential, f"{kind}_batch_size")
     default_rate = rates.get(default_size, max(rates.values()))
     compared = default_size if default_size in batch_sizes else batch_sizes[0]
     differences = max_differences(passes.results[compared], passes.results["native"], n_atoms)
 
     print(f"native CHGNetCalculator loop: {native_rate:.2f} structures/s ({native_cpu_rate:.2f} per CPU-second)")
     for size, rate in rates.items():
-        marker = "  (cpu_batch_size)" if size == default_size else ""
+        marker = f"  ({kind}_batch_size)" if size == default_size else ""
         cpu_ratio = cpu_rates[size] / native_cpu_rate
         print(
             f"atomtune predict, batch {size:>2}: {rate:.2f} structures/s = {rate / native_rate:.2f}x native "
@@ -97,11 +99,11 @@ def main(argv=None) -> dict:
         "checkpoint": args.checkpoint,
         "chgnet_version": chgnet.__version__,
         "torch_version": torch.__version__,
-        **run_conditions(threads, structures, args.repeats, passes.load_before_after),
+        **run_conditions(threads, structures, args.repeats, passes.load_before_after, args.device),
         "native_structures_per_s": native_rate,
         "atomtune_structures_per_s": {str(size): rate for size, rate in rates.items()},
-        "cpu_batch_size": default_size,
-        "speedup_at_cpu_batch_size": default_rate / native_rate,
+        f"{kind}_batch_size": default_size,
+        f"speedup_at_{kind}_batch_size": default_rate / native_rate,
         "native_structures_per_cpu_s": native_cpu_rate,
         "atomtune_structures_per_cpu_s": {str(size): rate for size, rate in cpu_rates.items()},
         "cpu_time_speedup_at_cpu_batch_size": cpu_rates.get(default_size, max(cpu_rates.values())) / native_cpu_rate,

@@ -1,4 +1,5 @@
-"""Benchmark: atomtune's batched ``MacePotential.predict`` against a loop over mace's own ``MACECalculator`` (CPU).
+"""Benchmark: atomtune's batched ``MacePotential.predict`` against a loop over mace's own ``MACECalculator`` (CPU;
+``--device cuda`` on a GPU).
 
 Both compute energy, forces and stress for the same structures (fcc Ni/Cu/Al supercells of 8–32 atoms, strained, rattled,
 randomly substituted) from the same ``.model`` file in float32 with an explicit thread count. atomtune is timed at several
@@ -34,6 +35,7 @@ from predict_benchmark import (  # noqa: E402  (a sibling script, not a package)
     Clock,
     atomtune_predict,
     calculator_loop,
+    device_memory,
     predict_arguments,
     write_result,
 )
@@ -97,10 +99,10 @@ def best_of(repeats: int, measure):
     return min(runs, key=lambda run: run[0].wall)
 
 
-def time_native(model_file: Path, structures, dtype: str) -> tuple[Clock, list[float]]:
+def time_native(model_file: Path, structures, dtype: str, device: str = "cpu") -> tuple[Clock, list[float]]:
     from mace.calculators import MACECalculator
 
-    calculator = MACECalculator(model_paths=str(model_file), device="cpu", default_dtype=dtype)
+    calculator = MACECalculator(model_paths=str(model_file), device=device, default_dtype=dtype)
     calculator_loop(calculator, structures[:2])  # warm-up
     with Clock() as clock:
         results = calculator_loop(calculator, structures)
@@ -150,14 +152,14 @@ def main(argv=None) -> dict:
         model_file = Path(args.model)
         note = f"model file {model_file}"
     print(f"model: {note}")
-    print(f"threads: {threads}, dtype: {args.dtype}, structures: {args.structures}")
+    print(f"threads: {threads}, dtype: {args.dtype}, structures: {args.structures}, device: {args.device}")
 
     structures = benchmark_structures(args.structures)
     n_atoms = [len(atoms) for atoms in structures]
-    potential = load_potential(str(model_file), dtype=args.dtype)
+    potential = load_potential(str(model_file), device=args.device, dtype=args.dtype, trust=True)  # our own file
     assert isinstance(potential, MacePotential)
 
-    native, native_energies = best_of(args.repeats, lambda: time_native(model_file, structures, args.dtype))
+    native, native_energies = best_of(args.repeats, lambda: time_native(model_file, structures, args.dtype, args.device))
     count = len(structures)
     print(f"mace MACECalculator loop (E+F+S):      {count / native.wall:8.2f} structures/s wall "
           f"({count / native.cpu:8.2f} per CPU-s)")
@@ -181,7 +183,8 @@ def main(argv=None) -> dict:
         print(f"atomtune predict batch {batch_size:3d} (E+F+S):   {rows[-1]['structures_per_s']:8.2f} structures/s wall "
               f"({rows[-1]['structures_per_cpu_s']:8.2f} per CPU-s)  ratio {rows[-1]['ratio_vs_native']:5.2f}x wall, "
               f"{rows[-1]['ratio_vs_native_cpu']:5.2f}x CPU  max |dE| {rows[-1]['max_energy_diff_ev_per_atom']:.1e} eV/atom")
-    default_batch = potential.cpu_batch_size
+    on_gpu = args.device.startswith("cuda")
+    default_batch = potential.gpu_batch_size if on_gpu else potential.cpu_batch_size
     clock, _ = best_of(args.repeats, lambda: time_atomtune(potential, structures, default_batch, stress=False))
     no_stress = row(clock, default_batch)
     print(f"atomtune predict batch {default_batch:3d} (E+F only): {no_stress['structures_per_s']:8.2f} structures/s wall "
@@ -189,7 +192,7 @@ def main(argv=None) -> dict:
           f"{no_stress['ratio_vs_native_cpu']:5.2f}x CPU")
     default_row = next((r for r in rows if r["batch_size"] == default_batch), None)
     if default_row is not None:
-        print(f"=> default cpu_batch_size={default_batch}: {default_row['ratio_vs_native']:.2f}x the native loop (wall), "
+        print(f"=> default {'gpu' if on_gpu else 'cpu'}_batch_size={default_batch}: {default_row['ratio_vs_native']:.2f}x the native loop (wall), "
               f"{default_row['ratio_vs_native_cpu']:.2f}x (CPU)")
 
     result = {
@@ -197,6 +200,8 @@ def main(argv=None) -> dict:
         "model": note,
         "model_file": str(model_file) if args.model not in ("medium-like", "tiny") else None,
         "threads": threads,
+        "device": args.device,
+        **device_memory(args.device),
         "dtype": args.dtype,
         "structures": len(structures),
         "repeats": args.repeats,
@@ -205,7 +210,7 @@ def main(argv=None) -> dict:
         "native_structures_per_cpu_s": count / native.cpu,
         "atomtune": rows,
         "atomtune_no_stress": no_stress,
-        "cpu_batch_size": default_batch,
+        f"{'gpu' if on_gpu else 'cpu'}_batch_size": default_batch,
         "versions": {"mace-torch": mace.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "machine": platform.processor() or platform.machine(),
     }

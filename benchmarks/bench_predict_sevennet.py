@@ -1,4 +1,5 @@
-"""Benchmark: atomtune's ``SevennetPotential.predict`` against a loop over SevenNet's own ``SevenNetCalculator`` (CPU).
+"""Benchmark: atomtune's ``SevennetPotential.predict`` against a loop over SevenNet's own ``SevenNetCalculator`` (CPU;
+``--device cuda`` on a GPU).
 
 Both compute energy, forces and stress of the same structures (fcc, bcc, hcp, rock-salt and diamond supercells of 8–32
 atoms, strained, rattled, a third of them with substituted elements) with the same SevenNet checkpoint in float32 and an
@@ -66,11 +67,14 @@ def main(argv=None) -> dict:
     structures = benchmark_structures(args.structures, prototypes=PROTOTYPES)
     n_atoms = [len(atoms) for atoms in structures]
     batch_sizes = args.batch_sizes
-    potential = SevennetPotential.from_checkpoint(args.checkpoint)
-    e3nn_potential = SevennetPotential.from_checkpoint(args.checkpoint)
+    potential = SevennetPotential.from_checkpoint(args.checkpoint).to(args.device)
+    e3nn_potential = SevennetPotential.from_checkpoint(args.checkpoint).to(args.device)
     e3nn_potential.fast_convolution = False
-    calculator = SevenNetCalculator(args.checkpoint, device="cpu")
-    print(f"SevenNet {args.checkpoint} (sevenn {sevenn.__version__}), torch {torch.__version__}, threads {threads}")
+    calculator = SevenNetCalculator(args.checkpoint, device=args.device)
+    print(
+        f"SevenNet {args.checkpoint} (sevenn {sevenn.__version__}), torch {torch.__version__}, threads {threads}, "
+        f"device {args.device}"
+    )
     print(f"{len(structures)} structures, {min(n_atoms)}–{max(n_atoms)} atoms (mean {np.mean(n_atoms):.1f})")
 
     # Warm-up: e3nn's TorchScript-compiled tensor products specialise on their first calls.
@@ -89,7 +93,8 @@ def main(argv=None) -> dict:
     passes = interleaved_passes(sides, args.repeats, len(structures))
 
     rate, cpu_rate = passes.rates(), passes.cpu_rates()
-    default_size = SevennetPotential.cpu_batch_size
+    kind = "gpu" if args.device.startswith("cuda") else "cpu"  # which of the Potential's default batch sizes applies
+    default_size = getattr(SevennetPotential, f"{kind}_batch_size")
     differences = {
         str(side): max_differences(passes.results[side], passes.results["native"], n_atoms)
         for side in ["e3nn", *batch_sizes]
@@ -104,7 +109,7 @@ def main(argv=None) -> dict:
         f"native (CPU time: {cpu_rate['e3nn'] / cpu_rate['native']:.2f}x)"
     )
     for size in batch_sizes:
-        marker = "  (cpu_batch_size)" if size == default_size else ""
+        marker = f"  ({kind}_batch_size)" if size == default_size else ""
         print(
             f"atomtune predict, batch {size:>2}: {rate[size]:.2f} structures/s = {rate[size] / rate['native']:.2f}x "
             f"native (CPU time: {cpu_rate[size] / cpu_rate['native']:.2f}x){marker}"
@@ -122,12 +127,12 @@ def main(argv=None) -> dict:
         "checkpoint": args.checkpoint,
         "sevenn_version": sevenn.__version__,
         "torch_version": torch.__version__,
-        **run_conditions(threads, structures, args.repeats, passes.load_before_after),
+        **run_conditions(threads, structures, args.repeats, passes.load_before_after, args.device),
         "native_structures_per_s": rate["native"],
         "atomtune_structures_per_s": {str(size): rate[size] for size in batch_sizes},
         "atomtune_e3nn_convolution_structures_per_s": rate["e3nn"],
-        "cpu_batch_size": default_size,
-        "speedup_at_cpu_batch_size": rate[default_key] / rate["native"],
+        f"{kind}_batch_size": default_size,
+        f"speedup_at_{kind}_batch_size": rate[default_key] / rate["native"],
         "native_structures_per_cpu_s": cpu_rate["native"],
         "atomtune_structures_per_cpu_s": {str(size): cpu_rate[size] for size in batch_sizes},
         "atomtune_e3nn_convolution_structures_per_cpu_s": cpu_rate["e3nn"],

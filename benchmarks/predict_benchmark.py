@@ -78,7 +78,7 @@ def predict_arguments(
     description: str, result_name: str, batch_sizes: str, repeats: int = 3, repeats_help: str | None = None
 ) -> argparse.ArgumentParser:
     """The options every predict benchmark takes: ``--structures``, ``--threads``, ``--batch-sizes`` (parsed to a list
-    of ints), ``--repeats`` and ``--out`` (default ``benchmarks/results/<result_name>.json``)."""
+    of ints), ``--repeats``, ``--device`` and ``--out`` (default ``benchmarks/results/<result_name>.json``)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--structures", type=int, default=100, help="number of cells (8–32 atoms each)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
@@ -91,8 +91,20 @@ def predict_arguments(
         default=repeats,
         help=repeats_help or "interleaved passes per side; the best is reported",
     )
+    parser.add_argument(
+        "--device", default="cpu", help="torch device of both sides: cpu (default) or cuda (benchmarks/gpu.sh)"
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / f"{result_name}.json"))
     return parser
+
+
+def device_memory(device: str) -> dict:
+    """On a GPU, the peak memory torch allocated on it in this process (MiB, every side together); ``{}`` on CPU."""
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return {}
+    return {"peak_gpu_memory_mib": torch.cuda.max_memory_allocated() / 2**20, "gpu": torch.cuda.get_device_name()}
 
 
 class Clock:
@@ -184,11 +196,12 @@ def max_differences(results, reference, n_atoms) -> dict:
     }
 
 
-def run_conditions(threads: int, structures, repeats: int, load_before_after: list) -> dict:
-    """The result fields that say how a CPU run was made: device, threads, machine, load, the cells, the repeats."""
+def run_conditions(threads: int, structures, repeats: int, load_before_after: list, device: str = "cpu") -> dict:
+    """The result fields that say how a run was made: device, threads, machine, load, the cells, the repeats."""
     n_atoms = [len(atoms) for atoms in structures]
     return {
-        "device": "cpu",
+        "device": device,
+        **device_memory(device),
         "threads": threads,
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count()},
         "load_average_before_after": load_before_after,
