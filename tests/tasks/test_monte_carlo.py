@@ -49,6 +49,8 @@ def test_canonical_finds_the_ordering_transition_within_the_grid(tmp_path):
     assert points[0]["sro_first_shell"] < -0.6 < points[-1]["sro_first_shell"]  # ordered when cold, not when hot
     assert all(r["concentration"] == 0.5 for r in points)
     assert mc.plot({"ising": records}, tmp_path)
+    rows = {row["property"]: row for row in mc.compare({"ising": records, "again": records}, reference="ising")}
+    assert rows["transition_temperature_k"]["again − ising"] == 0 and rows["ordering"]["again"] == "ordering"
 
 
 def test_semi_grand_canonical_finds_the_miscibility_gap(tmp_path):

@@ -415,13 +415,15 @@ def compare(results: dict[str, list[dict]], reference: str | None = None) -> lis
     rows = []
     parents = list(dict.fromkeys(r["id"] for records in results.values() for r in transition_records(records)))
     for parent in parents:
-        for key in (*PROPERTIES, "grid_resolution_k"):
+        for key in (*PROPERTIES, "peak_at_grid_edge", "ordering", "grid_resolution_k"):
             row = {"id": parent, "property": key}
             for model, records in results.items():
                 row[model] = records_by_id(records).get(parent, {}).get(key)
             if reference is not None and reference in results:
                 for model in results:
-                    if model != reference and row[model] is not None and row[reference] is not None:
+                    numbers = [row[m] for m in (model, reference)]
+                    if model != reference and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                  for v in numbers):
                         row[f"{model} − {reference}"] = row[model] - row[reference]
             if any(row[model] is not None for model in results):
                 rows.append(row)
