@@ -48,6 +48,10 @@ def test_canonical_finds_the_ordering_transition_within_the_grid(tmp_path):
     points = sorted((r for r in records if r["kind"] == "temperature"), key=lambda r: r["temperature_k"])
     assert points[0]["sro_first_shell"] < -0.6 < points[-1]["sro_first_shell"]  # ordered when cold, not when hot
     assert all(r["concentration"] == 0.5 for r in points)
+    for point in points:  # ordering lowers the energy more than it costs entropy: F below U, above U − T·S_ideal
+        ideal = kB * np.log(2)
+        assert point["mixing_energy_per_atom"] - point["temperature_k"] * ideal - 1e-3 \
+            < point["mixing_free_energy_per_atom"] < point["mixing_energy_per_atom"]
     assert mc.plot({"ising": records}, tmp_path)
     rows = {row["property"]: row for row in mc.compare({"ising": records, "again": records}, reference="ising")}
     assert rows["transition_temperature_k"]["again − ising"] == 0 and rows["ordering"]["again"] == "ordering"
@@ -64,6 +68,17 @@ def test_semi_grand_canonical_finds_the_miscibility_gap(tmp_path):
     cold = sorted((r for r in records if r.get("temperature_k") == 350 and r["kind"] == "sgc_point"),
                   key=lambda r: r["chemical_potential_difference"])
     assert cold[0]["concentration"] < 0.1 and cold[-1]["concentration"] > 0.9
+
+
+def test_mixing_free_energy_of_an_ideal_solution_is_minus_t_s(tmp_path):
+    """With no interactions, U = 0 and the mixing free energy is −T S_ideal exactly at every temperature."""
+    primitive, path = _square_lattice_expansion(tmp_path, 0.0)
+    settings = mc.Settings(temperatures=[1000, 600, 300], concentration=0.25, supercell=[4, 4, 1],
+                           equilibration_sweeps=2, sampling_sweeps=5, expansion=str(path))
+    points = [r for r in mc.run([primitive], None, settings, progress=False) if r["kind"] == "temperature"]
+    ideal = -kB * -(0.25 * np.log(0.25) + 0.75 * np.log(0.75))
+    for point in points:
+        assert point["mixing_free_energy_per_atom"] == pytest.approx(point["temperature_k"] * ideal, abs=1e-9)
 
 
 def test_bad_input(tmp_path, toy_potential):

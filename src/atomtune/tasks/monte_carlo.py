@@ -22,8 +22,11 @@ The expansion comes from the ``expansion`` records file the cluster-expansion ta
 calculator, if given, must be the one it was fitted to), or is fitted here with ``Settings.cluster_expansion`` settings.
 Temperatures in K; energies in eV/atom (mixing energy, the expansion's own scale).
 
-Not done here: the mixing free energy by thermodynamic integration (mchammer has the tools; the semi-grand-canonical
-concentration curves are the input it would integrate).
+- **mixing free energy** (canonical): temperature integration of the cooling run's energies (Gibbs–Helmholtz,
+  A(T)/T = A(T₁)/T₁ + ∫_T^{T₁} U/T'² dT', trapezoid on the grid) from the hottest temperature T₁, where A(T₁) ≈ U(T₁) −
+  T₁ S_ideal (ideal mixing entropy of the mixing sites; exact for a non-interacting expansion, good when k_B T₁ is well
+  above the interactions). A coarse grid or a first-order transition inside it makes the integral approximate; the
+  semi-grand-canonical route (integrating Δμ over x) is not implemented.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ class TemperaturePoint:
     acceptance_ratio: float
     chemical_potential_difference: float | None = None
     susceptibility_per_ev: float | None = None
+    mixing_free_energy_per_atom: float | None = None
 
 
 @dataclass
@@ -275,8 +279,26 @@ def _sample(label: str, expansion_record: dict, settings: Settings, progress: bo
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - started
+    if settings.ensemble == "canonical":
+        _add_mixing_free_energy(points, len(mixing_sites) / len(supercell))
     summary = _summary(label, points, expansion_record, settings, len(supercell), temperatures, seconds)
     return [json_ready(asdict(p)) for p in points] + [json_ready(asdict(summary))]
+
+
+def _add_mixing_free_energy(points: list[TemperaturePoint], mixing_fraction: float) -> None:
+    """Mixing free energy per atom (eV) at each temperature of a canonical cooling run (see module docstring)."""
+    ordered = sorted(points, key=lambda p: p.temperature_k, reverse=True)  # hottest first
+    x = ordered[0].concentration
+    entropy = -kB * mixing_fraction * sum(c * np.log(c) for c in (x, 1 - x) if c > 0)  # eV/K per atom
+    hottest = ordered[0]
+    free_over_t = (hottest.mixing_energy_per_atom - hottest.temperature_k * entropy) / hottest.temperature_k
+    hottest.mixing_free_energy_per_atom = free_over_t * hottest.temperature_k
+    for warmer, colder in zip(ordered, ordered[1:]):
+        # ∫_{T_c}^{T_w} U/T² dT by the trapezoid rule
+        free_over_t += 0.5 * (warmer.mixing_energy_per_atom / warmer.temperature_k**2
+                              + colder.mixing_energy_per_atom / colder.temperature_k**2) * (
+            warmer.temperature_k - colder.temperature_k)
+        colder.mixing_free_energy_per_atom = free_over_t * colder.temperature_k
 
 
 def _observer(expansion, structure: Atoms, species: list[str]):
