@@ -95,3 +95,41 @@ def test_untrusted_package_and_wrong_family_file_are_refused_with_their_own_erro
     not_nequip.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip: not a nequip package
     with pytest.raises(ModelNotFoundError, match="not a nequip model package"):
         run_unit("predict", family="nequip", model=f"nequip:{not_nequip}", structures=[], trust=True)
+
+
+@pytest.mark.parametrize("strategy", ["full", "freeze"])
+def test_finetune_runs_in_the_environment_through_the_one_trainer(tiny_nequip_package, strategy, tmp_path):
+    from mace_tiny import emt_training_structures
+
+    from atomtune.envs.worker import WorkerModel, run_unit
+    from atomtune.models.registry import load_potential
+
+    structures = emt_training_structures(count=10, seed=5)
+    base = f"nequip:{tiny_nequip_package}"
+    out = tmp_path / f"ft-{strategy}"
+    result = run_unit(
+        "finetune", family="nequip", model=base, train=structures[:7], valid=structures[7:], out=str(out),
+        spec={"strategy": strategy, "epochs": 2, "freeze_depth": 1}, trust=True,
+    )
+    assert Path(result["out"]) == out and result["history"][-1]["epoch"] == 2  # epoch 0: the model before training
+    tuned = load_potential(str(out), trust=True)  # a saved nequip directory, seen from the main environment
+    assert isinstance(tuned, WorkerModel)
+    before = load_potential(base, trust=True).predict(structures[7:])
+    after = tuned.predict(structures[7:])
+    assert any(a["energy"] != b["energy"] for a, b in zip(before, after))
+
+
+def test_lora_on_nequip_says_which_strategy_to_use(tiny_nequip_package, tmp_path):
+    """nequip's layers are its own classes (loaded from the package by torch.package), not e3nn's or torch's Linear,
+    so atomtune's LoRA finds nothing to adapt yet; that must be one clear error, not a silent full fine-tune."""
+    from mace_tiny import emt_training_structures
+
+    from atomtune.envs.worker import run_unit
+    from atomtune.exceptions import AtomtuneError
+
+    structures = emt_training_structures(count=4, seed=5)
+    with pytest.raises(AtomtuneError, match="LoRA found no layer.*use --strategy freeze"):
+        run_unit(
+            "finetune", family="nequip", model=f"nequip:{tiny_nequip_package}", train=structures[:3],
+            valid=structures[3:], out=str(tmp_path / "ft-lora"), spec={"strategy": "lora", "epochs": 1}, trust=True,
+        )

@@ -43,6 +43,7 @@ CORE_PACKAGES: tuple[Pin, ...] = (
     Pin("pydantic>=2.5", "typed specs of tasks and fine-tunes"),
     Pin("pyyaml>=6", "campaign / spec files"),
     Pin("tqdm>=4.66", "progress bars"),
+    Pin("torch-ema>=0.3", "the fine-tuning loop's weight averaging (fine-tunes run inside the environment)"),
 )
 
 
@@ -195,6 +196,7 @@ SPECS: dict[str, EnvironmentSpec] = {
             Pin("torch_geometric>=2.5.3", "mattersim's graph batching"),
             Pin("torch-runstats>=0.2.0", "mattersim's scatter helpers"),
             Pin("torch-ema>=0.3", "mattersim's fine-tuning"),
+            Pin("torchmetrics>=0.10.0", "mattersim.forcefield.potential imports it (the first build failed without)"),
             Pin("opt_einsum_fx", "mattersim's e3nn codegen"),
             Pin("pymatgen", "mattersim's structure conversion"),
             Pin("loguru", "mattersim's logging"),

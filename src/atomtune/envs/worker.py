@@ -110,7 +110,21 @@ def task_unit(task: str, model: str, structures: list[dict], settings: dict | No
     return module.run(decode_structures(structures), potential, task_settings, progress=False)
 
 
-UNITS = {"predict": predict_unit, "task": task_unit}
+def finetune_unit(model: str, train: list[dict], valid: list[dict], out: str, spec: dict | None = None,
+                  trust: bool = False, threads: int = 1) -> dict:
+    """``FinetuneSpec(**spec).fit`` in the worker (the one Trainer, every strategy); the fine-tuned model is saved in
+    ``out`` (a directory the main process loads like any other model). Returns the metrics record and history."""
+    from atomtune.finetune.spec import FinetuneSpec
+    from atomtune.runtime import configure_threads
+
+    configure_threads(threads)
+    result = FinetuneSpec(**(spec or {})).fit(
+        model, decode_structures(train), decode_structures(valid), out, progress=False, trust=trust
+    )
+    return {"out": str(result.out or out), "metrics": result.metrics, "history": result.history}
+
+
+UNITS = {"predict": predict_unit, "task": task_unit, "finetune": finetune_unit}
 
 
 # -- the main-process side -------------------------------------------------------------------------------------------
@@ -182,8 +196,9 @@ def run_unit(unit: str, family: str | None = None, timeout: float | None = None,
         raise AtomtuneError(f"unknown worker unit {unit!r}; units: {', '.join(UNITS)}")
     python = worker_python(family)
     arguments = dict(arguments)
-    if "structures" in arguments:
-        arguments["structures"] = encode_structures(arguments["structures"])
+    for key in ("structures", "train", "valid"):
+        if key in arguments:
+            arguments[key] = encode_structures(arguments[key])
     if is_dataclass(arguments.get("settings")):
         arguments["settings"] = asdict(arguments["settings"])
     where = f"{unit} in the {family or 'main'} environment"
@@ -254,9 +269,14 @@ class WorkerCalculator(SocketIOCalculator):
     """
 
     def __init__(self, model: str, family: str | None = None, dtype: str = "float32", threads: int = 1,
-                 timeout: float | None = 600.0, trust: bool = False):
+                 timeout: float | None = 600.0, trust: bool = False, stress: bool = True):
         self.model = model
         self.trust = trust
+        # i-PI always carries a virial, so the worker would compute stress at every step; MD at fixed cell does not
+        # need it (measured: CHGNet 32 atoms, ~2x the cost per step), hence the switch. Without it no stress is reported.
+        self.stress = stress
+        if not stress:
+            self.implemented_properties = ["energy", "free_energy", "forces"]
         self.family = family
         self.dtype = dtype
         self.threads = threads
@@ -279,7 +299,7 @@ class WorkerCalculator(SocketIOCalculator):
             self.python, "-m", "atomtune.envs.worker", "socket", "--model", self.model, "--structure",
             str(structure_file), "--unixsocket", unixsocket, "--dtype", self.dtype, "--threads", str(self.threads),
             "--error-file", str(self._error_file),
-        ] + (["--trust-model"] if self.trust else [])
+        ] + (["--trust-model"] if self.trust else []) + ([] if self.stress else ["--no-stress"])
         self._process = subprocess.Popen(
             command, stdout=self._log_handle, stderr=subprocess.STDOUT, env=_worker_environment(self.family)
         )
@@ -294,6 +314,8 @@ class WorkerCalculator(SocketIOCalculator):
         self._system = system
         try:
             super().calculate(atoms, list(properties), system_changes)
+            if not self.stress:
+                self.results.pop("stress", None)  # computed by ASE from the zero virial the worker sent
         except (SocketClosed, OSError, TimeoutError) as error:
             self._report_failure(error)
 
@@ -439,7 +461,7 @@ def _serve_socket(arguments) -> int:
         traceback.print_exc()
         return 1
     try:
-        client.run(atoms, use_stress=bool(atoms.pbc.all()))
+        client.run(atoms, use_stress=bool(atoms.pbc.all()) and not arguments.no_stress)
     except SocketClosed:
         pass  # the main process closed the calculator
     except Exception as error:  # noqa: BLE001 — as above, during the calculations
@@ -475,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     socket_parser.add_argument("--threads", type=int, default=1)
     socket_parser.add_argument("--error-file", required=True)
     socket_parser.add_argument("--trust-model", action="store_true", help="the user trusts the model file (pickles)")
+    socket_parser.add_argument("--no-stress", action="store_true", help="send a zero virial instead of computing stress")
     arguments = parser.parse_args(argv)
     if arguments.command == "unit":
         return _serve_unit(arguments.request, arguments.response)

@@ -122,6 +122,12 @@ class NequipPotential(Potential):
         """Unchanged, as :meth:`float`."""
         return self
 
+    def to(self, *args, **kwargs) -> NequipPotential:
+        """Moves to a device; a dtype in the request is ignored, as in :meth:`float` (the fine-tuning loop asks for its
+        ``dtype`` setting with ``potential.to(torch.float32)``)."""
+        device, _, non_blocking, _ = torch._C._nn._parse_to(*args, **kwargs)
+        return super().to(device=device, non_blocking=non_blocking) if device is not None else self
+
     def featurize(self, atoms: Atoms):
         """nequip's AtomicDataDict for one structure through nequip's own transforms (type mapping, neighbour list)."""
         from nequip.data import from_ase
