@@ -50,6 +50,8 @@ class NequipPotential(Potential):
     """A NequIP or Allegro model from nequip 0.19 behind the batched Potential protocol."""
 
     backbone = "nequip"
+    # Not tuned: 4 gave 2.8x over nequip's calculator loop on the tiny test model (benchmarks/bench_envs_nequip.py, 1-8
+    # atom cells); a foundation-size model on larger cells may want 1-2 (as SevenNet / CHGNet did).
     cpu_batch_size = 4
     gpu_batch_size = 32
 
