@@ -95,9 +95,20 @@ def main(argv=None) -> dict:
         for size in [int(s) for s in args.sizes.split(",")]:
             started = time.perf_counter()
             completed = subprocess.run(
-                [sys.executable, __file__, "--point", model, str(size), "--repeats", str(args.repeats),
-                 "--threads", str(args.threads)],
-                capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)),
+                [
+                    sys.executable,
+                    __file__,
+                    "--point",
+                    model,
+                    str(size),
+                    "--repeats",
+                    str(args.repeats),
+                    "--threads",
+                    str(args.threads),
+                ],
+                capture_output=True,
+                text=True,
+                env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)),
             )
             if completed.returncode != 0:
                 point = {"model": model, "n_atoms": size, "error": completed.stderr.strip().splitlines()[-1:]}
@@ -113,7 +124,9 @@ def main(argv=None) -> dict:
             n = np.log([p["n_atoms"] for p in mine[-2:]])
             exponents[model] = {
                 "time": float(np.diff(np.log([p["seconds"] for p in mine[-2:]]))[0] / np.diff(n)[0]),
-                "memory": float(np.diff(np.log([max(p["peak_memory_mib"], 1e-3) for p in mine[-2:]]))[0] / np.diff(n)[0]),
+                "memory": float(
+                    np.diff(np.log([max(p["peak_memory_mib"], 1e-3) for p in mine[-2:]]))[0] / np.diff(n)[0]
+                ),
                 "between_n_atoms": [p["n_atoms"] for p in mine[-2:]],
             }
     result = {

@@ -56,12 +56,17 @@ def test_ordered_cif_reads_with_symmetry_expansion_and_supercell(tmp_path):
 
 def test_partial_occupancy_is_an_error_naming_the_site(tmp_path):
     path = rocksalt_cif(tmp_path, "Mg1 Mg 0 0 0 0.6\nFe1 Fe 0 0 0 0.4\nO1 O 0.5 0.5 0.5 1.0", formula="Mg2.4 Fe1.6 O4")
-    with pytest.raises(StructureFileError, match=r"mgo.cif: site Mg1 .* partially occupied \(Mg 0.6, Fe 0.4\) \(in the file: Mg1 \(Mg 0.6\), Fe1 \(Fe 0.4\)\)"):
+    with pytest.raises(
+        StructureFileError,
+        match=r"mgo.cif: site Mg1 .* partially occupied \(Mg 0.6, Fe 0.4\) \(in the file: Mg1 \(Mg 0.6\), Fe1 \(Fe 0.4\)\)",
+    ):
         read_structures(path)
 
 
 def test_majority_resolves_disorder_and_says_what_it_did(tmp_path):
-    path = rocksalt_cif(tmp_path, "Mg1 Mg 0 0 0 0.6\nFe1 Fe 0 0 0 0.4\nO1 O 0.5 0.5 0.5 0.3", formula="Mg2.4 Fe1.6 O1.2")
+    path = rocksalt_cif(
+        tmp_path, "Mg1 Mg 0 0 0 0.6\nFe1 Fe 0 0 0 0.4\nO1 O 0.5 0.5 0.5 0.3", formula="Mg2.4 Fe1.6 O1.2"
+    )
     (atoms,) = read_structures(path, ReadSettings(partial_occupancy="majority"))
     assert atoms.get_chemical_formula() == "Mg4"  # Mg wins each cation site; the 30 %-occupied O site goes
     assert "site O1 removed (occupancy 0.3)" in atoms.info["occupancy_resolved"]
@@ -120,7 +125,9 @@ def test_data_read_command_writes_extxyz_and_lammps_data(tmp_path):
 
     path = rocksalt_cif(tmp_path, "Mg1 Mg 0 0 0 1.0\nO1 O 0.5 0.5 0.5 1.0")
     runner = CliRunner()
-    result = runner.invoke(app, ["data", "read", str(path), "--supercell", "1x1x2", "--out", str(tmp_path / "m.extxyz")])
+    result = runner.invoke(
+        app, ["data", "read", str(path), "--supercell", "1x1x2", "--out", str(tmp_path / "m.extxyz")]
+    )
     assert result.exit_code == 0, result.output
     from ase.io import read
 

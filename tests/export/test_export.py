@@ -23,7 +23,9 @@ def make_cells():
     first.rattle(0.05, seed=1)
     second = bulk("Cu", "fcc", a=3.6).repeat((2, 2, 1))
     second.symbols[[0]] = "Ni"
-    second.set_cell(second.cell[:] @ (np.eye(3) + 0.02 * np.array([[0, 1, 0], [0, 0, 0], [0, 0, -1]])), scale_atoms=True)
+    second.set_cell(
+        second.cell[:] @ (np.eye(3) + 0.02 * np.array([[0, 1, 0], [0, 0, 0], [0, 0, -1]])), scale_atoms=True
+    )
     second.rattle(0.04, seed=2)
     return [first, second]
 
@@ -99,7 +101,9 @@ def test_sevennet_e3gnn_export_reproduces_sevennet0_with_e0_shift(tmp_path):
     assert_reproduces(potential, evaluate_deployed, record.path, 2e-4, 2e-5, 1e-6)
     cells = make_cells()
     unshifted = load_potential("sevennet-0").predict(cells[:1])[0]["energy"]
-    assert evaluate_deployed(record.path, cells[0])["energy"] - unshifted == pytest.approx(6 * 0.37 - 2 * 0.21, abs=2e-4)
+    assert evaluate_deployed(record.path, cells[0])["energy"] - unshifted == pytest.approx(
+        6 * 0.37 - 2 * 0.21, abs=2e-4
+    )
 
 
 @pytest.mark.slow

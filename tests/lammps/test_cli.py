@@ -31,8 +31,23 @@ def test_md_command_runs_both_engines(tiny_mace_model_file, cell_file, tmp_path,
     out = tmp_path / engine
     result = CliRunner().invoke(
         app,
-        ["md", "--model", str(tiny_mace_model_file), "--trust-model", "--data", str(cell_file), "--engine", engine,
-         "--settings", json.dumps(SHORT), "--out", str(out), "--no-progress", "--threads", "1"],
+        [
+            "md",
+            "--model",
+            str(tiny_mace_model_file),
+            "--trust-model",
+            "--data",
+            str(cell_file),
+            "--engine",
+            engine,
+            "--settings",
+            json.dumps(SHORT),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--threads",
+            "1",
+        ],
     )
     assert result.exit_code == 0, result.output
     (record,) = json.loads(next(out.glob("records_*.json")).read_text())
@@ -48,8 +63,21 @@ def test_md_command_refuses_a_cell_too_large_with_the_estimate(tiny_mace_model_f
     big = bulk("Ni", "fcc", a=3.52, cubic=True).repeat((12, 12, 12))  # 6912 atoms
     write(tmp_path / "big.extxyz", big)
     result = CliRunner().invoke(
-        app, ["md", "--model", str(tiny_mace_model_file), "--trust-model", "--data", str(tmp_path / "big.extxyz"),
-              "--engine", "ase", "--out", str(tmp_path / "out"), "--threads", "1"],
+        app,
+        [
+            "md",
+            "--model",
+            str(tiny_mace_model_file),
+            "--trust-model",
+            "--data",
+            str(tmp_path / "big.extxyz"),
+            "--engine",
+            "ase",
+            "--out",
+            str(tmp_path / "out"),
+            "--threads",
+            "1",
+        ],
     )
     assert isinstance(result.exception, AtomtuneError)
     assert "6912 atoms" in str(result.exception) and "GiB" in str(result.exception)
@@ -58,8 +86,20 @@ def test_md_command_refuses_a_cell_too_large_with_the_estimate(tiny_mace_model_f
 
 def test_md_command_rejects_conflicting_engines(tiny_mace_model_file, cell_file, tmp_path):
     result = CliRunner().invoke(
-        app, ["md", "--model", str(tiny_mace_model_file), "--data", str(cell_file), "--engine", "lammps",
-              "--settings", '{"engine": "ase"}', "--out", str(tmp_path)],
+        app,
+        [
+            "md",
+            "--model",
+            str(tiny_mace_model_file),
+            "--data",
+            str(cell_file),
+            "--engine",
+            "lammps",
+            "--settings",
+            '{"engine": "ase"}',
+            "--out",
+            str(tmp_path),
+        ],
     )
     assert isinstance(result.exception, AtomtuneError) and "disagree" in str(result.exception)
 
@@ -67,14 +107,34 @@ def test_md_command_rejects_conflicting_engines(tiny_mace_model_file, cell_file,
 def test_export_command_writes_the_model_and_a_snippet_for_the_given_types(tiny_mace_model_file, tmp_path):
     out = tmp_path / "exported"
     result = CliRunner().invoke(
-        app, ["export", "--model", str(tiny_mace_model_file), "--trust-model", "--dtype", "float64", "--elements",
-              "Ni,Al", "--out", str(out)],
+        app,
+        [
+            "export",
+            "--model",
+            str(tiny_mace_model_file),
+            "--trust-model",
+            "--dtype",
+            "float64",
+            "--elements",
+            "Ni,Al",
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert (out / "mace-lammps.pt").is_file() and "pair_style mace" in result.output
     assert "pair_coeff * * mace-lammps.pt Ni Al" in (out / "in.mace-libtorch.lammps").read_text()
     bad = CliRunner().invoke(
-        app, ["export", "--model", str(tiny_mace_model_file), "--trust-model", "--elements", "Ni,Fe", "--out",
-              str(tmp_path / "bad")],
+        app,
+        [
+            "export",
+            "--model",
+            str(tiny_mace_model_file),
+            "--trust-model",
+            "--elements",
+            "Ni,Fe",
+            "--out",
+            str(tmp_path / "bad"),
+        ],
     )
     assert isinstance(bad.exception, AtomtuneError) and "Fe" in str(bad.exception)

@@ -95,9 +95,16 @@ def test_forces_in_lammps_are_the_calculators_at_every_sample():
     kinetic_pressure = len(atoms) * units.kB * atoms.get_temperature() / atoms.get_volume()
     pressure_gpa = (-np.trace(fresh.get_stress(voigt=False)) / 3 + kinetic_pressure) / units.GPa
     # LAMMPS's temperature counts 3N − 3 degrees of freedom, ASE's 3N: compare the virial part only
-    lammps_virial_gpa = integrator.thermo("press") / 1e4 - integrator.thermo("temp") * integrator.thermo(
-        "atoms"
-    ) * units.kB * (3 * len(atoms) - 3) / (3 * len(atoms)) / atoms.get_volume() / units.GPa
+    lammps_virial_gpa = (
+        integrator.thermo("press") / 1e4
+        - integrator.thermo("temp")
+        * integrator.thermo("atoms")
+        * units.kB
+        * (3 * len(atoms) - 3)
+        / (3 * len(atoms))
+        / atoms.get_volume()
+        / units.GPa
+    )
     assert lammps_virial_gpa == pytest.approx(pressure_gpa - kinetic_pressure / units.GPa, abs=1e-6)
     integrator.close()
 
@@ -163,8 +170,14 @@ def test_nvt_samples_the_target_temperature_and_npt_the_target_pressure():
     driven.calc = EMT()
     integrator = LammpsIntegrator(
         driven,
-        LammpsDynamics(ensemble="npt", temperature_k=600.0, pressure_gpa=2.0, thermostat_time_fs=100.0,
-                       barostat_time_fs=500.0, extra_commands=["fix average all ave/time 1 1000 4000 c_thermo_press"]),
+        LammpsDynamics(
+            ensemble="npt",
+            temperature_k=600.0,
+            pressure_gpa=2.0,
+            thermostat_time_fs=100.0,
+            barostat_time_fs=500.0,
+            extra_commands=["fix average all ave/time 1 1000 4000 c_thermo_press"],
+        ),
     )
     integrator.run(4000)  # the average over the last 1000 steps, after 3000 of equilibration
     pressure_gpa = float(integrator.lmp.extract_fix("average", 0, 0)) / 1e4

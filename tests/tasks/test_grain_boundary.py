@@ -39,8 +39,12 @@ def direct_twin_energy(lattice_constant: float, energy_per_atom: float, layers: 
 
 @pytest.mark.parametrize("relax", [False, True])
 def test_sigma3_twin_in_emt_copper_matches_a_direct_ase_construction(relax):
-    (record,) = gb.run([bulk("Cu", "fcc", a=3.6)], EMT(), gb.Settings(boundaries=[TWIN], expand_times=2,
-                                                                        translations=1, relax=relax), progress=False)
+    (record,) = gb.run(
+        [bulk("Cu", "fcc", a=3.6)],
+        EMT(),
+        gb.Settings(boundaries=[TWIN], expand_times=2, translations=1, relax=relax),
+        progress=False,
+    )
     assert "error" not in record and record["boundary"] == "Σ3(111)[1-10]"
     assert record["rotation_angle_deg"] == pytest.approx(70.5288, abs=1e-3)
     reference_bulk = bulk("Cu", "fcc", a=record["lattice_constant"])
@@ -64,21 +68,29 @@ def test_twin_energy_does_not_depend_on_the_cell_length_along_the_normal():
 @pytest.mark.slow
 def test_sigma5_energy_converges_with_the_cell_length_and_the_translation_scan_finds_lower_states():
     settings = dict(boundaries=[SIGMA5_310], translations=1)
-    records = [gb.run([bulk("Cu", "fcc", a=3.6)], EMT(), gb.Settings(expand_times=n, **settings), progress=False)[0]
-               for n in (2, 3)]
+    records = [
+        gb.run([bulk("Cu", "fcc", a=3.6)], EMT(), gb.Settings(expand_times=n, **settings), progress=False)[0]
+        for n in (2, 3)
+    ]
     assert all("error" not in record for record in records)
     # EAM/EMT-level Σ5(310) energies of Cu are ~0.9–1.0 J/m² (e.g. Tschopp & McDowell, Phil. Mag. 87, 3871 (2007))
     assert 0.8 < records[0]["gamma_gb_j_per_m2"] < 1.1
     assert records[1]["gamma_gb_j_per_m2"] == pytest.approx(records[0]["gamma_gb_j_per_m2"], rel=0.01)
     sigma5_210 = {"sigma": 5, "rotation_axis": [0, 0, 1], "plane": [2, 1, 0]}
-    (scanned,) = gb.run([bulk("Cu", "fcc", a=3.6)], EMT(), gb.Settings(boundaries=[sigma5_210], expand_times=2,
-                                                                        translations=2), progress=False)
+    (scanned,) = gb.run(
+        [bulk("Cu", "fcc", a=3.6)],
+        EMT(),
+        gb.Settings(boundaries=[sigma5_210], expand_times=2, translations=2),
+        progress=False,
+    )
     gammas = scanned["gamma_per_translation_j_per_m2"]
     assert len(gammas) == 4 and scanned["gamma_gb_j_per_m2"] == min(gammas) < gammas[0] - 0.05
 
 
 def test_invalid_coincidence_site_lattices_are_refused():
-    with pytest.raises(AtomtuneError, match=r"Σ7 is not a coincidence-site lattice for rotation axis \[1, -1, 0\].*\[3\]"):
+    with pytest.raises(
+        AtomtuneError, match=r"Σ7 is not a coincidence-site lattice for rotation axis \[1, -1, 0\].*\[3\]"
+    ):
         gb.Settings(boundaries=[{"sigma": 7, "rotation_axis": [1, -1, 0], "plane": [1, 1, 1]}]).check()
     with pytest.raises(AtomtuneError, match="not a symmetric tilt plane"):
         gb.Settings(boundaries=[{"sigma": 5, "rotation_axis": [0, 0, 1], "plane": [1, 1, 0]}]).check()

@@ -13,7 +13,8 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option(..., "--model", help="model name, .model file or fine-tuned dir"),
         out: Path = typer.Option(..., "--out", help="output folder (model file(s), in.<format>.lammps, export.json)"),
         format: list[str] = typer.Option(
-            ["lammps"], "--format",
+            ["lammps"],
+            "--format",
             help="lammps (the backbone's single-rank LAMMPS format) or a named one: e3gnn, e3gnn-parallel, mliap "
             "(SevenNet); mace-libtorch, mliap (MACE); repeat for several",
         ),

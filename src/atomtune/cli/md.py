@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
     @app.command("md")
     def md_command(
         model: list[str] = typer.Option(..., "--model", help="model name, .model file or fine-tuned dir; repeat"),
-        data: Path = typer.Option(..., "--data", help="structures to run (extxyz, ASE db, or any file `data read` reads)"),
+        data: Path = typer.Option(
+            ..., "--data", help="structures to run (extxyz, ASE db, or any file `data read` reads)"
+        ),
         engine: str = typer.Option("ase", "--engine", help="ase (ASE's integrators) or lammps (fix external)"),
         settings: str = typer.Option(
             None, "--settings", help="md settings as JSON or a .json/.yaml file (fields of atomtune.tasks.md.Settings)"
@@ -55,7 +57,9 @@ def register(app: typer.Typer) -> None:
         module = run.module()
         structures = _read(data)
         console = Console()
-        console.print(f"{data}: {len(structures)} structure(s), {sum(len(a) for a in structures):,} atoms; engine {engine}")
+        console.print(
+            f"{data}: {len(structures)} structure(s), {sum(len(a) for a in structures):,} atoms; engine {engine}"
+        )
 
         from atomtune.lammps.memory import check_fits
         from atomtune.models import load_potential

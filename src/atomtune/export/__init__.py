@@ -67,8 +67,11 @@ def merged_copy(potential):
     import torch
     from torch.nn.utils import parametrize
 
-    merged = {name: module.weight.detach().clone() for name, module in potential.named_modules()
-              if parametrize.is_parametrized(module, "weight")}
+    merged = {
+        name: module.weight.detach().clone()
+        for name, module in potential.named_modules()
+        if parametrize.is_parametrized(module, "weight")
+    }
     clone = copy.deepcopy(potential)
     for name, module in clone.named_modules():
         if name not in merged:

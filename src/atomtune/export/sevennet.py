@@ -113,7 +113,9 @@ def evaluate_deployed(path: str | Path, atoms: Atoms) -> dict:
     edge_vector = torch.as_tensor(graph["edge_vec"], dtype=torch.float32).requires_grad_(True)
     node_type = torch.tensor([symbols.index(symbol) for symbol in atoms.get_chemical_symbols()], dtype=torch.long)
     count = torch.tensor([len(atoms)], dtype=torch.long)
-    output = model({"x": node_type, "edge_index": edge_index, "edge_vec": edge_vector, "num_atoms": count, "nlocal": count})
+    output = model(
+        {"x": node_type, "edge_index": edge_index, "edge_vec": edge_vector, "num_atoms": count, "nlocal": count}
+    )
     energy = output["inferred_total_energy"].squeeze()
     (gradient,) = torch.autograd.grad(energy, [edge_vector])
     gradient = gradient.double()

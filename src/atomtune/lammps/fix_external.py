@@ -144,7 +144,7 @@ class LammpsDynamics:
             raise AtomtuneError(f"seed={self.seed}: LAMMPS random seeds must be positive integers.")
         check_extra_commands(self.extra_commands)
 
-    def fix_commands(self, n_atoms: int) -> list[str]:
+    def fix_commands(self) -> list[str]:
         """The LAMMPS ``fix`` commands of this ensemble (metal units: ps, bar)."""
         dt_ps = self.timestep_fs / 1000.0
         temperature = self.temperature_k
@@ -157,21 +157,24 @@ class LammpsDynamics:
         if self.ensemble == "npt" and self.barostat == "mtk":
             # LAMMPS's MTK barostat comes with its own Nosé–Hoover chain thermostat (as ASE's IsotropicMTKNPT): one fix
             # does both, whatever ``thermostat`` says
-            return commands + [
+            integrate = (
                 f"fix atomtune_integrate all npt temp {temperature} {temperature} {t_damp} "
                 f"iso {pressure} {pressure} {p_damp} tchain 3"
-            ]
+            )
+            return [*commands, integrate]
         if self.ensemble == "npt":  # berendsen: rescales the box, then a thermostat on top of NVE
-            commands += [
+            commands.append(
                 f"fix atomtune_barostat all press/berendsen iso {pressure} {pressure} {p_damp} "
-                f"modulus {self.bulk_modulus_gpa * BAR_PER_GPA}",
-            ]
+                f"modulus {self.bulk_modulus_gpa * BAR_PER_GPA}"
+            )
         if self.thermostat == "nose-hoover" and self.ensemble == "nvt":
             return commands + [f"fix atomtune_integrate all nvt temp {temperature} {temperature} {t_damp} tchain 3"]
         commands.append("fix atomtune_integrate all nve")
         if self.thermostat == "langevin":
             damp = 1.0 / self.friction_per_fs / 1000.0  # ASE's friction is a rate (1/fs); LAMMPS's damp a time (ps)
-            commands.append(f"fix atomtune_thermostat all langevin {temperature} {temperature} {damp} {self.seed} zero yes")
+            commands.append(
+                f"fix atomtune_thermostat all langevin {temperature} {temperature} {damp} {self.seed} zero yes"
+            )
         elif self.thermostat == "bussi":
             commands.append(f"fix atomtune_thermostat all temp/csvr {temperature} {temperature} {t_damp} {self.seed}")
         else:  # nose-hoover with berendsen NPT: Berendsen's own thermostat is the documented pairing
@@ -323,7 +326,7 @@ class LammpsIntegrator:
         self._images = np.rint(np.linalg.solve(cell_matrix.T, (atoms.positions - inside).T).T)
         lmp.set_fix_external_callback(FIX_ID, self._callback, None)
         lmp.commands_list(list(self.dynamics.extra_commands))
-        lmp.commands_list(self.dynamics.fix_commands(len(atoms)))
+        lmp.commands_list(self.dynamics.fix_commands())
 
     # -- the callback: LAMMPS → model → LAMMPS ---------------------------------------------------------------------
     def _callback(self, caller, timestep, n_local, tags, positions, forces) -> None:
@@ -334,7 +337,11 @@ class LammpsIntegrator:
             order = np.argsort(tags)
             cell, ordered = self._box(), positions[order]
             work = self._work
-            if self._last is not None and np.array_equal(ordered, work.positions) and np.array_equal(cell, work.cell[:]):
+            if (
+                self._last is not None
+                and np.array_equal(ordered, work.positions)
+                and np.array_equal(cell, work.cell[:])
+            ):
                 # each `run` after the first starts with LAMMPS's minimal setup, which asks again for the forces of
                 # the state the previous run ended in: hand back the same results instead of evaluating the model twice
                 forces[order] = self._last["forces"]

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from atomtune.exceptions import AtomtuneError
 
 
-def check_type_elements(type_elements: Sequence[str], model_elements: Sequence[str], n_types: int | None = None) -> None:
+def check_type_elements(
+    type_elements: Sequence[str], model_elements: Sequence[str], n_types: int | None = None
+) -> None:
     """Raise :class:`AtomtuneError` if the elements given to LAMMPS's atom types do not fit the model.
 
     ``type_elements[k]`` is the element of atom type k+1; ``n_types``: the number of types the data file declares.
@@ -53,7 +55,10 @@ def pair_lines(record, type_elements: Sequence[str] | None = None) -> list[str]:
     if record.pair_style == "e3gnn/parallel":
         files = " ".join(sorted(path.name for path in record.path.glob("deployed_parallel_*.pt")))
         count = len(files.split())
-        return ["pair_style e3gnn/parallel", f"pair_coeff * * {count} {' '.join(f'{name}/{f}' for f in files.split())} {symbols}"]
+        return [
+            "pair_style e3gnn/parallel",
+            f"pair_coeff * * {count} {' '.join(f'{name}/{f}' for f in files.split())} {symbols}",
+        ]
     if record.pair_style == "mace":
         return ["pair_style mace no_domain_decomposition", f"pair_coeff * * {name} {symbols}"]
     if record.pair_style == "mliap unified":

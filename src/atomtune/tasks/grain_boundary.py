@@ -180,8 +180,9 @@ def _grain_boundaries(bulk: Atoms, label: str, calculator, settings: Settings, b
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     element, lattice = _cubic_element(bulk, label, settings.symprec)
-    bulk = starting_bulk(bulk, label, calculator, "the grain-boundary task", settings.relax_bulk, settings.fmax,
-                         settings.max_steps)
+    bulk = starting_bulk(
+        bulk, label, calculator, "the grain-boundary task", settings.relax_bulk, settings.fmax, settings.max_steps
+    )
     energy_per_atom = float(bulk.get_potential_energy()) / len(bulk)
     structure = AseAtomsAdaptor.get_structure(bulk)
     conventional = SpacegroupAnalyzer(structure, symprec=settings.symprec).get_conventional_standard_structure()

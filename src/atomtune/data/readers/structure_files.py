@@ -209,7 +209,7 @@ def _resolve_partial_occupancy(structure, settings: ReadSettings, where: str, fi
         if _fully_occupied(site, settings.occupancy_tolerance):
             element = next(iter(site.species))
         else:
-            element, amount = max(site.species.items(), key=lambda item: item[1])
+            element = max(site.species.items(), key=lambda item: item[1])[0]
             total = sum(site.species.values())
             if total < 0.5:
                 notes.append(f"site {site.label} removed (occupancy {total:.3g})")

@@ -81,8 +81,9 @@ def add_hydroxyl_hydrogens(atoms: Atoms, count: int) -> Atoms:
 
 
 def add_water(atoms: Atoms, count: int) -> Atoms:
-    grid = np.stack(np.meshgrid(*[np.arange(0, 1, 0.25 / length) for length in atoms.cell.lengths()], indexing="ij"),
-                    -1).reshape(-1, 3)
+    grid = np.stack(
+        np.meshgrid(*[np.arange(0, 1, 0.25 / length) for length in atoms.cell.lengths()], indexing="ij"), -1
+    ).reshape(-1, 3)
     cartesian = grid @ atoms.cell[:]
     for number in range(count):
         nearest = _nearest_distances(cartesian, atoms)
@@ -95,8 +96,9 @@ def add_water(atoms: Atoms, count: int) -> Atoms:
         second_direction = vectors[order[1]] - (vectors[order[1]] @ towards) * towards
         second_direction /= np.linalg.norm(second_direction)
         other = np.cos(HOH_ANGLE) * towards + np.sin(HOH_ANGLE) * second_direction
-        water = Atoms("OH2", positions=[site, site + OH_LENGTH * towards, site + OH_LENGTH * other],
-                      cell=atoms.cell, pbc=True)
+        water = Atoms(
+            "OH2", positions=[site, site + OH_LENGTH * towards, site + OH_LENGTH * other], cell=atoms.cell, pbc=True
+        )
         water.arrays["site_label"] = np.array([f"Ow{number + 1}", f"Hw{number + 1}a", f"Hw{number + 1}b"])
         print(f"water {number + 1}: {float(nearest.max()):.2f} Å from the nearest atom")
         atoms = atoms + water
