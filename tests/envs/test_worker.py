@@ -107,7 +107,7 @@ def test_socket_calculator_matches_in_process_md(tiny_mace_model_file):
     local = trajectory(load_potential(str(tiny_mace_model_file), dtype="float64", trust=True).calculator())
     with WorkerCalculator(str(tiny_mace_model_file), dtype="float64", trust=True) as calculator:
         remote = trajectory(calculator)
-        # a new species mix: i-PI cannot carry it, so the calculator starts a fresh worker instead of failing
+        # a new species mix and atom count: sent to the same worker in i-PI's INIT message, no restart
         other = bulk("Al", "fcc", a=4.05)
         other.calc = calculator
         assert np.isfinite(other.get_potential_energy())

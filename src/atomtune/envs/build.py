@@ -218,8 +218,9 @@ def build_environment(family: str, force: bool = False, echo=print) -> Environme
             echo(f"[env] {family}: checking imports {', '.join(spec.imports)}")
             check = "import importlib, sys\nfor name in sys.argv[1:]: importlib.import_module(name)\nimport atomtune.envs"
             _run_logged(
-                [str(python), "-c", check, *spec.imports], log, log_path, "import check", ", ".join(spec.imports),
-                "the installed versions", environment,
+                [str(python), "-c", check, *spec.imports], log, log_path,
+                f"at the import check of {', '.join(spec.imports)} (a module the pins do not install?)", "", "",
+                environment,
             )
             freeze = subprocess.run(
                 [str(python), "-m", "pip", "freeze"], capture_output=True, text=True, env=environment, check=False

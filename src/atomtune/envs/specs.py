@@ -197,6 +197,7 @@ SPECS: dict[str, EnvironmentSpec] = {
             Pin("torch-runstats>=0.2.0", "mattersim's scatter helpers"),
             Pin("torch-ema>=0.3", "mattersim's fine-tuning"),
             Pin("torchmetrics>=0.10.0", "mattersim.forcefield.potential imports it (the first build failed without)"),
+            Pin("scikit-learn", "mattersim.forcefield imports sklearn via its element-energy regressor (second build)"),
             Pin("opt_einsum_fx", "mattersim's e3nn codegen"),
             Pin("pymatgen", "mattersim's structure conversion"),
             Pin("loguru", "mattersim's logging"),

@@ -33,6 +33,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import all_changes
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -124,7 +125,16 @@ def finetune_unit(model: str, train: list[dict], valid: list[dict], out: str, sp
     return {"out": str(result.out or out), "metrics": result.metrics, "history": result.history}
 
 
-UNITS = {"predict": predict_unit, "task": task_unit, "finetune": finetune_unit}
+def describe_unit(model: str, trust: bool = False) -> dict:
+    """What the main process needs to know about a model before any compute: elements (symbols) and cutoff (Å)."""
+    from atomtune.models.registry import load_potential
+
+    potential = load_potential(model, trust=trust)
+    return {"supported_elements": sorted(potential.supported_elements), "cutoff": float(potential.cutoff),
+            "name": potential.name}
+
+
+UNITS = {"predict": predict_unit, "task": task_unit, "finetune": finetune_unit, "describe": describe_unit}
 
 
 # -- the main-process side -------------------------------------------------------------------------------------------
@@ -310,13 +320,30 @@ class WorkerCalculator(SocketIOCalculator):
         # so SocketIOCalculator's own check never sees a change of species; compare with the system the worker holds.
         system = (atoms.numbers.tobytes(), atoms.pbc.tobytes())
         if self.server is not None and system != self._system:
-            self._stop_worker()  # new species / atom count / periodicity: a fresh worker for the new system
+            process = getattr(self, "_process", None)
+            if self.server.protocol is not None and process is not None and process.poll() is None:
+                self._send_system(atoms)  # the same worker takes the new species / atom count / periodicity
+            else:
+                self._stop_worker()
         self._system = system
         try:
             super().calculate(atoms, list(properties), system_changes)
             if not self.stress:
                 self.results.pop("stress", None)  # computed by ASE from the zero virial the worker sent
         except (SocketClosed, OSError, TimeoutError) as error:
+            self._report_failure(error)
+
+    def _send_system(self, atoms) -> None:
+        """Tell the worker about a new system through i-PI's INIT message (its initialisation string, which i-PI leaves
+        to the client to interpret): atomic numbers and periodicity as JSON; POSDATA then brings cell and positions."""
+        payload = json.dumps({"numbers": atoms.numbers.tolist(), "pbc": atoms.pbc.tolist()}).encode()
+        protocol = self.server.protocol
+        try:
+            protocol.sendmsg("INIT")
+            protocol.send(0, np.int32)  # bead index
+            protocol.send(len(payload), np.int32)
+            protocol.send(np.frombuffer(payload, dtype=np.byte), np.byte)
+        except OSError as error:
             self._report_failure(error)
 
     def _report_failure(self, error: BaseException):
@@ -328,7 +355,13 @@ class WorkerCalculator(SocketIOCalculator):
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
-        self.server = None  # the socket is gone; the next calculation starts a new worker
+        if self.server is not None:  # the worker is gone: close our end (frees the socket name for the next worker)
+            self.server.proc = None
+            try:
+                self.server.close()
+            except OSError:
+                pass
+            self.server = None
         error_file = getattr(self, "_error_file", None)
         if error_file is not None and error_file.exists():
             raise_worker_error(json.loads(error_file.read_text()), f"socket worker for {self.model}")
@@ -377,6 +410,34 @@ class WorkerModel(WorkerCalculator):
     @property
     def name(self) -> str:
         return f"{self.backbone}:{self.model}"
+
+    def _description(self) -> dict:
+        if getattr(self, "_described", None) is None:
+            self._described = run_unit("describe", family=self.family, model=self.model, trust=self.trust,
+                                       timeout=self.timeout)
+        return self._described
+
+    @property
+    def supported_elements(self) -> frozenset[str]:
+        """Chemical symbols the model covers (asked once from a worker)."""
+        return frozenset(self._description()["supported_elements"])
+
+    @property
+    def cutoff(self) -> float:
+        return self._description()["cutoff"]
+
+    def check_elements(self, structures, where: str = "") -> None:
+        """Raise :class:`UnsupportedElementsError` before any compute, as :meth:`Potential.check_elements` does."""
+        from atomtune.exceptions import UnsupportedElementsError
+
+        present = {symbol for atoms in structures for symbol in atoms.get_chemical_symbols()}
+        missing = present - self.supported_elements
+        if missing:
+            raise UnsupportedElementsError(missing, self.name, where)
+
+    def calculator(self, **kwargs) -> WorkerModel:
+        """The ASE calculator of this model: itself (one worker per model)."""
+        return self
 
     def predict(self, structures, batch_size: int | None = None, forces: bool = True, stress: bool = True,
                 progress: bool = False) -> list[dict]:
@@ -461,7 +522,7 @@ def _serve_socket(arguments) -> int:
         traceback.print_exc()
         return 1
     try:
-        client.run(atoms, use_stress=bool(atoms.pbc.all()) and not arguments.no_stress)
+        _answer_positions(client.protocol, atoms, potential, stress=not arguments.no_stress)
     except SocketClosed:
         pass  # the main process closed the calculator
     except Exception as error:  # noqa: BLE001 — as above, during the calculations
@@ -469,6 +530,42 @@ def _serve_socket(arguments) -> int:
         traceback.print_exc()
         return 1
     return 0
+
+
+def _answer_positions(protocol, atoms, potential, stress: bool) -> None:
+    """The i-PI client loop (as ASE's ``SocketClient.irun``), plus INIT carrying a new system as JSON (numbers, pbc):
+    the model stays loaded while a task walks through structures of different species and sizes."""
+    from ase.calculators.socketio import SocketClosed
+
+    state = "READY"
+    while True:
+        try:
+            message = protocol.recvmsg()
+        except SocketClosed:
+            return
+        if message == "EXIT":
+            return
+        if message == "STATUS":
+            protocol.sendmsg(state)
+        elif message == "INIT":
+            _, payload = protocol.recvinit()
+            system = json.loads(bytes(np.asarray(payload, dtype=np.uint8)).decode())
+            atoms = Atoms(numbers=system["numbers"], pbc=system["pbc"])
+            potential.check_elements([atoms])
+            atoms.calc = potential.calculator()
+        elif message == "POSDATA":
+            cell, _, positions = protocol.recvposdata()
+            atoms.cell[:] = cell
+            atoms.positions[:] = positions
+            energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+            # i-PI's virial: −V σ (ASE's stress sign); zero when stress is not wanted or the cell is not periodic
+            virial = -atoms.get_volume() * atoms.get_stress(voigt=False) if stress and atoms.pbc.all() else np.zeros((3, 3))
+            state = "HAVEDATA"
+        elif message == "GETFORCE":
+            protocol.sendforce(energy, forces, virial)
+            state = "READY"
+        else:
+            raise AtomtuneError(f"unexpected i-PI message {message!r} from the main process")
 
 
 def _serve_unit(request_path: str, response_path: str) -> int:
