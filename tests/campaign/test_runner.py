@@ -114,3 +114,53 @@ def test_sigkill_then_rerun_loses_nothing_and_recomputes_nothing_finished(campai
         assert path.stat().st_mtime_ns == mtime, f"{path.parent.name} was recomputed"
     results = json.loads((workdir / "results.json").read_text())
     assert {"toy-1", "toy-1+full", "toy-1+lora"} <= set(results["errors"])
+
+
+AL_CAMPAIGN = """\
+name: toy-al
+workers: 0
+data:
+  sources: [{path: data.extxyz}]
+split: {fractions: {train: 0.5, valid: 0.2, test: 0.3}, by: random}
+models: [toy-1]
+active_learning:
+  - name: loop
+    calculator: emt
+    budget_labels: 3
+    max_iterations: 1
+    committee_size: 2
+    final_check: false
+    finetune: {epochs: 1, learning_rate: 0.02, batch_size: 4}
+    explore:
+      explorers: [{kind: rattle, count: 3, stdev: 0.08}]
+      flag: {metric: absolute, threshold: 1.0e-6}
+      selection: {method: fps, per_iteration: 3}
+"""
+
+
+@pytest.mark.slow
+def test_active_learning_step_is_a_model_of_the_campaign(tmp_path, toy_registry):
+    """Issue 12: an `active_learning` step in campaigns, with its report section; its committee is scored like a model."""
+    from emt_data import emt_structures
+
+    Dataset(emt_structures(14, seed=2)).write(tmp_path / "data.extxyz")
+    (tmp_path / "campaign.yaml").write_text(AL_CAMPAIGN)
+    campaign = load_campaign(tmp_path / "campaign.yaml")
+    report = run_campaign(campaign, tmp_path / "work", progress=False)
+    results = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert not results["failures"], results["failures"]
+    assert set(results["errors"]) == {"toy-1", "toy-1+al:loop"}
+    loop = results["active_learning"]["toy-1+al:loop"]["result"]
+    assert loop["labels_used"] == 3 and [it["labels_added"] for it in loop["iterations"]] == [0, 3]
+    assert "id='active-learning'" in report.read_text()
+
+
+def test_active_learning_entry_with_a_bad_setting_names_the_line(tmp_path, toy_registry):
+    from atomtune.campaign.config import CampaignError
+
+    from emt_data import emt_structures
+
+    Dataset(emt_structures(4, seed=2)).write(tmp_path / "data.extxyz")
+    (tmp_path / "campaign.yaml").write_text(AL_CAMPAIGN.replace("budget_labels: 3", "budget_labels: -3"))
+    with pytest.raises(CampaignError, match=r"campaign.yaml:8: active_learning 'loop': .*budget_labels"):
+        load_campaign(tmp_path / "campaign.yaml")

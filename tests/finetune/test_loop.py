@@ -47,7 +47,9 @@ def test_full_fine_tune_learns_and_saves_a_plain_reloadable_model(toy_backbone, 
 
     assert record["data"]["train"]["fingerprint"] == Dataset(train).fingerprint()
     assert set(record["e0"]["fitted_offsets"]) == {"Al", "Ni", "Cu"}
-    assert metadata["element_energy_shift"] == pytest.approx(record["e0"]["element_energy_shift"])
+    # the shift saved is the one of the saved epoch: the first fit plus the per-epoch re-alignments up to it
+    assert metadata["element_energy_shift"] == pytest.approx(result.potential.get_element_energy_shift())
+    assert set(result.history[1]["e0_realigned_ev_per_atom"]) == {"Al", "Ni", "Cu"}
     metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert metrics["finished"] and metrics["parameters"]["trainable"] == metrics["parameters"]["total"]
 

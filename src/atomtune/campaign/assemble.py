@@ -6,7 +6,13 @@ import os
 
 from atomtune import __version__
 from atomtune.campaign.config import Campaign
-from atomtune.campaign.records import CompareRecord, ErrorsRecord, FinetuneRecord, ScanRecord
+from atomtune.campaign.records import (
+    ActiveLearningRecord,
+    CompareRecord,
+    ErrorsRecord,
+    FinetuneRecord,
+    ScanRecord,
+)
 
 
 def assemble(campaign: Campaign, steps: list, models: dict[str, dict], results: dict[str, dict]) -> dict:
@@ -22,6 +28,7 @@ def assemble(campaign: Campaign, steps: list, models: dict[str, dict], results: 
         "finetune": {},
         "scans": {},
         "tasks": {},
+        "active_learning": {},
         "failures": [],
     }
     data = results.get("data", {})
@@ -63,6 +70,9 @@ def assemble(campaign: Campaign, steps: list, models: dict[str, dict], results: 
         elif step.kind == "finetune":
             summary["finetune"][step.label] = {k: v for k, v in FinetuneRecord.from_dict(result).to_dict().items()
                                                if k != "model_dir"}
+        elif step.kind == "active_learning":
+            loop = ActiveLearningRecord.from_dict(result)
+            summary["active_learning"][loop.label] = {"result": loop.result, "plots": loop.plots}
         elif step.kind == "scan":
             summary["scans"][step.label] = ScanRecord.from_dict(result).to_dict()
         elif step.kind == "compare":

@@ -105,6 +105,24 @@ class Finetune(FinetuneSpec):
         return FinetuneSpec.model_validate({**fields, **overrides})
 
 
+class ActiveLearningRun(Strict):
+    """An active-learning loop (``atomtune learn``) inside a campaign: ``name`` plus the settings of
+    :class:`~atomtune.learn.spec.LearnSpec`. ``model`` defaults to the campaign's first model, ``start`` to the train
+    split and ``test`` to the test split; the final committee becomes a model of the campaign (errors and every task)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    model: str | None = None
+    start: str | None = None
+    test: str | None = None
+
+    def learn_settings(self, model: str, start: str, test: str | None) -> dict:
+        settings = {key: value for key, value in self.model_dump().items() if key != "name"}
+        settings.update(model=self.model or model, start=self.start or start, test=self.test or test)
+        return settings
+
+
 class Task(Strict):
     """A property task run on the reference and on every model. ``structures``: file of input structures
     (default: the campaign's relaxed reference structures, or the test split for ``errors``)."""
@@ -137,6 +155,7 @@ class Campaign(Strict):
     models: list[str] = Field(min_length=1)
     finetune: list[Finetune] = Field(default_factory=list)
     tasks: list[Task] = Field(default_factory=list)
+    active_learning: list[ActiveLearningRun] = Field(default_factory=list)
     reference: Reference = Field(default_factory=Reference)
     report: Report = Field(default_factory=Report)
     workers: int | None = Field(default=None, ge=0)  # Dask workers (default: cores); 0 = all steps in this process
@@ -293,6 +312,14 @@ def _check_references(campaign: Campaign, path: Path, root) -> list[str]:
         if run.replay_data and not campaign.resolve(run.replay_data).exists():
             line = _line_of(root, ["finetune", k, "replay_data"])
             problems.append(f"{path}:{line}: replay data {run.replay_data!r} not found.")
+    for k, run in enumerate(campaign.active_learning):
+        from atomtune.learn.spec import LearnSpec
+
+        line = _line_of(root, ["active_learning", k])
+        try:  # the split files do not exist yet: placeholders for the type checks
+            LearnSpec.build(**run.learn_settings(campaign.models[0], "train-split.extxyz", None))
+        except AtomtuneError as error:
+            problems.append(f"{path}:{line}: active_learning {run.name!r}: {error}")
     if campaign.reference.results and not campaign.resolve(campaign.reference.results).exists():
         line = _line_of(root, ["reference", "results"])
         problems.append(f"{path}:{line}: reference results {campaign.reference.results!r} not found.")

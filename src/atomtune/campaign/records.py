@@ -80,4 +80,15 @@ class ScanRecord(StepRecord):
     plot: str
 
 
-__all__ = ["CompareRecord", "ErrorsRecord", "FinetuneRecord", "ScanRecord", "StepRecord", "TaskRecord"]
+@dataclass(kw_only=True)
+class ActiveLearningRecord(StepRecord):
+    """An active-learning loop: its final committee (``model_dir``), the loop's result (iterations, labels, why it
+    stopped) and its plots."""
+
+    label: str
+    model_dir: str
+    result: dict
+    plots: dict = field(default_factory=dict)
+
+
+__all__ = ["ActiveLearningRecord", "CompareRecord", "ErrorsRecord", "FinetuneRecord", "ScanRecord", "StepRecord", "TaskRecord"]

@@ -101,6 +101,16 @@ def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]
                                   [f"finetune {lab}" for lab in scan_labels], local=True, partial=True,
                                   label=f"{base}+{run.name} {parameter}"))
 
+    for run in campaign.active_learning:
+        base = campaign.models[0] if run.model is None else run.model
+        label_ = model_label(base, f"al:{run.name}")
+        settings = {"settings": run.learn_settings(models[model_label(base)]["spec"] if model_label(base) in models
+                                                   else str(campaign.resolve(base)), "", None),
+                    "label": label_}
+        steps.append(Step(f"active_learning {label_}", "active_learning", step_functions.active_learning, settings,
+                          ["split"], label=label_))
+        models[label_] = {"from_step": f"active_learning {label_}", "kind": "active learning", "base": base}
+
     for label_, model in models.items():
         depends = ["split"] + ([model["from_step"]] if "from_step" in model else [])
         steps.append(Step(f"errors {label_}", "errors", step_functions.evaluate_errors,

@@ -11,7 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from atomtune.campaign.records import CompareRecord, ErrorsRecord, FinetuneRecord, ScanRecord, TaskRecord
+from atomtune.campaign.records import (
+    ActiveLearningRecord,
+    CompareRecord,
+    ErrorsRecord,
+    FinetuneRecord,
+    ScanRecord,
+    TaskRecord,
+)
 from atomtune.exceptions import AtomtuneError
 from atomtune.files import atomic_write_json
 
@@ -139,6 +146,21 @@ def finetune_model(directory: Path, inputs: dict, spec: dict, model: str, device
     ).to_dict()
 
 
+def active_learning(directory: Path, inputs: dict, settings: dict, label: str) -> dict:
+    """The active-learning loop (:class:`~atomtune.learn.loop.ActiveLearning`) started from the train split, scored on
+    the test split; resumable in ``directory/loop``. The final committee is this step's model."""
+    from atomtune.learn.loop import ActiveLearning
+    from atomtune.learn.report import plot_all
+    from atomtune.learn.spec import LearnSpec
+
+    split = inputs["split"]
+    spec = LearnSpec.build(**{**settings, "start": settings.get("start") or split["train"],
+                              "test": settings.get("test") or split["test"]})
+    result = ActiveLearning(spec).run(directory / "loop", progress=False).as_dict()
+    plots = {name: str(path) for name, path in plot_all(result, directory).items()}
+    return ActiveLearningRecord(label=label, model_dir=result["committee_dir"], result=result, plots=plots).to_dict()
+
+
 def _with_mev_forces(metrics: dict) -> dict:
     """The trainer's validation metrics with force errors also in meV/Å (the unit the error benchmark reports)."""
     converted = dict(metrics)
@@ -153,8 +175,8 @@ def _model_spec(model: str | None, inputs: dict) -> str:
     if model:
         return model
     for result in inputs.values():
-        if "model_dir" in result:  # the one FinetuneRecord among the inputs (the split is the other)
-            return FinetuneRecord.from_dict(result).model_dir
+        if "model_dir" in result:  # the one model-making step among the inputs (fine-tune or active learning)
+            return str(result["model_dir"])
     raise AtomtuneError("no model to evaluate: the fine-tuning step produced no model directory.")
 
 

@@ -44,6 +44,20 @@ def reestimate_element_energies(potential: Potential, train: FeaturizedSet, batc
     return report
 
 
+def energy_shift_state(potential: Potential) -> dict:
+    """The per-element energies a potential adds on top of its backbone (atomtune's and the backbone's own), as plain
+    data (for the best epoch and for checkpoints)."""
+    return {"atomtune": potential.get_element_energy_shift(),
+            "native": dict(getattr(potential, "native_element_shift", None) or {})}
+
+
+def restore_energy_shift(potential: Potential, state: dict) -> None:
+    """Put back what :func:`energy_shift_state` recorded."""
+    potential.set_element_energy_shift(state["atomtune"])
+    if hasattr(potential, "set_native_element_shift"):
+        potential.set_native_element_shift(state["native"])
+
+
 def shift_element_energies(potential: Potential, offsets: dict[str, float]) -> str:
     """Add ``offsets`` (eV/atom) to the potential's fixed per-element energies; return where they went.
 

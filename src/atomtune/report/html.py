@@ -47,6 +47,7 @@ def render_report(results: dict, out_path: Path) -> Path:
         _errors_section(results),
         _finetune_section(results.get("finetune", {})),
         _scans_section(results.get("scans", {})),
+        _active_learning_section(results.get("active_learning", {})),
         _tasks_section(results.get("tasks", {}), results),
         _failures_section(results.get("failures", [])),
         "</body></html>",
@@ -138,6 +139,22 @@ def _scans_section(scans: dict) -> str:
         header = "<tr>" + "".join(f"<th>{_e(k)}</th>" for k in keys) + "</tr>"
         body = "".join("<tr>" + "".join(f"<td>{_fmt(row.get(k))}</td>" for k in keys) + "</tr>" for row in rows)
         parts.append(f"<h3>{_e(name)}</h3><table>{header}{body}</table>{_figures([scan.get('plot')])}")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _active_learning_section(loops: dict) -> str:
+    """One block per active-learning loop (the learn package's own section: iterations, stability, plots)."""
+    if not loops:
+        return ""
+    from pathlib import Path as _Path
+
+    from atomtune.learn.report import section_html
+
+    parts = ["<section id='active-learning'><h2>Active learning</h2>"]
+    for label, loop in loops.items():
+        parts.append(f"<h3>{_e(label)}</h3>")
+        parts.append(section_html(loop["result"], {name: _Path(path) for name, path in loop.get("plots", {}).items()}))
     parts.append("</section>")
     return "".join(parts)
 
