@@ -72,7 +72,7 @@ def test_two_finetune_runs_into_one_out(toy_finetune_inputs, tmp_path):
 
 @pytest.fixture
 def toy_finetune_inputs():
-    from conftest import emt_structures
+    from emt_data import emt_structures
     from toy_potential import ToyPotential
 
     structures = emt_structures(6, seed=1)

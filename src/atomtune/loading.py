@@ -37,8 +37,10 @@ def _numpy_array_globals() -> list:
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct
-    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)),
-            type(np.dtype(np.int64)), type(np.dtype(np.int32)), type(np.dtype(np.bool_))]
+    # files written under numpy < 2 name the function numpy.core.multiarray._reconstruct (the wheels' SevenNet files)
+    return [_reconstruct, (_reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
+            type(np.dtype(np.float64)), type(np.dtype(np.float32)), type(np.dtype(np.int64)), type(np.dtype(np.int32)),
+            type(np.dtype(np.bool_))]
 
 
 def load_tensors(path: str | Path, what: str, own_file: bool = False):

@@ -22,7 +22,7 @@ from atomtune.finetune.spec import FinetuneSpec, parse_budget
 RUN = """
 import sys
 sys.path.insert(0, {tests!r})
-from conftest import emt_structures
+from emt_data import emt_structures
 from atomtune.models import registry
 registry.BACKBONES["toy"] = "toy_potential:ToyPotential"
 from atomtune.finetune.spec import FinetuneSpec

@@ -8,7 +8,7 @@ from atomtune.exceptions import AtomtuneError
 from atomtune.finetune import Full, LoRA, Replay, Trainer, TrainingSettings
 from atomtune.finetune.strategies.replay import generate_around, pseudo_label
 
-QUICK = dict(learning_rate=2e-2, progress=False, ema_decay=None, selection_metric="loss")
+QUICK = dict(learning_rate=2e-2, progress=False, ema_decay=None, restore_best=False, warmup_fraction=0.0)
 
 
 def test_generated_structures_are_near_their_parents_and_pseudo_labelled(toy_backbone, emt_split):
