@@ -43,7 +43,8 @@ from atomtune.models.base import Potential
 logger = logging.getLogger(__name__)
 
 #: Named foundation checkpoints → mace's key in ``mace.calculators.foundations_models.mace_mp_urls``.
-FOUNDATION_CHECKPOINTS = ("small", "medium", "large", "medium-mpa-0", "medium-omat-0")
+FOUNDATION_CHECKPOINTS = ("small", "medium", "large", "medium-mpa-0", "medium-omat-0", "mace-matpes-pbe-0",
+                          "mace-matpes-r2scan-0")
 #: MACE-MP-0 and its MPA/OMAT successors were trained on H…Ac (Z = 1–89).
 FOUNDATION_ELEMENTS = frozenset(chemical_symbols[1:90])
 #: Seconds to wait for the download host before declaring the machine offline (mace's own read timeout is 120 s).

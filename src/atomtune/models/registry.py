@@ -50,6 +50,10 @@ CHECKPOINTS: list[CheckpointInfo] = [
     CheckpointInfo("mace-mp-0-large", "mace", "large", False, "MACE-MP-0 large (MPtrj); downloaded on first use"),
     CheckpointInfo("mace-mpa-0", "mace", "medium-mpa-0", False, "MACE-MPA-0 medium (MPtrj + sAlex); downloaded"),
     CheckpointInfo("mace-omat-0", "mace", "medium-omat-0", False, "MACE-OMAT-0 medium (OMat24); downloaded"),
+    CheckpointInfo("mace-matpes-pbe-0", "mace", "mace-matpes-pbe-0", False,
+                   "MACE-MATPES-PBE-0 (MatPES PBE); downloaded on first use"),
+    CheckpointInfo("mace-matpes-r2scan-0", "mace", "mace-matpes-r2scan-0", False,
+                   "MACE-MATPES-r2SCAN-0 (MatPES r2SCAN); downloaded on first use"),
     CheckpointInfo("sevennet-mf-0", "sevennet-mf", "7net-mf-0:PBE", True, "SevenNet-MF-0, PBE(+U) fidelity (MPtrj)"),
     CheckpointInfo(
         "sevennet-mf-0-r2scan", "sevennet-mf", "7net-mf-0:R2SCAN", True, "SevenNet-MF-0, r2SCAN fidelity (MP r2SCAN)"
