@@ -22,12 +22,12 @@ import difflib
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from atomtune.data.dataset import MAX_STRESS_GPA
 from atomtune.exceptions import AtomtuneError
 from atomtune.finetune.spec import FinetuneSpec
+from atomtune.yaml_files import line_of, read_yaml_mapping
 
 
 class CampaignError(AtomtuneError):
@@ -181,18 +181,7 @@ class Campaign(Strict):
 def load_campaign(path: str | Path, check_files: bool = True) -> Campaign:
     """Read and validate a campaign file; raise :class:`CampaignError` with ``file:line`` and the fix."""
     path = Path(path)
-    if not path.exists():
-        raise CampaignError(f"{path}: campaign file not found.")
-    text = path.read_text()
-    try:
-        raw = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise CampaignError(f"{path}{line}: not valid YAML ({getattr(error, 'problem', error)}).") from None
-    if not isinstance(raw, dict):
-        raise CampaignError(f"{path}:1: a campaign file is a mapping (name:, data:, models:, …).")
+    raw, root = read_yaml_mapping(path, CampaignError, "a campaign file is name:, data:, models:, …")
     try:
         campaign = Campaign.model_validate(raw)
     except ValidationError as error:
@@ -210,7 +199,7 @@ def _explain(error: ValidationError, path: Path, root) -> str:
     lines = []
     for item in error.errors():
         location = [part for part in item["loc"] if not (isinstance(part, str) and "[" in part)]
-        line = _line_of(root, location)
+        line = line_of(root, location)
         where = ".".join(str(part) for part in location)
         if item["type"] == "extra_forbidden":
             key = location[-1]
@@ -252,27 +241,6 @@ def _model_types(annotation):
         yield from _model_types(argument)
 
 
-def _line_of(root, location) -> int:
-    """1-based line of the YAML node at ``location`` (the deepest node that exists)."""
-    node = root
-    line = node.start_mark.line + 1 if node is not None else 1
-    for part in location:
-        child = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == str(part):
-                    child = (key, value)
-                    break
-            if child is None:
-                break
-            line = child[0].start_mark.line + 1
-            node = child[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
 
 
 def _check_references(campaign: Campaign, path: Path, root) -> list[str]:
@@ -285,43 +253,43 @@ def _check_references(campaign: Campaign, path: Path, root) -> list[str]:
         if source.path == "lematerial" or (source.reader == "lematerial" and not Path(source.path).suffix):
             continue  # the Hugging Face stream, resolved online
         if not any(campaign.resolve(p).exists() for p in _glob_or_path(campaign, source.path)):
-            line = _line_of(root, ["data", "sources", k, "path"])
+            line = line_of(root, ["data", "sources", k, "path"])
             problems.append(f"{path}:{line}: data file {source.path!r} not found (looked in {campaign.base_dir}).")
     names = [info.name for info in CHECKPOINTS] + list(ALIASES)
     for k, model in enumerate(campaign.models):
         as_path = campaign.resolve(model)
         if model in names or as_path.exists():
             continue
-        line = _line_of(root, ["models", k])
+        line = line_of(root, ["models", k])
         close = difflib.get_close_matches(model, names, n=2)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
         problems.append(f"{path}:{line}: unknown model {model!r}.{hint} `atomtune models` lists them; a .model file "
                         f"or a fine-tuned directory also works.")
     for k, task in enumerate(campaign.tasks):
         if task.task not in TASKS:
-            line = _line_of(root, ["tasks", k, "task"])
+            line = line_of(root, ["tasks", k, "task"])
             close = difflib.get_close_matches(task.task, list(TASKS), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             problems.append(f"{path}:{line}: unknown task {task.task!r}.{hint} Known: {', '.join(TASKS)}.")
         else:
-            problems += _check_task_settings(task, path, _line_of(root, ["tasks", k, "settings"]))
+            problems += _check_task_settings(task, path, line_of(root, ["tasks", k, "settings"]))
         if task.structures and not campaign.resolve(task.structures).exists():
-            line = _line_of(root, ["tasks", k, "structures"])
+            line = line_of(root, ["tasks", k, "structures"])
             problems.append(f"{path}:{line}: structures file {task.structures!r} not found.")
     for k, run in enumerate(campaign.finetune):
         if run.replay_data and not campaign.resolve(run.replay_data).exists():
-            line = _line_of(root, ["finetune", k, "replay_data"])
+            line = line_of(root, ["finetune", k, "replay_data"])
             problems.append(f"{path}:{line}: replay data {run.replay_data!r} not found.")
     for k, run in enumerate(campaign.active_learning):
         from atomtune.learn.spec import LearnSpec
 
-        line = _line_of(root, ["active_learning", k])
+        line = line_of(root, ["active_learning", k])
         try:  # the split files do not exist yet: placeholders for the type checks
             LearnSpec.build(**run.learn_settings(campaign.models[0], "train-split.extxyz", None))
         except AtomtuneError as error:
             problems.append(f"{path}:{line}: active_learning {run.name!r}: {error}")
     if campaign.reference.results and not campaign.resolve(campaign.reference.results).exists():
-        line = _line_of(root, ["reference", "results"])
+        line = line_of(root, ["reference", "results"])
         problems.append(f"{path}:{line}: reference results {campaign.reference.results!r} not found.")
     return problems
 

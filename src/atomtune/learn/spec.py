@@ -18,9 +18,9 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from atomtune.yaml_files import line_of, read_yaml_mapping
 from atomtune.exceptions import AtomtuneError
 from atomtune.finetune.spec import FinetuneSpec
 
@@ -100,18 +100,7 @@ class ExploreSpec(Strict):
     def read(cls, path: str | Path) -> ExploreSpec:
         """Read and validate ``path``; :class:`ExploreFileError` names file:line for each problem."""
         path = Path(path)
-        if not path.exists():
-            raise ExploreFileError(f"{path}: exploration file not found.")
-        text = path.read_text()
-        try:
-            root = yaml.compose(text)
-            content = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark else ""
-            raise ExploreFileError(f"{path}{line}: not valid YAML ({getattr(error, 'problem', error)}).") from None
-        if not isinstance(content, dict):
-            raise ExploreFileError(f"{path}:1: expected a mapping with 'explorers' (and 'flag', 'selection').")
+        content, root = read_yaml_mapping(path, ExploreFileError, "'explorers', and 'flag', 'selection'")
         try:
             spec = cls.model_validate(content)
         except ValidationError as error:
@@ -195,7 +184,7 @@ def _explain(error: ValidationError, root, path: Path) -> str:
         location = [part for part in item["loc"]]
         # Discriminated unions insert the tag ("md" / "rattle") into the location; the YAML has no such node.
         yaml_location = [part for part in location if part not in ("md", "rattle") or isinstance(part, int)]
-        line = _line_of(root, yaml_location)
+        line = line_of(root, yaml_location)
         where = ".".join(str(part) for part in yaml_location) or "top level"
         if item["type"] == "extra_forbidden":
             key = str(location[-1])
@@ -208,22 +197,3 @@ def _explain(error: ValidationError, root, path: Path) -> str:
         else:
             lines.append(f"{path}:{line}: {where}: {item['msg']} (got {item.get('input')!r}).")
     return "\n".join(lines)
-
-
-def _line_of(root, location) -> int:
-    """1-based line of the YAML node at ``location`` (the deepest node that exists)."""
-    node = root
-    line = node.start_mark.line + 1 if node is not None else 1
-    for part in location:
-        if isinstance(node, yaml.MappingNode):
-            child = next(((k, v) for k, v in node.value if k.value == str(part)), None)
-            if child is None:
-                break
-            line = child[0].start_mark.line + 1
-            node = child[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
