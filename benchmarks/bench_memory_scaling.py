@@ -11,7 +11,8 @@ up on a 4-atom cell (one predict, one step), then measures
   stress graph (double backward), AdamW step (featurisation, done once per training run, is timed apart);
 
 each with the process's peak resident memory reset before it (Linux ``/proc/self/clear_refs``), so the peak belongs to
-that one call: ``peak_rss_mib`` is the whole process (interpreter, torch, model, cell and the call: what must fit in
+that one call (``--native`` adds, in a process of its own, a training step of CHGNet's / sevenn's own model on the
+same cell, warmed up the same way): ``peak_rss_mib`` is the whole process (interpreter, torch, model, cell and the call: what must fit in
 RAM), ``peak_above_before_mib`` the growth during the call. The exponents are least-squares slopes of log time and log
 peak-above-before memory vs log N over all sizes (and between the two largest). A size whose memory, extrapolated from
 the smaller ones with that slope, would pass ``--max-gib`` is not run (the machine is shared; the extrapolation is
@@ -94,12 +95,12 @@ def fine_tuning_step(potential, loss_function, optimizer, featurized):
     optimizer.step()
 
 
-def native_step(backbone: str, atoms):
-    """A training step of the backbone's own model on ``atoms`` (float32, batch 1, energy/forces/stress MSE, Adam):
-    ``(step function, description)``, or None for a backbone without one here. The reference for "peak memory per atom
-    in training not above the native trainer's": CHGNet's ``CHGNet`` module as its ``Trainer`` calls it (task "efs",
-    forces and stress with ``create_graph``); sevenn's model as ``sevenn train`` runs it (``ForceStressOutput`` in
-    training mode, e3nn convolutions)."""
+def native_trainer(backbone: str):
+    """The backbone's own model set up for training (float32, Adam): ``(make_step, description)`` where
+    ``make_step(atoms)`` gives one training step on ``atoms`` at batch 1 (energy / forces / stress MSE); None for a
+    backbone without one here. The reference for "peak memory per atom in training not above the native trainer's":
+    CHGNet's ``CHGNet`` module as its ``Trainer`` calls it (task "efs", forces and stress with ``create_graph``); sevenn's
+    model as ``sevenn train`` runs it (``ForceStressOutput`` in training mode, e3nn convolutions)."""
     import contextlib
     import io
 
@@ -107,8 +108,6 @@ def native_step(backbone: str, atoms):
 
     from atomtune.data.dataset import labels_of
 
-    labels = labels_of(atoms)
-    forces = torch.as_tensor(labels.forces, dtype=torch.float32)
     if backbone == "chgnet":
         from chgnet.model import CHGNet
         from pymatgen.io.ase import AseAtomsAdaptor
@@ -116,20 +115,26 @@ def native_step(backbone: str, atoms):
         with contextlib.redirect_stdout(io.StringIO()):
             model = CHGNet.load(model_name="0.3.0")
         model.train()
-        graph = model.graph_converter(AseAtomsAdaptor.get_structure(atoms))
-        energy_per_atom = torch.tensor([labels.energy / len(atoms)], dtype=torch.float32)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
 
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            prediction = model([graph], task="efs")
-            loss = (torch.nn.functional.mse_loss(prediction["e"], energy_per_atom)
-                    + torch.nn.functional.mse_loss(prediction["f"][0], forces)
-                    + 0.1 * prediction["s"][0].square().mean())
-            loss.backward()
-            optimizer.step()
+        def make_step(atoms):
+            labels = labels_of(atoms)
+            forces = torch.as_tensor(labels.forces, dtype=torch.float32)
+            energy_per_atom = torch.tensor([labels.energy / len(atoms)], dtype=torch.float32)
+            graph = model.graph_converter(AseAtomsAdaptor.get_structure(atoms))
 
-        return step, "CHGNet module, task efs, training mode (as chgnet.trainer.Trainer)"
+            def step():
+                optimizer.zero_grad(set_to_none=True)
+                prediction = model([graph], task="efs")
+                loss = (torch.nn.functional.mse_loss(prediction["e"], energy_per_atom)
+                        + torch.nn.functional.mse_loss(prediction["f"][0], forces)
+                        + 0.1 * prediction["s"][0].square().mean())
+                loss.backward()
+                optimizer.step()
+
+            return step
+
+        return make_step, "CHGNet module, task efs, training mode (as chgnet.trainer.Trainer)"
     if backbone == "sevennet":
         import sevenn._keys as KEY
         from sevenn.atom_graph_data import AtomGraphData
@@ -141,21 +146,44 @@ def native_step(backbone: str, atoms):
         model.train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
 
-        def step():
-            data = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, calculator.cutoff, with_shift=False))
-            optimizer.zero_grad(set_to_none=True)
-            output = model(data)
-            loss = ((output[KEY.PRED_TOTAL_ENERGY] - labels.energy).square().sum() / len(atoms) ** 2
-                    + torch.nn.functional.mse_loss(output[KEY.PRED_FORCE], forces)
-                    + 0.01 * output[KEY.PRED_STRESS].square().mean())
-            loss.backward()
-            optimizer.step()
+        def make_step(atoms):
+            labels = labels_of(atoms)
+            forces = torch.as_tensor(labels.forces, dtype=torch.float32)
 
-        return step, "sevenn AtomGraphSequential in training mode (as sevenn train: e3nn convolutions)"
+            def step():
+                graph = unlabeled_atoms_to_graph(atoms, calculator.cutoff, with_shift=False)
+                data = AtomGraphData.from_numpy_dict(graph)
+                optimizer.zero_grad(set_to_none=True)
+                output = model(data)
+                loss = ((output[KEY.PRED_TOTAL_ENERGY] - labels.energy).square().sum() / len(atoms) ** 2
+                        + torch.nn.functional.mse_loss(output[KEY.PRED_FORCE], forces)
+                        + 0.01 * output[KEY.PRED_STRESS].square().mean())
+                loss.backward()
+                optimizer.step()
+
+            return step
+
+        return make_step, "sevenn AtomGraphSequential in training mode (as sevenn train: e3nn convolutions)"
     return None
 
 
-def one_point(model: str, n_atoms: int, threads: int, native: bool = False) -> dict:
+def native_point(model: str, n_atoms: int, threads: int) -> dict:
+    """In a fresh process of its own: one training step of the backbone's own model on the ``n_atoms`` cell, warmed
+    up on a 4-atom cell as atomtune's side is (so both peaks are measured the same way)."""
+    from atomtune.runtime import configure_threads
+
+    configure_threads(threads)
+    backbone = next((name for name in ("chgnet", "sevennet") if model.startswith(name)), None)
+    trainer = native_trainer(backbone) if backbone else None
+    if trainer is None:
+        return {}
+    make_step, description = trainer
+    make_step(nial_cell(4, seed=1))()
+    step = make_step(nial_cell(n_atoms))
+    return {"native_fine_tuning_step": {**measure(step), "what": description}}
+
+
+def one_point(model: str, n_atoms: int, threads: int) -> dict:
     """In a fresh process: predict and one fine-tuning step on the ``n_atoms`` cell."""
     import torch
 
@@ -178,12 +206,6 @@ def one_point(model: str, n_atoms: int, threads: int, native: bool = False) -> d
     step = measure(lambda: fine_tuning_step(potential, loss_function, optimizer, featurized["set"]))
     from ase.neighborlist import neighbor_list
 
-    extra = {}
-    native_run = native_step(potential.backbone, atoms) if native else None
-    if native_run is not None:
-        run, description = native_run
-        run()  # warm-up on the same cell (scripted modules, Adam state); the measured step is the second
-        extra = {"native_fine_tuning_step": {**measure(run), "what": description}}
     return {
         "model": model,
         "backbone": potential.backbone,
@@ -193,7 +215,6 @@ def one_point(model: str, n_atoms: int, threads: int, native: bool = False) -> d
         "predict": predict,
         "featurize_for_training": featurize,
         "fine_tuning_step": step,
-        **extra,
     }
 
 
@@ -254,14 +275,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-gib", type=float, default=12.0,
                         help="skip a size whose extrapolated peak passes this (GiB; the machine is shared)")
     parser.add_argument("--native", action="store_true",
-                        help="also measure a training step of CHGNet's / sevenn's own model (same process, same cell)")
+                        help="also measure a training step of CHGNet's / sevenn's own model (own process, same cell)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--append", action="store_true",
                         help="add these sizes to the --out file of an earlier run (same sizes are replaced)")
     parser.add_argument("--point", nargs=2, help=argparse.SUPPRESS)  # internal: MODEL N → one point as JSON
     args = parser.parse_args(argv)
     if args.point:
-        print("POINT " + json.dumps(one_point(args.point[0], int(args.point[1]), args.threads, args.native)))
+        measured = native_point if args.native else one_point
+        print("POINT " + json.dumps(measured(args.point[0], int(args.point[1]), args.threads)))
         return {}
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-memory-"))
@@ -297,16 +319,21 @@ def main(argv=None) -> dict:
                 print(f"{model} {size}: skipped, extrapolated peak {projected:.1f} GiB > --max-gib", flush=True)
                 continue
             load = os.getloadavg()[0]
-            completed = subprocess.run(
-                [sys.executable, __file__, "--point", spec, str(size), "--threads", str(args.threads)]
-                + (["--native"] if args.native else []),
-                capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
-            )
-            if completed.returncode != 0:
-                skipped.append({"n_atoms": size, "error": (completed.stdout + completed.stderr)[-2000:]})
-                print(f"{model} {size}: failed\n{completed.stderr[-2000:]}", flush=True)
+            point = {}
+            for native in [False, True] if args.native else [False]:  # each side in a fresh process
+                completed = subprocess.run(
+                    [sys.executable, __file__, "--point", spec, str(size), "--threads", str(args.threads)]
+                    + (["--native"] if native else []),
+                    capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
+                )
+                if completed.returncode != 0:
+                    skipped.append({"n_atoms": size, "native": native,
+                                    "error": (completed.stdout + completed.stderr)[-2000:]})
+                    print(f"{model} {size}: failed\n{completed.stderr[-2000:]}", flush=True)
+                    break
+                point.update(json.loads(completed.stdout.split("POINT ", 1)[1]))
+            if "fine_tuning_step" not in point:
                 continue
-            point = json.loads(completed.stdout.split("POINT ", 1)[1])
             point["model"], point["load_average_before"] = model, load
             point["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             points.append(point)
