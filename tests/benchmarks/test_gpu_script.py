@@ -107,3 +107,12 @@ def test_gpu_sh_refuses_a_machine_without_cuda_in_one_line(tmp_path):
     assert completed.returncode != 0
     assert completed.stderr.strip().splitlines()[-1].startswith("benchmarks/gpu.sh: torch")
     assert "sees no CUDA device" in completed.stderr and not (tmp_path / "gpu.json").exists()
+
+
+def test_full_sizes_use_only_options_the_tiny_run_exercises():
+    # the GPU run itself cannot run here: at least every option it passes is one the tiny CPU run above passes too
+    for benchmark in load_suite().BENCHMARKS:
+        full = {argument for argument in benchmark.full if argument.startswith("--")}
+        tiny = {argument for argument in benchmark.tiny if argument.startswith("--")}
+        assert full <= tiny, (benchmark.name, full - tiny)
+    assert sum(benchmark.cap_s for benchmark in load_suite().BENCHMARKS) <= 480
