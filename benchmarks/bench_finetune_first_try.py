@@ -11,30 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
-
-import numpy as np
+from pathlib import Path
 
 
 def emt_cells(count: int = 60, seed: int = 0):
-    from ase.build import bulk
-    from ase.calculators.emt import EMT
-    from ase.calculators.singlepoint import SinglePointCalculator
+    """40 train / 8 valid / 12 test of the test suite's substituted Cu cells (tests/emt_data.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from emt_data import substituted_cu_cells
 
-    rng = np.random.default_rng(seed)
-    cells = []
-    for k in range(count):
-        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
-        for index in rng.choice(len(atoms), size=3, replace=False):
-            atoms[index].symbol = str(rng.choice(["Ni", "Al"]))
-        strain = np.eye(3) + np.diag(rng.uniform(-0.01, 0.01, 3))
-        atoms.set_cell(atoms.cell[:] @ strain, scale_atoms=True)
-        atoms.rattle(0.08, seed=int(rng.integers(1 << 30)))
-        atoms.calc = EMT()
-        energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
-        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces, stress=stress)
-        atoms.info["id"] = f"emt-{k}"
-        cells.append(atoms)
+    cells = substituted_cu_cells(count, seed)
     return cells[:40], cells[40:48], cells[48:]
 
 

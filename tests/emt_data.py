@@ -33,3 +33,26 @@ def emt_structures(count: int = 12, seed: int = 0, elements=("Cu", "Ni", "Al")):
         atoms.info["source"] = "emt"
         structures.append(atoms)
     return structures
+
+
+def substituted_cu_cells(count: int, seed: int = 0):
+    """The first-try fine-tuning cells: 8-atom fcc Cu with three sites replaced by Ni or Al, ±1 % strain, rattled
+    0.08 Å, EMT labels (the case of the first-try issue; also used by benchmarks/bench_finetune_first_try.py)."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    rng = np.random.default_rng(seed)
+    cells = []
+    for k in range(count):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
+        for index in rng.choice(len(atoms), size=3, replace=False):
+            atoms[index].symbol = str(rng.choice(["Ni", "Al"]))
+        atoms.set_cell(atoms.cell[:] @ (np.eye(3) + np.diag(rng.uniform(-0.01, 0.01, 3))), scale_atoms=True)
+        atoms.rattle(0.08, seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces, stress=stress)
+        atoms.info["id"] = f"emt-{k}"
+        cells.append(atoms)
+    return cells

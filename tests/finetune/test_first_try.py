@@ -8,36 +8,15 @@ The data are the issue's kind of cells, smaller: fcc Cu host with three sites re
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from emt_data import substituted_cu_cells
 
 pytestmark = pytest.mark.slow
 
 
-def emt_cells(count: int, seed: int = 0):
-    from ase.build import bulk
-    from ase.calculators.emt import EMT
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    rng = np.random.default_rng(seed)
-    cells = []
-    for k in range(count):
-        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
-        for index in rng.choice(len(atoms), size=3, replace=False):
-            atoms[index].symbol = str(rng.choice(["Ni", "Al"]))
-        atoms.set_cell(atoms.cell[:] @ (np.eye(3) + np.diag(rng.uniform(-0.01, 0.01, 3))), scale_atoms=True)
-        atoms.rattle(0.08, seed=int(rng.integers(1 << 30)))
-        atoms.calc = EMT()
-        energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
-        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces, stress=stress)
-        atoms.info["id"] = f"emt-{k}"
-        cells.append(atoms)
-    return cells
-
-
 @pytest.fixture(scope="module")
 def cells():
-    structures = emt_cells(28)
+    structures = substituted_cu_cells(28)
     return structures[:16], structures[16:20], structures[20:]
 
 
