@@ -105,12 +105,10 @@ class AutoSearch:
         rungs = max(1, math.ceil(math.log(len(candidates), ETA)))
         alive = list(candidates)
         reference = None
-        for rung in range(rungs + 1):
+        for rung in range(rungs):
             if len(alive) == 1 and rung > 0:
                 break
-            slice_seconds = search_seconds / (rungs * len(alive)) if rung < rungs else None
-            if slice_seconds is None:
-                break
+            slice_seconds = search_seconds / (rungs * len(alive))
             results = []
             for candidate in alive:
                 row = self._run_slice(candidate, rung, slice_seconds, model, train, valid, out, device, trust,
