@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from atomtune.exceptions import AtomtuneError
 from atomtune.finetune.loop import TrainingSettings
+from atomtune.finetune.loss import LossWeights
 from atomtune.finetune.strategies import Freeze, LoRA, Replay
 from atomtune.finetune.strategies.lora import LAYER_KINDS
 
@@ -124,7 +125,7 @@ class FinetuneSpec(BaseModel):
     ema_decay: float = Field(default=_training_default("ema_decay"), ge=0, lt=1)
     patience: int = Field(default=_training_default("early_stopping_patience"), ge=0)
     loss: Literal["mse", "huber"] = "mse"
-    huber_delta: float = Field(default=0.01, gt=0)
+    huber_delta: float = Field(default=LossWeights.__dataclass_fields__["huber_delta"].default, gt=0)
     energy_weight: float | None = Field(default=None, ge=0)
     forces_weight: float | None = Field(default=None, ge=0)
     stress_weight: float | None = Field(default=None, ge=0)
