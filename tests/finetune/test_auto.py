@@ -96,7 +96,7 @@ def test_auto_resumes_after_sigkill_without_rerunning_finished_candidates(toy_mo
 
 def test_budget_shorter_than_a_step_says_how_long_a_step_takes(toy_model, emt_split, tmp_path):
     with pytest.raises(BudgetError, match=r"one training step on a batch of 4 structures takes [0-9.]+ s"):
-        FinetuneSpec(strategy="auto", budget=0.5).fit(toy_model, *emt_split, tmp_path / "auto", progress=False,
+        FinetuneSpec(strategy="auto", budget=0.01).fit(toy_model, *emt_split, tmp_path / "auto", progress=False,
                                                        log=lambda message: None)
 
 

@@ -248,7 +248,9 @@ def test_balanced_selection_keeps_the_start_when_energy_gets_worse(toy_backbone,
 def test_time_budget_stops_within_a_step(toy_backbone, emt_split):
     import time
 
-    settings = TrainingSettings(epochs=10_000, batch_size=1, progress=False, max_seconds=1.0)
+    # no early stopping: on an idle machine the toy's epochs are fast enough for patience to end the run first
+    settings = TrainingSettings(epochs=10_000, batch_size=1, progress=False, max_seconds=1.0,
+                                early_stopping_patience=None)
     started = time.perf_counter()
     result = Trainer(settings).fit(toy_backbone(), *emt_split)
     assert result.metrics["stopped_by_budget"]

@@ -137,8 +137,11 @@ class MaceMultiheadFinetune:
             tail = "\n".join((process.stdout + process.stderr).strip().splitlines()[-15:])
             raise AtomtuneError(f"mace_run_train failed (exit {process.returncode}); last lines:\n{tail}")
         foundation_file = Path(str(self.foundation_model))
-        foundation = MacePotential.from_checkpoint(str(foundation_file)) if foundation_file.exists() else None
-        potential = MacePotential.from_checkpoint(str(model_file))
+        # Both pickles are trusted here: the foundation file was already loaded with the user's --trust-model before
+        # mace_run_train ran (FinetuneSpec.fit), and ft.model is what mace_run_train, run by atomtune, just wrote.
+        foundation = (MacePotential.from_checkpoint(str(foundation_file), trust=True)
+                      if foundation_file.exists() else None)
+        potential = MacePotential.from_checkpoint(str(model_file), trust=True)
         final = {"valid": errors(potential, FeaturizedSet.build("valid", valid, potential), self.batch_size)}
         zero_shot = {}
         if foundation is not None:
