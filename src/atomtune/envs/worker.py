@@ -449,14 +449,18 @@ class WorkerModel(WorkerCalculator):
 
 def environment_route(spec: str) -> tuple[str, str] | None:
     """``(family, checkpoint)`` when ``spec`` names a model of a family with its own environment (``nequip:PATH``,
-    ``nequip.net:…``, ``*.nequip.zip``, or a directory saved from such a model); None otherwise."""
-    from atomtune.envs.specs import SPECS
+    ``nequip.net:…``, ``*.nequip.zip``, a public checkpoint listed in the family's spec such as ``uma-s-1p1`` (optionally
+    with the family's own ``:option`` suffix), or a directory saved from such a model); None otherwise."""
+    from atomtune.envs.specs import SPECS, family_of_checkpoint
 
     prefix, separator, rest = spec.partition(":")
     if separator and prefix in SPECS and rest:
         return prefix, rest
     if spec.startswith("nequip.net:") or spec.endswith(".nequip.zip"):
         return "nequip", spec
+    family = family_of_checkpoint(prefix)
+    if family is not None:
+        return family, spec
     path = Path(spec)
     metadata_file = path / "atomtune.json"
     if path.is_dir() and metadata_file.is_file():
