@@ -206,6 +206,7 @@ SPECS: dict[str, EnvironmentSpec] = {
             Pin("azure-identity", "mattersim's checkpoint downloader"),
         ),
         imports=("mattersim.forcefield",),
+        adapter="atomtune.models.mattersim:MattersimPotential",
         checkpoints=(
             FamilyCheckpoint("mattersim-v1.0.0-1m", "mattersim's Potential.from_checkpoint (downloads on first use)"),
             FamilyCheckpoint("mattersim-v1.0.0-5m", "mattersim's Potential.from_checkpoint (downloads on first use)"),

@@ -26,6 +26,7 @@ BACKBONES: dict[str, str] = {
     "mace": "atomtune.models.mace:MacePotential",
     "sevennet-mf": "atomtune.models.sevennet_mf:SevennetMultiFidelityPotential",
     "nequip": "atomtune.models.nequip:NequipPotential",  # imported only inside the nequip environment
+    "mattersim": "atomtune.models.mattersim:MattersimPotential",  # imported only inside the mattersim environment
     "committee": "atomtune.uncertainty.committee:CommitteePotential",  # a saved committee directory (issue 12)
 }
 
