@@ -95,6 +95,7 @@ class EnvironmentSpec:
 
 
 FROM_NEQUIP_NET = "nequip.net (nequip's load_saved_model downloads and caches it)"
+FROM_ORB_BUCKET = "orb_models.forcefield.pretrained (downloads from Orbital's S3 bucket; cached_path caches it)"
 
 SPECS: dict[str, EnvironmentSpec] = {
     "nequip": EnvironmentSpec(
@@ -137,6 +138,7 @@ SPECS: dict[str, EnvironmentSpec] = {
             ),
         ),
         imports=("metatrain", "metatomic.torch", "upet"),
+        adapter="atomtune.models.pet:PetPotential",
         checkpoints=(
             FamilyCheckpoint("pet-mad", "Hugging Face lab-cosmo (upet's loader downloads it)"),
             FamilyCheckpoint("pet-omad", "Hugging Face lab-cosmo (upet's loader downloads it)"),
@@ -175,10 +177,15 @@ SPECS: dict[str, EnvironmentSpec] = {
             Pin("dm-tree==0.1.8", "orb-models 0.5.5 pins it exactly"),
         ),
         imports=("orb_models",),
+        adapter="atomtune.models.orb:OrbPotential",
+        # Conservative checkpoints only: ORB's direct models (orb-v3-direct-*, orb-v2) are refused by the adapter
+        # (their forces are not energy derivatives); a local checkpoint file loads as orb:NAME@PATH.
         checkpoints=(
-            FamilyCheckpoint("orb-v3-conservative-inf-omat", "orb_models.forcefield.pretrained (downloads from orbital's bucket)"),
-            FamilyCheckpoint("orb-v3-conservative-inf-mpa", "orb_models.forcefield.pretrained (downloads from orbital's bucket)"),
-            FamilyCheckpoint("orb-v2", "orb_models.forcefield.pretrained (downloads from orbital's bucket)"),
+            FamilyCheckpoint("orb-v3-conservative-inf-omat", FROM_ORB_BUCKET),
+            FamilyCheckpoint("orb-v3-conservative-20-omat", FROM_ORB_BUCKET),
+            FamilyCheckpoint("orb-v3-conservative-inf-mpa", FROM_ORB_BUCKET),
+            FamilyCheckpoint("orb-v3-conservative-20-mpa", FROM_ORB_BUCKET),
+            FamilyCheckpoint("orb:NAME@PATH.ckpt", "a local ORB checkpoint (e.g. from ORB's finetune.py) of architecture NAME"),
         ),
     ),
     "mattersim": EnvironmentSpec(
