@@ -8,6 +8,7 @@ from atomtune import __version__
 from atomtune.campaign.config import Campaign
 from atomtune.campaign.records import (
     ActiveLearningRecord,
+    BaselineRecord,
     CompareRecord,
     ErrorsRecord,
     FinetuneRecord,
@@ -28,6 +29,8 @@ def assemble(campaign: Campaign, steps: list, models: dict[str, dict], results: 
         "finetune": {},
         "scans": {},
         "tasks": {},
+        "baselines": {},
+        "phase_diagram": {},
         "active_learning": {},
         "failures": [],
     }
@@ -46,7 +49,7 @@ def assemble(campaign: Campaign, steps: list, models: dict[str, dict], results: 
         }
     for label, model in models.items():
         entry = {"label": label, "kind": model["kind"], "backbone": (model.get("backbone_spec") or model.get("base"))}
-        for key in ("strategy", "base", "scan"):
+        for key in ("strategy", "base", "scan", "baseline"):
             if model.get(key):
                 entry[key] = model[key]
         summary["models"].append(entry)
@@ -75,8 +78,16 @@ def assemble(campaign: Campaign, steps: list, models: dict[str, dict], results: 
             summary["active_learning"][loop.label] = {"result": loop.result, "plots": loop.plots}
         elif step.kind == "scan":
             summary["scans"][step.label] = ScanRecord.from_dict(result).to_dict()
+        elif step.kind == "baseline":
+            summary["baselines"][step.label] = {k: v for k, v in BaselineRecord.from_dict(result).to_dict().items()
+                                                if k != "model_dir"}
         elif step.kind == "compare":
             compared = CompareRecord.from_dict(result)
-            summary["tasks"][step.label] = {"rows": compared.rows, "plots": compared.plots,
-                                            "reference": compared.reference, "missing": compared.missing}
+            entry = {"rows": compared.rows, "plots": compared.plots, "reference": compared.reference,
+                     "missing": compared.missing}
+            if compared.section == "phase_diagram":
+                summary["phase_diagram"][step.label] = {"task": compared.task, **entry,
+                                                        "summaries": compared.summaries}
+            else:
+                summary["tasks"][step.label] = entry
     return summary

@@ -123,6 +123,27 @@ class ActiveLearningRun(Strict):
         return settings
 
 
+BASELINE_KINDS = ("mace-scratch", "nequip-scratch", "regression")
+
+
+class Baseline(Strict):
+    """A baseline trained on the campaign's splits (``atomtune baseline``): ``name`` (its column label), ``kind``
+    (``mace-scratch``, ``nequip-scratch`` or ``regression``) and ``settings`` (fields of the kind's spec:
+    :class:`~atomtune.baselines.mace_scratch.MaceScratchSpec`, :class:`~atomtune.baselines.nequip_scratch.NequipScratchSpec`
+    or :class:`~atomtune.baselines.regression.RegressionSpec`). A from-scratch MLIP is then a model like any other
+    (errors and every task); a regression baseline predicts energy per atom only, so it appears in the errors table and
+    nowhere else."""
+
+    name: str
+    kind: Literal["mace-scratch", "nequip-scratch", "regression"]
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def potential(self) -> bool:
+        """Whether the baseline is a Potential (forces, relaxations, tasks), not an energy-only regression."""
+        return self.kind != "regression"
+
+
 class Task(Strict):
     """A property task run on the reference and on every model. ``structures``: file of input structures
     (default: the campaign's relaxed reference structures, or the test split for ``errors``)."""
@@ -154,6 +175,7 @@ class Campaign(Strict):
     split: Split = Field(default_factory=Split)
     models: list[str] = Field(min_length=1)
     finetune: list[Finetune] = Field(default_factory=list)
+    baselines: list[Baseline] = Field(default_factory=list)
     tasks: list[Task] = Field(default_factory=list)
     active_learning: list[ActiveLearningRun] = Field(default_factory=list)
     reference: Reference = Field(default_factory=Reference)
@@ -288,10 +310,30 @@ def _check_references(campaign: Campaign, path: Path, root) -> list[str]:
             LearnSpec.build(**run.learn_settings(campaign.models[0], "train-split.extxyz", None))
         except AtomtuneError as error:
             problems.append(f"{path}:{line}: active_learning {run.name!r}: {error}")
+    for k, baseline in enumerate(campaign.baselines):
+        problems += _check_baseline(baseline, path, line_of(root, ["baselines", k]))
+    labels = [baseline.name for baseline in campaign.baselines]
+    for k, name in enumerate(labels):
+        if labels.index(name) != k or name in campaign.models:
+            problems.append(f"{path}:{line_of(root, ['baselines', k, 'name'])}: baseline name {name!r} is used twice "
+                            f"(names label the report's columns); rename it.")
     if campaign.reference.results and not campaign.resolve(campaign.reference.results).exists():
         line = line_of(root, ["reference", "results"])
         problems.append(f"{path}:{line}: reference results {campaign.reference.results!r} not found.")
     return problems
+
+
+def _check_baseline(baseline: Baseline, path: Path, line: int) -> list[str]:
+    """A baseline's ``settings`` must build the kind's spec (names and values), before any work starts."""
+    from atomtune.baselines import build_spec
+
+    try:
+        build_spec(baseline.kind, baseline.settings, where=f"baseline {baseline.name!r} settings")
+    except AtomtuneError as error:
+        return [f"{path}:{line}: {error}"]
+    except (TypeError, ValueError) as error:
+        return [f"{path}:{line}: baseline {baseline.name!r} settings: {error}"]
+    return []
 
 
 def _check_task_settings(task: Task, path: Path, line: int) -> list[str]:

@@ -69,6 +69,34 @@ class CompareRecord(StepRecord):
     plots: list
     reference: str | None
     missing: list = field(default_factory=list)
+    #: The report section it belongs to: ``tasks`` (property tasks) or ``phase_diagram`` (cluster expansion, Monte Carlo).
+    section: str = "tasks"
+    #: Phase-diagram tasks: per label, the task's own summary records (an expansion's ECIs, CV error and ground states;
+    #: a Monte Carlo run's transition temperature), see :mod:`atomtune.report.phase_diagram`.
+    summaries: dict = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class BaselineRecord(StepRecord):
+    """One baseline trained on the campaign's splits: ``model_dir`` (a model directory for a from-scratch MLIP, the
+    regression model's folder for a regression baseline), its ``kind``, the spec it ran with, the budget it used
+    (``train_seconds``, ``epochs_run``, ``best_epoch``), the split sizes and its validation / test errors (keys as in
+    :mod:`atomtune.tasks.errors`; a regression baseline has energy errors only). ``potential``: whether it is a model
+    the tasks can run on (False for energy-only regression)."""
+
+    label: str
+    kind: str
+    model_dir: str
+    potential: bool
+    spec: dict
+    train_seconds: float | None = None
+    epochs_run: int | None = None
+    best_epoch: int | None = None
+    n_train: int | None = None
+    n_valid: int | None = None
+    valid_errors: dict = field(default_factory=dict)
+    test_errors: dict = field(default_factory=dict)
+    note: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -91,4 +119,4 @@ class ActiveLearningRecord(StepRecord):
     plots: dict = field(default_factory=dict)
 
 
-__all__ = ["ActiveLearningRecord", "CompareRecord", "ErrorsRecord", "FinetuneRecord", "ScanRecord", "StepRecord", "TaskRecord"]
+__all__ = ["ActiveLearningRecord", "BaselineRecord", "CompareRecord", "ErrorsRecord", "FinetuneRecord", "ScanRecord", "StepRecord", "TaskRecord"]

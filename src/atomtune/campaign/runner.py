@@ -111,21 +111,37 @@ def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]
                           ["split"], label=label_))
         models[label_] = {"from_step": f"active_learning {label_}", "kind": "active learning", "base": base}
 
+    for baseline in campaign.baselines:
+        label_ = baseline.name
+        steps.append(Step(f"baseline {label_}", "baseline", step_functions.train_baseline,
+                          {"kind": baseline.kind, "settings": baseline.settings, "label": label_}, ["split"],
+                          label=label_))
+        models[label_] = {"from_step": f"baseline {label_}", "kind": BASELINE_MODEL_KIND[baseline.kind],
+                          "baseline": baseline.kind, "potential": baseline.potential}
+
     for label_, model in models.items():
         depends = ["split"] + ([model["from_step"]] if "from_step" in model else [])
+        energy_only = {"energy_only": True} if not model.get("potential", True) else {}
         steps.append(Step(f"errors {label_}", "errors", step_functions.evaluate_errors,
                           {"model": model.get("spec"), "label": label_, "device": campaign.device,
-                           "trust": campaign.trust_models}, depends, label=label_))
+                           "trust": campaign.trust_models, **energy_only}, depends, label=label_))
 
     reference = campaign.reference
     reference_results = None
     if reference.results:
         path = campaign.resolve(reference.results)
         reference_results = {"path": str(path), "fingerprint": file_fingerprint(path)}
-    for index, task in enumerate(campaign.tasks):
+    task_models = {label_: model for label_, model in models.items() if model.get("potential", True)}
+    expansions = _expansion_sources(campaign)
+    expansion_tasks = {source for source, _ in expansions.values()}
+    ordered = sorted(enumerate(campaign.tasks), key=lambda item: item[0] not in expansion_tasks)  # expansions first
+    for index, task in ordered:
         if task.task == "errors":
             continue  # the error benchmark is always run on the test split above
+        source = expansions.get(index)  # a Monte Carlo task on the campaign's fitted cluster expansions
         structures = campaign.resolve(task.structures) if task.structures else None
+        if structures is None and source is not None and campaign.tasks[source[0]].structures:
+            structures = campaign.resolve(campaign.tasks[source[0]].structures)
         run = TaskRun(task=task.task, settings=task.settings, limit=task.limit)
         common = {
             "run": run.model_dump(mode="json"),
@@ -135,24 +151,35 @@ def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]
         fingerprints = {"task": run.fingerprint()}
         if structures and structures.is_file():
             fingerprints["structures"] = file_fingerprint(structures)
-        task_id = f"{task.task}" if sum(t.task == task.task for t in campaign.tasks) == 1 else f"{task.task}#{index}"
+        task_id_ = task_id(campaign, index)
         labels = []
+
+        def wired(label_: str) -> tuple[list[str], dict]:
+            """The fitted-expansion step this task's run on ``label_`` reads (depends on it), if any."""
+            if source is None:
+                return [], {}
+            step_name = f"task {source[1]} {label_}"
+            return [step_name], {"expansion_from": step_name}
+
         if reference.calculator:
-            steps.append(Step(f"task {task_id} {reference.label}", "task", step_functions.run_task,
+            extra_depends, extra = wired(reference.label)
+            steps.append(Step(f"task {task_id_} {reference.label}", "task", step_functions.run_task,
                               {**common, "calculator": reference.calculator, "calculator_kwargs": reference.kwargs,
-                               "label": reference.label}, ["split"], label=reference.label, fingerprints=fingerprints))
+                               "label": reference.label, **extra}, ["split", *extra_depends], label=reference.label,
+                              fingerprints=fingerprints))
             labels.append(reference.label)
-        for label_, model in models.items():
+        for label_, model in task_models.items():
             depends = ["split"] + ([model["from_step"]] if "from_step" in model else [])
-            steps.append(Step(f"task {task_id} {label_}", "task", step_functions.run_task,
-                              {**common, "model": model.get("spec"), "label": label_, "trust": campaign.trust_models},
-                              depends, label=label_, fingerprints=fingerprints))
+            extra_depends, extra = wired(label_)
+            steps.append(Step(f"task {task_id_} {label_}", "task", step_functions.run_task,
+                              {**common, "model": model.get("spec"), "label": label_, "trust": campaign.trust_models,
+                               **extra}, depends + extra_depends, label=label_, fingerprints=fingerprints))
             labels.append(label_)
-        steps.append(Step(f"compare {task_id}", "compare", step_functions.compare_task,
+        steps.append(Step(f"compare {task_id_}", "compare", step_functions.compare_task,
                           {"task": task.task, "labels": labels,
                            "reference": reference.label if (reference.calculator or reference_results) else None,
                            "reference_results": reference_results},
-                          [f"task {task_id} {lab}" for lab in labels], local=True, partial=True, label=task_id))
+                          [f"task {task_id_} {lab}" for lab in labels], local=True, partial=True, label=task_id_))
 
     by_name = {}
     for step in steps:
@@ -161,6 +188,30 @@ def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]
         step.directory = step_dir(workdir, step.name, step.key)
         by_name[step.name] = step
     return steps, models
+
+
+#: How the report names a baseline's kind of model.
+BASELINE_MODEL_KIND = {"mace-scratch": "from scratch", "nequip-scratch": "from scratch", "regression": "regression"}
+
+
+def task_id(campaign: Campaign, index: int) -> str:
+    """The name of the campaign's task ``index`` in step names and the report: the task, ``#index`` when repeated."""
+    name = campaign.tasks[index].task
+    return name if sum(t.task == name for t in campaign.tasks) == 1 else f"{name}#{index}"
+
+
+def _expansion_sources(campaign: Campaign) -> dict[int, tuple[int, str]]:
+    """Monte Carlo task index → (index, id) of the cluster-expansion task whose fitted expansions it samples: the first
+    cluster-expansion task of the campaign, for every Monte Carlo task that names neither an ``expansion`` file nor
+    ``cluster_expansion`` settings of its own (each model's Monte Carlo then runs on that model's expansion)."""
+    expansions = [k for k, task in enumerate(campaign.tasks) if task.task == "cluster_expansion"]
+    if not expansions:
+        return {}
+    found = {}
+    for index, task in enumerate(campaign.tasks):
+        if task.task == "monte_carlo" and not ({"expansion", "cluster_expansion"} & set(task.settings)):
+            found[index] = (expansions[0], task_id(campaign, expansions[0]))
+    return found
 
 
 def describe(steps: list[Step]) -> list[dict]:

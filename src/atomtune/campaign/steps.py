@@ -9,10 +9,12 @@ is small JSON (paths to files, metrics, records) so it can be cached and shipped
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from atomtune.campaign.records import (
     ActiveLearningRecord,
+    BaselineRecord,
     CompareRecord,
     ErrorsRecord,
     FinetuneRecord,
@@ -161,6 +163,53 @@ def active_learning(directory: Path, inputs: dict, settings: dict, label: str) -
     return ActiveLearningRecord(label=label, model_dir=result["committee_dir"], result=result, plots=plots).to_dict()
 
 
+def train_baseline(directory: Path, inputs: dict, kind: str, settings: dict, label: str) -> dict:
+    """A baseline (``atomtune baseline``) trained on the campaign's splits: a from-scratch MLIP trained on train,
+    validated on valid and scored on test (saved in ``directory/model``, then a model like any other), or a
+    regression model fitted on train (hyperparameters by cross-validation inside it) and scored on valid and test."""
+    from atomtune.baselines import build_spec
+    from atomtune.data.dataset import Dataset
+
+    split = inputs["split"]
+    parts = {name: Dataset.read(split[name]) for name in ("train", "valid", "test") if split.get(name)}
+    spec = build_spec(kind, settings, where=f"baseline {label!r} settings")
+    out = directory / "model"
+    if kind == "regression":
+        return _regression_baseline(out, parts, spec, label)
+    if kind == "mace-scratch":
+        from atomtune.baselines.mace_scratch import train
+    else:
+        from atomtune.baselines.nequip_scratch import train
+    threads = int(os.environ.get("ATOMTUNE_STEP_THREADS", "1"))
+    result = train(parts["train"], out, spec, valid_data=parts.get("valid"), test_data=parts.get("test"),
+                   threads=threads, progress=False)
+    return BaselineRecord(
+        label=label, kind=kind, model_dir=str(result.model_dir), potential=True, spec=result.spec,
+        train_seconds=result.wall_seconds, epochs_run=result.epochs_run, best_epoch=result.best_epoch,
+        n_train=result.n_train, n_valid=result.n_valid, valid_errors=result.valid_errors,
+        test_errors=result.test_errors,
+    ).to_dict()
+
+
+def _regression_baseline(out: Path, parts: dict, spec, label: str) -> dict:
+    from atomtune.baselines import regression
+    from atomtune.tasks import errors
+
+    fitted = regression.fit(list(parts["train"]), spec, list(parts.get("test", [])))
+    fitted.save(out)
+    scored = {}
+    for name in ("valid", "test"):
+        if name in parts:
+            metrics = errors.metrics(regression.errors_records(fitted.model, list(parts[name])))
+            scored[name] = {key: value for key, value in metrics.items() if key != "per_element"}
+    return BaselineRecord(
+        label=label, kind="regression", model_dir=str(out), potential=False, spec=spec.to_dict(),
+        train_seconds=fitted.metrics.fit_seconds + fitted.metrics.feature_seconds, n_train=fitted.metrics.n_train,
+        n_valid=len(parts["valid"]) if "valid" in parts else 0, valid_errors=scored.get("valid", {}),
+        test_errors=scored.get("test", {}), note=regression.NO_FORCES_NOTE,
+    ).to_dict()
+
+
 def _with_mev_forces(metrics: dict) -> dict:
     """The trainer's validation metrics with force errors also in meV/Å (the unit the error benchmark reports)."""
     converted = dict(metrics)
@@ -181,15 +230,22 @@ def _model_spec(model: str | None, inputs: dict) -> str:
 
 
 def evaluate_errors(directory: Path, inputs: dict, model: str | None, label: str, device: str,
-                    trust: bool = False) -> dict:
-    """Error benchmark of one model on the test split (with the per-element E0-aligned numbers)."""
+                    trust: bool = False, energy_only: bool = False) -> dict:
+    """Error benchmark of one model on the test split (with the per-element E0-aligned numbers). ``energy_only``: the
+    model is a regression baseline's folder (energy per atom only; no force or stress error is made up)."""
     from atomtune.data.dataset import Dataset
-    from atomtune.models import load_potential
     from atomtune.tasks import errors
 
     test = Dataset.read(inputs["split"]["test"])
-    potential = load_potential(_model_spec(model, inputs), device=device, trust=trust)
-    records = errors.run(list(test), potential, progress=False)
+    if energy_only:
+        from atomtune.baselines import regression
+
+        records = regression.errors_records(regression.RegressionModel.load(_model_spec(model, inputs)), list(test))
+    else:
+        from atomtune.models import load_potential
+
+        potential = load_potential(_model_spec(model, inputs), device=device, trust=trust)
+        records = errors.run(list(test), potential, progress=False)
     atomic_write_json(directory / "records.json", records, indent=None)
     metrics = errors.metrics(records, align_e0=True)
     plots = errors.plot({label: records}, directory)
@@ -207,13 +263,21 @@ def run_task(
     calculator: str | None = None,
     calculator_kwargs: dict | None = None,
     trust: bool = False,
+    expansion_from: str | None = None,
 ) -> dict:
     """One property task (``run``: a :class:`~atomtune.tasks.spec.TaskRun` as JSON) on one model or on the reference
-    calculator; records written to ``records.json``."""
+    calculator; records written to ``records.json``. ``expansion_from``: the input step (a cluster-expansion task on
+    the same model) whose fitted expansion a Monte Carlo task samples."""
     from atomtune.data.dataset import Dataset
     from atomtune.tasks.spec import TaskRun
 
     task_run = TaskRun.model_validate(run)
+    if expansion_from is not None:
+        fitted = TaskRecord.from_dict(inputs[expansion_from])
+        path = directory / "expansion_records.json"
+        atomic_write_json(path, fitted.records, indent=None)
+        task_run = TaskRun(task=task_run.task, settings={**task_run.settings, "expansion": str(path)},
+                           limit=task_run.limit)
     data = list(Dataset.read(structures or inputs["split"]["test"], require=()))
     if calculator:
         from atomtune.data.label import CalculatorSpec
@@ -251,7 +315,13 @@ def compare_task(
     rows = module.compare(results, reference=present_reference)
     plots = [str(p) for p in module.plot(results, directory)]
     missing = [label for label in labels if label not in results]
-    return CompareRecord(task=task, rows=rows, plots=plots, reference=present_reference, missing=missing).to_dict()
+    from atomtune.report.phase_diagram import PHASE_DIAGRAM_TASKS, summaries
+
+    section, details = "tasks", {}
+    if module.__name__.rsplit(".", 1)[-1] in PHASE_DIAGRAM_TASKS:
+        section, details = "phase_diagram", summaries(module, results)
+    return CompareRecord(task=task, rows=rows, plots=plots, reference=present_reference, missing=missing,
+                         section=section, summaries=details).to_dict()
 
 
 def summarise_scan(directory: Path, inputs: dict, parameter: str, labels: list[str], values: list) -> dict:

@@ -46,9 +46,11 @@ def render_report(results: dict, out_path: Path) -> Path:
         _data_section(results.get("data")),
         _errors_section(results),
         _finetune_section(results.get("finetune", {})),
+        _baselines_section(results.get("baselines", {})),
         _scans_section(results.get("scans", {})),
         _active_learning_section(results.get("active_learning", {})),
         _tasks_section(results.get("tasks", {}), results),
+        _phase_diagram_section(results),
         _failures_section(results.get("failures", [])),
         "</body></html>",
     ]
@@ -166,28 +168,65 @@ def _tasks_section(tasks: dict, results: dict) -> str:
     parts = ["<section id='tasks'><h2>Property tasks</h2>"]
     for name, task in tasks.items():
         reference = task.get("reference")
-        rows = task.get("rows", [])
-        numeric = [c for c in _columns(rows) if c == reference or c in labels]
-        text = [c for c in _columns(rows) if c not in numeric and not c.startswith("Δ") and "minus" not in c]
-        header = "".join(f"<th class='text'>{_e(c)}</th>" for c in text)
-        header += "".join(f"<th>{_e(c)}{' (reference)' if c == reference else ''}</th>" for c in numeric)
-        body = []
-        for row in rows:
-            cells = "".join(f"<td class='text'>{_e(_fmt(row.get(c)))}</td>" for c in text)
-            best = _closest(row, numeric, reference)
-            for c in numeric:
-                css = " class='best'" if c == best else ""
-                cells += f"<td{css}>{_fmt(row.get(c))}</td>"
-            body.append(f"<tr>{cells}</tr>")
         missing = task.get("missing") or []
         note = f"<p class='failure'>no result from: {_e(', '.join(missing))} (see failures)</p>" if missing else ""
         ref_note = f"<p class='meta'>reference: {_e(reference)}; highlighted: closest to it.</p>" if reference else ""
         parts.append(
-            f"<div id='task-{_e(name)}'><h3>{_e(name)}</h3><table><tr>{header}</tr>{''.join(body)}</table>"
+            f"<div id='task-{_e(name)}'><h3>{_e(name)}</h3>{_task_table(task, labels)}"
             f"{ref_note}{note}{_figures(task.get('plots', []))}</div>"
         )
     parts.append("</section>")
     return "".join(parts)
+
+
+def _task_table(task: dict, labels: list[str]) -> str:
+    """A comparison's rows as a table: text columns, then the reference and one column per model (closest highlighted)."""
+    reference = task.get("reference")
+    rows = task.get("rows", [])
+    numeric = [c for c in _columns(rows) if c == reference or c in labels]
+    text = [c for c in _columns(rows) if c not in numeric and not c.startswith("Δ") and "minus" not in c]
+    header = "".join(f"<th class='text'>{_e(c)}</th>" for c in text)
+    header += "".join(f"<th>{_e(c)}{' (reference)' if c == reference else ''}</th>" for c in numeric)
+    body = []
+    for row in rows:
+        cells = "".join(f"<td class='text'>{_e(_fmt(row.get(c)))}</td>" for c in text)
+        best = _closest(row, numeric, reference)
+        for c in numeric:
+            css = " class='best'" if c == best else ""
+            cells += f"<td{css}>{_fmt(row.get(c))}</td>"
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><tr>{header}</tr>{''.join(body)}</table>"
+
+
+def _phase_diagram_section(results: dict) -> str:
+    from atomtune.report.phase_diagram import section_html
+
+    labels = [m["label"] for m in results.get("models", [])]
+    return section_html(results.get("phase_diagram", {}), _figures, lambda entry: _task_table(entry, labels))
+
+
+def _baselines_section(baselines: dict) -> str:
+    """Each baseline trained on the campaign's splits: its kind, budget and held-out errors."""
+    if not baselines:
+        return ""
+    header = ("<tr><th class='text'>baseline</th><th class='text'>kind</th><th>train structures</th>"
+              "<th>valid structures</th><th>epochs run (kept)</th><th>training time (s)</th>"
+              "<th>valid energy MAE (meV/atom)</th><th>test energy MAE (meV/atom)</th>"
+              "<th>test force MAE (meV/Å)</th><th class='text'>note</th></tr>")
+    rows = []
+    for label, run in baselines.items():
+        epochs = "–" if run.get("epochs_run") is None else f"{run['epochs_run']} ({_fmt(run.get('best_epoch'))})"
+        valid, test = run.get("valid_errors") or {}, run.get("test_errors") or {}
+        rows.append(
+            f"<tr><td class='text'>{_e(label)}</td><td class='text'>{_e(run.get('kind', ''))}</td>"
+            f"<td>{_fmt(run.get('n_train'))}</td><td>{_fmt(run.get('n_valid'))}</td><td>{_e(epochs)}</td>"
+            f"<td>{_fmt(run.get('train_seconds'))}</td><td>{_fmt(valid.get('energy_mae_mev_per_atom'))}</td>"
+            f"<td>{_fmt(test.get('energy_mae_mev_per_atom'))}</td><td>{_fmt(test.get('force_mae_mev_per_a'))}</td>"
+            f"<td class='text'>{_e(run.get('note') or '')}</td></tr>"
+        )
+    note = ("<p class='meta'>Trained on the campaign's train split (validated on valid, scored on test), with the "
+            "budget recorded; a from-scratch model is then a column of every table like the fine-tuned ones.</p>")
+    return f"<section id='baselines'><h2>Baselines</h2><table>{header}{''.join(rows)}</table>{note}</section>"
 
 
 def _failures_section(failures: list[dict]) -> str:

@@ -47,6 +47,11 @@ class _Task(_Section):
     plots: list = []
 
 
+class _PhaseDiagram(_Task):
+    task: str | None = None
+    summaries: dict[str, list[dict]] = {}
+
+
 class _Failure(_Section):
     step: str
     error: str
@@ -74,6 +79,8 @@ class ResultsFile(_Section):
     finetune: dict[str, _FinetuneRun] = {}
     scans: dict[str, _Scan] = {}
     tasks: dict[str, _Task] = {}
+    baselines: dict[str, _Section] = {}
+    phase_diagram: dict[str, _PhaseDiagram] = {}
     failures: list[_Failure] = []
 
 

@@ -77,6 +77,9 @@ def verdict(results: dict) -> list[str]:
                 best_zero = min(zero, key=mean.get)
                 line += f"; best zero-shot {best_zero} {mean[best_zero]:.3g} ({_ratio(mean[best_zero], mean[best])})"
             lines.append(line)
+    from atomtune.report.phase_diagram import verdict_lines
+
+    lines += verdict_lines(results.get("phase_diagram", {}))
     failures = results.get("failures", [])
     if failures:
         lines.append(f"{len(failures)} step(s) failed or were skipped: see Failures.")

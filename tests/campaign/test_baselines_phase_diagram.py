@@ -1,0 +1,137 @@
+"""Issue 13 in campaigns: ``baselines:`` entries are models like any other in every later step, and cluster expansion +
+Monte Carlo results make the report's phase-diagram section (toy potential, from-scratch MACE, EMT reference)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from ase.build import bulk
+
+from atomtune.campaign.config import CampaignError, load_campaign
+from atomtune.campaign.runner import plan, run_campaign
+from atomtune.data.dataset import Dataset
+
+CAMPAIGN = """\
+name: phase
+workers: 0
+data:
+  sources: [{path: data.extxyz}]
+split: {fractions: {train: 0.6, valid: 0.2, test: 0.2}, by: random}
+models: [toy-1]
+baselines:
+  - name: scratch
+    kind: mace-scratch
+    settings: {num_channels: 8, max_L: 0, r_max: 4.0, correlation: 2, max_num_epochs: 1, batch_size: 6, seed: 3}
+  - {name: ridge, kind: regression, settings: {features: composition, estimator: ridge, cv_folds: 3}}
+tasks:
+  - task: cluster_expansion
+    structures: fcc.extxyz
+    settings: {species: [Cu, Ni], max_cell_size: 3, relax: false, cv_splits: 3, cutoff_candidates: [[5.0], [6.0]]}
+  - task: monte_carlo
+    settings: {temperatures: [1500, 900, 300], concentration: 0.5, supercell: 2, equilibration_sweeps: 2,
+               sampling_sweeps: 6}
+reference: {calculator: emt, label: EMT}
+"""
+
+
+@pytest.fixture
+def toy_registry(monkeypatch):
+    from atomtune.models import registry
+
+    monkeypatch.setitem(registry.BACKBONES, "toy", "toy_potential:ToyPotential")
+    monkeypatch.setattr(
+        registry, "CHECKPOINTS", registry.CHECKPOINTS + [registry.CheckpointInfo("toy-1", "toy", "toy", True, "toy")]
+    )
+
+
+@pytest.fixture
+def campaign_dir(tmp_path, toy_registry):
+    from emt_data import emt_structures
+
+    Dataset(emt_structures(30, seed=1)).write(tmp_path / "data.extxyz")
+    primitive = bulk("Cu", "fcc", a=3.6)
+    primitive.info["id"] = "fcc"
+    Dataset([primitive]).write(tmp_path / "fcc.extxyz")
+    (tmp_path / "campaign.yaml").write_text(CAMPAIGN)
+    return tmp_path
+
+
+def test_plan_wires_baselines_and_monte_carlo_on_each_models_expansion(campaign_dir):
+    campaign = load_campaign(campaign_dir / "campaign.yaml")
+    steps, models = plan(campaign, campaign_dir / "work")
+    by_name = {step.name: step for step in steps}
+    assert models["scratch"]["kind"] == "from scratch" and models["ridge"]["kind"] == "regression"
+    assert by_name["errors scratch"].depends == ["split", "baseline scratch"]
+    assert by_name["errors ridge"].settings["energy_only"] is True
+    assert "task cluster_expansion ridge" not in by_name  # energy only: no relaxations, no tasks
+    for label in ("EMT", "toy-1", "scratch"):
+        mc = by_name[f"task monte_carlo {label}"]
+        assert f"task cluster_expansion {label}" in mc.depends
+        assert mc.settings["expansion_from"] == f"task cluster_expansion {label}"
+        assert mc.settings["structures"].endswith("fcc.extxyz")  # the expansion's structures
+
+
+def test_bad_baseline_entries_stop_before_any_work(campaign_dir):
+    path = campaign_dir / "campaign.yaml"
+    path.write_text(CAMPAIGN.replace("num_channels: 8", "num_chanels: 8"))
+    with pytest.raises(CampaignError, match=r"campaign.yaml:\d+: .*unknown field\(s\) num_chanels"):
+        load_campaign(path)
+    path.write_text(CAMPAIGN.replace("name: ridge", "name: scratch"))
+    with pytest.raises(CampaignError, match="used twice"):
+        load_campaign(path)
+    path.write_text(CAMPAIGN.replace("kind: regression", "kind: lasso-scratch"))
+    with pytest.raises(CampaignError, match="baselines.1.kind"):
+        load_campaign(path)
+    path.write_text(CAMPAIGN.replace("features: composition", "features: fingerprints"))
+    with pytest.raises(CampaignError, match="features 'fingerprints' unknown"):
+        load_campaign(path)
+
+
+def test_campaign_with_baselines_and_ce_mc_makes_the_phase_diagram_section(campaign_dir):
+    campaign = load_campaign(campaign_dir / "campaign.yaml")
+    workdir = campaign_dir / "work"
+    report = run_campaign(campaign, workdir, progress=False)
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["failures"] == []
+
+    # the baselines: trained on the splits, budget recorded, a column of the errors table
+    scratch, ridge = results["baselines"]["scratch"], results["baselines"]["ridge"]
+    assert scratch["epochs_run"] == 1 and scratch["train_seconds"] > 0 and scratch["n_train"] == 18
+    assert ridge["kind"] == "regression" and ridge["test_errors"]["energy_mae_mev_per_atom"] > 0
+    assert {"toy-1", "scratch", "ridge"} <= set(results["errors"])
+    assert results["errors"]["scratch"]["force_mae_mev_per_a"] > 0
+    assert results["errors"]["ridge"].get("force_mae_mev_per_a") is None  # energy only: no force error made up
+
+    # cluster expansion and Monte Carlo: in the phase-diagram section, not among the property tasks
+    assert set(results["phase_diagram"]) == {"cluster_expansion", "monte_carlo"} and not results["tasks"]
+    ce = results["phase_diagram"]["cluster_expansion"]["summaries"]
+    mc = results["phase_diagram"]["monte_carlo"]["summaries"]
+    assert set(ce) == set(mc) == {"EMT", "toy-1", "scratch"}
+    for label in ce:
+        (expansion,) = ce[label]
+        assert expansion["cv_rmse_mev_per_atom"] > 0 and expansion["ground_states"] and expansion["ecis"]
+        assert "expansion" not in expansion  # the plain-data expansion stays in the step's records
+        (transition,) = mc[label]
+        assert transition["transition_temperature_k"] in (1500.0, 900.0, 300.0)
+        assert transition["expansion_source"].endswith("expansion_records.json")  # this model's own expansion
+        assert transition["concentration"] == pytest.approx(0.5)
+    # EMT's expansion in the report is the one the cluster-expansion step fitted (same ECIs fed to Monte Carlo)
+    fitted = next(r for r in json.loads(next(workdir.glob("steps/task_cluster_expansion_EMT-*/records.json"))
+                                       .read_text()) if r.get("kind") == "expansion")
+    sampled = json.loads(next(workdir.glob("steps/task_monte_carlo_EMT-*/expansion_records.json")).read_text())
+    assert [r for r in sampled if r.get("kind") == "expansion"][0]["expansion"] == fitted["expansion"]
+
+    page = report.read_text()
+    section = page[page.index("id='phase-diagram'"):page.index("id='failures'")]
+    for text in ("Cluster expansion (cluster_expansion)", "Monte Carlo (monte_carlo)", "CV RMSE", "ECIs",
+                 "heat-capacity peak", "scratch", "EMT"):
+        assert text in section, text
+    assert len(re.findall(r"<img ", section)) >= 2  # the hull + ECI plot and the E / C / SRO vs T plot
+    assert "id='baselines'" in page and "ordered ground states" in page and "transition temperature" in page
+
+    from atomtune.report import read_results, render_report  # results.json reads back and re-renders the same section
+
+    again = render_report(read_results(workdir / "results.json"), campaign_dir / "again.html").read_text()
+    assert again[again.index("id='phase-diagram'"):again.index("id='failures'")] == section
