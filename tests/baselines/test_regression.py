@@ -105,7 +105,7 @@ def test_errors_records_give_energy_metrics_and_no_forces():
 
 def test_bad_input():
     with pytest.raises(AtomtuneError, match="unknown"):
-        RegressionSpec(features="acsf")
+        RegressionSpec(features="mbtr")
     with pytest.raises(AtomtuneError, match="needs a model"):
         RegressionSpec(features="embeddings")
     with pytest.raises(AtomtuneError, match="estimator"):

@@ -3,7 +3,9 @@
 The classic baseline a fine-tuned potential has to beat (the lectures' "descriptors + kernel / linear regression"):
 
 - **features** (one vector per structure): ``composition`` (fractions of each element of the training set),
-  ``soap`` (dscribe's SOAP power spectrum averaged over the atoms, ``average="inner"``), or
+  ``soap`` (dscribe's SOAP power spectrum averaged over the atoms, ``average="inner"``), ``acsf`` (dscribe's Behler–
+  Parrinello atom-centred symmetry functions, G2 radial and G4 angular, summed per centre element and divided by the
+  number of atoms, next to the composition fractions), or
   ``embeddings:<model>`` (a foundation model's own per-atom invariant embeddings, :meth:`Potential.embed`, averaged over
   the atoms). Averaging per-atom descriptors and regressing energy *per atom* is the usual per-atom-energy ansatz.
 - **estimators** (scikit-learn, inside a ``StandardScaler`` pipeline): ``ridge``, ``lasso``, ``knn``,
@@ -42,7 +44,7 @@ from ase.data import chemical_symbols
 from atomtune.exceptions import AtomtuneError
 
 ESTIMATORS = ("ridge", "lasso", "knn", "random_forest", "svr", "gaussian_process")
-FEATURE_KINDS = ("composition", "soap", "embeddings")
+FEATURE_KINDS = ("composition", "soap", "acsf", "embeddings")
 ENERGY_PER_ATOM = "energy_per_atom"
 MODEL_FILE = "regression.json"
 DATA_FILE = "training_data.npz"
@@ -74,16 +76,40 @@ class SoapSettings:
     sigma: float = 0.5
 
 
+@dataclass(frozen=True)
+class AcsfSettings:
+    """dscribe ACSF settings (Behler–Parrinello symmetry functions; every function has dscribe's cosine cutoff at
+    ``r_cut`` Å). ``g2_params``: radial functions exp(−η (r − R_s)²) as ``[η (Å⁻²), R_s (Å)]`` pairs (default: five
+    widths centred at 0, from the whole cutoff sphere down to the first shell); ``g4_params``: angular functions as
+    ``[η (Å⁻²), ζ, λ]`` (default: ζ 1 and 4, λ ±1, two widths). dscribe makes one G2 block per neighbour element and one
+    G4 block per neighbour-element pair."""
+
+    r_cut: float = 5.0
+    g2_params: list = field(default_factory=lambda: [[0.01, 0.0], [0.05, 0.0], [0.2, 0.0], [0.5, 0.0], [1.0, 0.0]])
+    g4_params: list = field(default_factory=lambda: [[0.01, 1.0, 1.0], [0.01, 1.0, -1.0], [0.01, 4.0, 1.0],
+                                                     [0.01, 4.0, -1.0], [0.1, 1.0, 1.0], [0.1, 1.0, -1.0]])
+
+    def __post_init__(self) -> None:
+        if self.r_cut <= 0:
+            raise AtomtuneError(f"acsf r_cut {self.r_cut}: must be positive (Å).")
+        for name, width in (("g2_params", 2), ("g4_params", 3)):
+            rows = getattr(self, name)
+            if not rows or any(not isinstance(row, (list, tuple)) or len(row) != width for row in rows):
+                raise AtomtuneError(f"acsf {name}: give a non-empty list of {width}-number lists, e.g. "
+                                    f"{AcsfSettings.__dataclass_fields__[name].default_factory()[:1]}.")
+
+
 @dataclass
 class RegressionSpec:
     """One descriptor-regression baseline.
 
-    ``features``: ``"composition"``, ``"soap"`` or ``"embeddings:<model>"`` (any ``--model`` name / directory).
+    ``features``: ``"composition"``, ``"soap"``, ``"acsf"`` or ``"embeddings:<model>"`` (any ``--model`` name /
+    directory).
     ``estimator``: one of :data:`ESTIMATORS`. ``target``: ``"energy_per_atom"`` (eV/atom) or an ``atoms.info`` key.
     ``test_fraction``: held-out part when the data carry no ``split`` info (structures with ``info["split"] == "test"``
     are the test set when present). ``cv_folds``: folds of the hyperparameter search on the training part.
     ``seed``: split, folds and random forest. ``grid``: hyperparameter grid replacing :data:`DEFAULT_GRIDS` for this
-    estimator. ``soap``: :class:`SoapSettings`. ``embedding_dtype``: precision of the backbone that makes embeddings;
+    estimator. ``soap``: :class:`SoapSettings`; ``acsf``: :class:`AcsfSettings`. ``embedding_dtype``: precision of the backbone that makes embeddings;
     ``trust_model``: the embedding model is a pickle-by-design file (a MACE ``*.model``) you trust (``--trust-model``).
     """
 
@@ -95,19 +121,22 @@ class RegressionSpec:
     seed: int = 0
     grid: dict[str, list] | None = None
     soap: SoapSettings = field(default_factory=SoapSettings)
+    acsf: AcsfSettings = field(default_factory=AcsfSettings)
     embedding_dtype: str = "float32"
     trust_model: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.soap, dict):
             self.soap = SoapSettings(**self.soap)
+        if isinstance(self.acsf, dict):
+            self.acsf = AcsfSettings(**self.acsf)
         self.check()
 
     def check(self) -> None:
         """Raise :class:`AtomtuneError` for a spec that cannot work, before any feature is computed."""
         if self.feature_kind not in FEATURE_KINDS:
             raise AtomtuneError(
-                f"features {self.features!r} unknown: use composition, soap or embeddings:<model> "
+                f"features {self.features!r} unknown: use composition, soap, acsf or embeddings:<model> "
                 f"(e.g. embeddings:chgnet-0.3.0)."
             )
         if self.feature_kind == "embeddings" and not self.feature_model:
@@ -157,6 +186,7 @@ class Featurizer:
         self.spec = spec
         self.elements = list(elements)
         self._soap = None
+        self._acsf = None
         self._potential = None
 
     def __call__(self, structures: Sequence[Atoms], progress: bool = False) -> np.ndarray:
@@ -168,6 +198,8 @@ class Featurizer:
             return np.array([self._composition(atoms) for atoms in structures], dtype=float)
         if kind == "soap":
             return self._soap_features(structures)
+        if kind == "acsf":
+            return self._acsf_features(structures)
         return self._embedding_features(structures, progress)
 
     def check_elements(self, structures: Sequence[Atoms]) -> None:
@@ -198,6 +230,31 @@ class Featurizer:
             )
         periodic = [atoms if atoms.pbc.all() else _boxed(atoms) for atoms in structures]
         return np.asarray(self._soap.create(periodic, n_jobs=1), dtype=float).reshape(len(structures), -1)
+
+    def _acsf_features(self, structures: list[Atoms]) -> np.ndarray:
+        """Per structure: the composition fractions, then for each element Z the sum of the ACSF vectors of the atoms
+        of element Z divided by the number of atoms — the features in which a per-atom energy linear in each atom's
+        ACSF (one weight vector per element) is linear in energy per atom. Averaging over all atoms instead would mix
+        centres of different elements into one vector."""
+        try:
+            from dscribe.descriptors import ACSF
+        except ImportError as error:
+            raise AtomtuneError(f"ACSF features need dscribe ({error}); install atomtune's dependencies.") from None
+        if self._acsf is None:
+            settings = self.spec.acsf
+            self._acsf = ACSF(
+                species=self.elements, r_cut=settings.r_cut, periodic=True,
+                g2_params=[list(map(float, row)) for row in settings.g2_params],
+                g4_params=[list(map(float, row)) for row in settings.g4_params],
+            )
+        rows = []
+        for atoms in structures:
+            per_atom = np.asarray(self._acsf.create(atoms if atoms.pbc.all() else _boxed(atoms), n_jobs=1), dtype=float)
+            per_atom = per_atom.reshape(len(atoms), -1)
+            symbols = np.array(atoms.get_chemical_symbols())
+            blocks = [per_atom[symbols == element].sum(axis=0) / len(atoms) for element in self.elements]
+            rows.append(np.concatenate([self._composition(atoms), *blocks]))
+        return np.array(rows, dtype=float)
 
     def _embedding_features(self, structures: list[Atoms], progress: bool) -> np.ndarray:
         from atomtune.exceptions import UnsupportedElementsError

@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
         test: Path = typer.Option(None, "--test", help="mace-scratch: test structures, scored after training"),
         data: Path = typer.Option(None, "--data", help="regression: labelled structures (info['split'] == 'test' is "
                                   "held out when present, else --test-fraction)"),
-        features: str = typer.Option(None, "--features", help="regression: composition, soap or embeddings:<model>"),
+        features: str = typer.Option(None, "--features", help="regression: composition, soap, acsf or "
+                                "embeddings:<model>"),
         estimator: list[str] = typer.Option([], "--estimator", help="regression: ridge, lasso, knn, random_forest, "
                                             "svr, gaussian_process or all; repeat"),
         target: str = typer.Option(None, "--target", help="regression: energy_per_atom or an info key"),
