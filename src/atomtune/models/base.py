@@ -17,7 +17,9 @@ A backbone subclass implements:
 - ``compute(data, forces, stress)`` → ``{"energy": (B,), "forces": (N, 3), "stress": (B, 3, 3)}`` in ASE units;
 - ``blocks()`` → named parameter blocks, input embedding first, readout last (freezing by depth counts from the end);
 - ``supported_elements``, ``cutoff``; ``atom_features(data)`` for embeddings (DIRECT sampling, UMAP);
-- ``save_weights(directory)`` and classmethod ``load_weights(directory, metadata)``.
+- ``save_weights(directory)`` and classmethod ``load_weights(directory, metadata)``;
+- optionally ``trunk(data)`` and ``readout(trunk, head)``: ``compute`` split at the readout block, so that a shallow
+  committee (one trunk, K readout heads) runs the trunk once (:class:`TrunkPass`; without them it runs K forwards).
 
 On top of the backbone's energy the base class adds a fixed per-element energy shift (``element_energy_shift``, eV per atom of
 each element): this is how E0 re-estimation moves a foundation model onto another DFT code's or functional's absolute energy
@@ -27,7 +29,7 @@ scale without touching its weights.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -56,6 +58,26 @@ class Batch:
     @property
     def num_structures(self) -> int:
         return int(self.n_atoms.shape[0])
+
+
+@dataclass
+class TrunkPass:
+    """One pass of a potential's trunk (every block but the readout, ``blocks()[-1]``) over a collated batch.
+
+    What :meth:`Potential.trunk` returns and :meth:`Potential.readout` reads: a shallow committee runs the trunk once,
+    each of its K readout heads on ``features``, and takes forces and stress of all heads from one set of gradients.
+    """
+
+    #: What the readout block reads (backbone-specific: per-atom features, the backbone's graph dict, …).
+    features: Any
+    #: ``(B,)`` eV: the part of the energy outside the readout block (a composition reference, earlier layers'
+    #: readouts), without atomtune's ``element_energy_shift``; zeros when the readout produces all of it.
+    energy: torch.Tensor
+    #: The differentiable leaves forces and stress are gradients with respect to (empty without forces and stress).
+    inputs: tuple[torch.Tensor, ...]
+    #: Gradients of energies with respect to ``inputs``, each with a leading head dimension ``(K, *input.shape)`` →
+    #: ``{"forces": (K, N, 3) eV/Å, "stress": (K, B, 3, 3) eV/Å³ ASE sign}`` (only the ones asked of ``trunk``).
+    forces_and_stress: Callable[[Sequence[torch.Tensor]], dict[str, torch.Tensor]]
 
 
 class Potential(torch.nn.Module, ABC):
@@ -139,6 +161,22 @@ class Potential(torch.nn.Module, ABC):
     def backbone_version(self) -> str:
         """Version of the backbone's package (recorded in the metadata)."""
         return ""
+
+    # -- optional: compute split at the readout block (shallow committees run the trunk once) ------------------------
+    def trunk(self, data: Any, forces: bool = True, stress: bool = True) -> TrunkPass | None:
+        """Everything of :meth:`compute` before the readout block (``blocks()[-1]``), on a collated batch; ``None``
+        (this default) where the backbone has no such split, and a shallow committee then runs K full forwards.
+
+        A backbone that returns a :class:`TrunkPass` also implements :meth:`readout`, such that for its own readout
+        block ``trunk.energy + readout(trunk, blocks()[-1][1])`` is ``compute``'s energy and the gradients of that sum
+        with respect to ``trunk.inputs``, through ``trunk.forces_and_stress``, are its forces and stress.
+        """
+        return None
+
+    def readout(self, trunk: TrunkPass, head: torch.nn.Module) -> torch.Tensor:
+        """Energies ``(B,)`` eV of readout block ``head`` (this potential's ``blocks()[-1][1]`` or a module of the
+        same structure, e.g. another committee member's) on ``trunk.features``, excluding ``trunk.energy``."""
+        raise NotImplementedError(f"{type(self).__name__} has no trunk / readout split")
 
     # -- shared machinery ------------------------------------------------------------------------------------------
     @property

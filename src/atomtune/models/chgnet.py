@@ -34,7 +34,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from atomtune.exceptions import AtomtuneError, ModelNotFoundError
-from atomtune.models.base import Potential
+from atomtune.models.base import Potential, TrunkPass
 
 #: Checkpoints that ``chgnet.model.CHGNet.load(model_name=...)`` reads from the chgnet wheel.
 CHECKPOINTS = ("0.3.0", "0.2.0", "r2scan")
@@ -205,10 +205,41 @@ class ChgnetPotential(Potential):
             batch = ChgnetGraphBatch(**{name: value.to(device) for name, value in vars(batch).items()})
         return batch
 
-    def compute(self, data: ChgnetGraphBatch, forces: bool = True, stress: bool = True) -> dict[str, torch.Tensor]:
-        """Total energies ``(B,)`` eV, forces ``(N, 3)`` eV/Å and stress ``(B, 3, 3)`` eV/Å³ (ASE sign) of a batch."""
-        # Forces are -dE/d(positions) and stress (1/V) dE/dε with CHGNet's strain convention lattice @ (1 + ε); both
-        # gradients come from one backward pass. The double-backward graph is only kept while training.
+    def trunk(self, data: ChgnetGraphBatch, forces: bool = True, stress: bool = True) -> TrunkPass:
+        """:meth:`compute` up to the readout block: atom features after the last interaction (features are
+        ``(data, atom_features)``), the AtomRef energy (outside the readout block), gradients with respect to positions
+        and strain."""
+        positions, strain, strained_positions, lattices = self._differentiable_geometry(data, forces, stress)
+        atom_features = self._atom_features(data, strained_positions, lattices)
+        dtype = atom_features.dtype
+        if self.model.composition_model is not None:
+            energy = self._reference_energy(data, dtype)
+        else:
+            energy = torch.zeros(data.num_structures, dtype=dtype, device=atom_features.device)
+        volumes = torch.linalg.det(data.lattices).abs()
+
+        def forces_and_stress(gradients):
+            output = {}
+            if forces:
+                output["forces"] = -gradients[0]
+            if stress:
+                output["stress"] = gradients[-1] / volumes[:, None, None]
+            return output
+
+        inputs = tuple(tensor for tensor, wanted in ((positions, forces), (strain, stress)) if wanted)
+        return TrunkPass(features=(data, atom_features), energy=energy, inputs=inputs,
+                         forces_and_stress=forces_and_stress)
+
+    def readout(self, trunk: TrunkPass, head: torch.nn.Module) -> torch.Tensor:
+        """Energies ``(B,)`` of a readout block shaped as ``blocks()[-1]`` (``mlp``, ``pooling``, ``readout_norm``) on
+        the trunk's atom features (the block's magmom head does not feed the energy)."""
+        data, atom_features = trunk.features
+        readout_norm = head["readout_norm"] if "readout_norm" in head else None
+        return self._readout_energy(data, atom_features, head["mlp"], head["pooling"], readout_norm)
+
+    def _differentiable_geometry(self, data: ChgnetGraphBatch, forces: bool, stress: bool):
+        """Cartesian positions and a zero strain as autograd leaves (when wanted), and the strained positions and
+        lattices the network reads (CHGNet's strain convention: lattice @ (1 + ε))."""
         positions = torch.einsum("ni,nij->nj", data.frac_coords, data.lattices[data.atom_owner])
         lattices = data.lattices
         if forces:
@@ -221,6 +252,13 @@ class ChgnetPotential(Potential):
             strained_positions = torch.einsum("ni,nij->nj", positions, deformation[data.atom_owner])
         else:
             strained_positions = positions
+        return positions, strain, strained_positions, lattices
+
+    def compute(self, data: ChgnetGraphBatch, forces: bool = True, stress: bool = True) -> dict[str, torch.Tensor]:
+        """Total energies ``(B,)`` eV, forces ``(N, 3)`` eV/Å and stress ``(B, 3, 3)`` eV/Å³ (ASE sign) of a batch."""
+        # Forces are -dE/d(positions) and stress (1/V) dE/dε with CHGNet's strain convention lattice @ (1 + ε); both
+        # gradients come from one backward pass. The double-backward graph is only kept while training.
+        positions, strain, strained_positions, lattices = self._differentiable_geometry(data, forces, stress)
         atom_features = self._atom_features(data, strained_positions, lattices)
         energy = self._energy(data, atom_features)
         output = {"energy": energy}
@@ -387,22 +425,34 @@ class ChgnetPotential(Potential):
     def _energy(self, data: ChgnetGraphBatch, atom_features: torch.Tensor) -> torch.Tensor:
         """Total energy per structure (eV): readout of the atom features plus the AtomRef composition energy."""
         model = self.model
-        if model.readout_norm is not None:
-            atom_features = model.readout_norm(atom_features)
+        energy = self._readout_energy(data, atom_features, model.mlp, model.pooling, model.readout_norm)
+        if model.composition_model is not None:
+            energy = energy + self._reference_energy(data, energy.dtype)
+        return energy
+
+    def _readout_energy(self, data: ChgnetGraphBatch, atom_features, mlp, pooling, readout_norm) -> torch.Tensor:
+        """Energy per structure (eV) of CHGNet's readout (``readout_norm``, ``mlp``, ``pooling``) on the atom features."""
+        model = self.model
+        if readout_norm is not None:
+            atom_features = readout_norm(atom_features)
         n_structures = data.num_structures
         if model.mlp_first:  # the released checkpoints: an energy per site, summed
-            site_energy = model.mlp(atom_features).view(-1)
-            energy = site_energy.new_zeros(n_structures).index_add(0, data.atom_owner, site_energy)
-        else:  # pooled crystal feature → energy per atom (intensive) or per structure
-            energy = model.mlp(model.pooling(atom_features, data.atom_owner)).view(-1)
-            if model.is_intensive:
-                energy = energy * data.n_atoms.to(energy.dtype)
-        if model.composition_model is not None:
-            # AtomRef is linear in the composition: its total is the sum of per-element references over the atoms
-            # (CHGNet averages them per atom and its calculator multiplies back by the atom count).
-            reference = model.composition_model.fc.weight.view(-1)[data.atomic_numbers - 1].to(energy.dtype)
-            energy = energy + torch.zeros_like(energy).index_add(0, data.atom_owner, reference)
+            site_energy = mlp(atom_features).view(-1)
+            return site_energy.new_zeros(n_structures).index_add(0, data.atom_owner, site_energy)
+        # pooled crystal feature → energy per atom (intensive) or per structure
+        energy = mlp(pooling(atom_features, data.atom_owner)).view(-1)
+        if model.is_intensive:
+            energy = energy * data.n_atoms.to(energy.dtype)
         return energy
+
+    def _reference_energy(self, data: ChgnetGraphBatch, dtype: torch.dtype) -> torch.Tensor:
+        """The AtomRef composition energy per structure (eV)."""
+        # AtomRef is linear in the composition: its total is the sum of per-element references over the atoms
+        # (CHGNet averages them per atom and its calculator multiplies back by the atom count).
+        reference = self.model.composition_model.fc.weight.view(-1)[data.atomic_numbers - 1].to(dtype)
+        return torch.zeros(data.num_structures, dtype=dtype, device=reference.device).index_add(
+            0, data.atom_owner, reference
+        )
 
 
 # -- CHGNet's convolutions with the first layer of each gated MLP split by input block ----------------------------------

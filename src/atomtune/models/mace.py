@@ -38,7 +38,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from atomtune.exceptions import AtomtuneError, ModelNotFoundError
-from atomtune.models.base import Potential
+from atomtune.models.base import Potential, TrunkPass
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +201,59 @@ class MacePotential(Potential):
         if stress:
             result["stress"] = output["stress"]
         return result
+
+    def trunk(self, data: dict, forces: bool = True, stress: bool = True) -> TrunkPass | None:
+        """:meth:`compute` up to the readout block (the last readout): mace's own forward with that readout's output
+        replaced by zeros (a forward hook that also keeps its inputs, the last layer's node features and node heads),
+        so the trunk's energy is E0 plus the earlier readouts (after ``scale_shift``); gradients with respect to the
+        positions and mace's symmetric displacement. None for model classes other than MACE and ScaleShiftMACE."""
+        if type(self.model).__name__ not in ("MACE", "ScaleShiftMACE"):
+            return None
+        inputs = dict(data)
+        positions = inputs["positions"] = data["positions"].detach()  # mace sets requires_grad on this leaf
+        last_readout = self.model.readouts[-1]
+        captured: dict = {}
+
+        def keep_inputs_give_zeros(module, arguments, output):
+            captured["arguments"] = arguments
+            return torch.zeros_like(output)
+
+        handle = last_readout.register_forward_hook(keep_inputs_give_zeros)
+        try:
+            # Only the displacement is requested: mace takes no gradient itself, the committee takes them per head.
+            output = self.model(inputs, training=self.training, compute_force=False, compute_displacement=stress)
+        finally:
+            handle.remove()
+        if "arguments" not in captured:
+            return None
+        node_feats, node_heads = captured["arguments"][:2]
+        displacement = output["displacement"]
+        volumes = torch.linalg.det(data["cell"].view(-1, 3, 3)).abs()
+
+        def forces_and_stress(gradients):
+            result = {}
+            if forces:
+                result["forces"] = -gradients[0]
+            if stress:
+                # mace's compute_forces_virials: dE/d(displacement) / V, with its guard against degenerate cells
+                stresses = gradients[-1] / volumes[:, None, None]
+                result["stress"] = torch.where(stresses.abs() < 1e10, stresses, torch.zeros_like(stresses))
+            return result
+
+        leaves = tuple(tensor for tensor, wanted in ((positions, forces), (displacement, stress)) if wanted)
+        features = {"node_feats": node_feats, "node_heads": node_heads, "batch": data["batch"]}
+        return TrunkPass(features=features, energy=output["energy"], inputs=leaves, forces_and_stress=forces_and_stress)
+
+    def readout(self, trunk: TrunkPass, head: torch.nn.Module) -> torch.Tensor:
+        """Energies ``(B,)`` of a last readout shaped as ``blocks()[-1]`` on the trunk's last-layer node features,
+        scaled as mace scales every readout's node energy (``scale_shift``'s scale; its shift is in the trunk)."""
+        node_feats, node_heads, batch = (trunk.features[key] for key in ("node_feats", "node_heads", "batch"))
+        node_energy = head(node_feats, node_heads)[torch.arange(len(node_heads), device=node_heads.device), node_heads]
+        scale_shift = getattr(self.model, "scale_shift", None)
+        if scale_shift is not None:
+            node_energy = scale_shift(node_energy, node_heads) - scale_shift(torch.zeros_like(node_energy), node_heads)
+        n_structures = trunk.energy.shape[0]
+        return node_energy.new_zeros(n_structures).index_add(0, batch, node_energy).to(trunk.energy.dtype)
 
     def blocks(self) -> list[tuple[str, torch.nn.Module]]:
         """Named blocks, input to output: ``node_embedding``, then ``interaction_k`` and ``product_k`` per layer, then

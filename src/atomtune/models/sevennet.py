@@ -35,7 +35,7 @@ from ase.data import chemical_symbols
 
 from atomtune.data.dataset import cell_problem
 from atomtune.exceptions import AtomtuneError, ModelNotFoundError, UnsupportedElementsError
-from atomtune.models.base import Potential
+from atomtune.models.base import Potential, TrunkPass
 
 #: Checkpoint names whose weights ship inside the sevenn wheel → the ``sevenn._const`` constant holding their path.
 SHIPPED_CHECKPOINTS = {"7net-0": "SEVENNET_0_11Jul2024", "7net-l3i5": "SEVENNET_l3i5"}
@@ -195,22 +195,53 @@ class SevennetPotential(Potential):
             return output
 
         (edge_gradient,) = torch.autograd.grad(energy.sum(), [edge_vector], create_graph=self.training)
-        source, destination = data[KEY.EDGE_IDX]
-        if forces:
-            # edge_vec = r[destination] - r[source]: -dE/dr collects +dE/d(edge) at sources, -dE/d(edge) at destinations
-            n_atoms = data[KEY.ATOMIC_NUMBERS].shape[0]
-            atom_forces = torch.zeros(n_atoms, 3, dtype=edge_gradient.dtype, device=edge_gradient.device)
-            atom_forces = atom_forces.index_add(0, source, edge_gradient).index_add(0, destination, -edge_gradient)
-            output["forces"] = atom_forces
-        if stress:
-            # σ = (1/V) Σ_edges r ⊗ dE/dr; SevenNet returns −σ in Voigt order, we keep ASE's sign as a symmetric 3×3.
-            n_structures = energy.shape[0]
-            edge_virial = edge_vector.detach()[:, :, None] * edge_gradient[:, None, :]
-            virial = torch.zeros(n_structures, 3, 3, dtype=edge_gradient.dtype, device=edge_gradient.device)
-            virial = virial.index_add(0, data[KEY.BATCH][source], edge_virial)
-            volume = data[KEY.CELL_VOLUME].to(virial.dtype).clamp_min(MINIMUM_VOLUME)
-            output["stress"] = 0.5 * (virial + virial.transpose(1, 2)) / volume[:, None, None]
+        output.update(_forces_and_stress(data, edge_vector, edge_gradient, energy.shape[0], forces, stress))
         return output
+
+    def trunk(self, data, forces: bool = True, stress: bool = True) -> TrunkPass | None:
+        """:meth:`compute` up to the readout block: the embedding and interaction modules once, on a shallow copy of
+        the batch (the features: the batch as the readout's first module reads it); gradients with respect to the
+        edge vectors. None for a model whose readout modules are not the tail of its module sequence."""
+        import sevenn._keys as KEY
+
+        last_trunk_module = self._last_trunk_module()
+        if last_trunk_module is None:
+            return None
+        data = copy.copy(data)
+        edge_vector = data[KEY.EDGE_VEC]
+        if forces or stress:
+            edge_vector = edge_vector.detach().requires_grad_(True)
+            data[KEY.EDGE_VEC] = edge_vector
+        data = self._run_modules(data, until=last_trunk_module)
+        n_structures = int(data[KEY.CELL_VOLUME].shape[0])
+        energy = torch.zeros(n_structures, dtype=self.dtype, device=edge_vector.device)
+
+        def forces_and_stress(gradients):
+            return _forces_and_stress(data, edge_vector, gradients[0], n_structures, forces, stress)
+
+        inputs = (edge_vector,) if forces or stress else ()
+        return TrunkPass(features=data, energy=energy, inputs=inputs, forces_and_stress=forces_and_stress)
+
+    def readout(self, trunk: TrunkPass, head: torch.nn.Module) -> torch.Tensor:
+        """Energies ``(B,)``: the modules of a readout block shaped as ``blocks()[-1]`` (its ModuleDict, in order;
+        sevenn's force module skipped) on a shallow copy of the trunk's batch."""
+        import sevenn._keys as KEY
+        from sevenn.nn.force_output import ForceOutput, ForceStressOutput, ForceStressOutputFromEdge
+
+        data = copy.copy(trunk.features)
+        for module in head.values():
+            if not isinstance(module, (ForceOutput, ForceStressOutput, ForceStressOutputFromEdge)):
+                data = module(data)
+        return data[KEY.PRED_TOTAL_ENERGY]
+
+    def _last_trunk_module(self) -> str | None:
+        """Name of the module after which the readout block starts, if the readout is the tail of the sequence."""
+        names = list(self.model._modules)
+        readout = set(self.blocks()[-1][1].keys())
+        tail = names[len(names) - len(readout) :]
+        if not readout or set(tail) != readout or len(names) == len(readout):
+            return None
+        return names[len(names) - len(readout) - 1]
 
     def blocks(self) -> list[tuple[str, torch.nn.Module]]:
         """``embedding``, ``interaction_0`` … ``interaction_{L-1}``, ``readout`` (holds ``rescale_atomic_energy``)."""
@@ -363,6 +394,30 @@ class SevennetPotential(Potential):
         if cached is None or cached[0] is not module:
             cached = self._convolution_plans[name] = (module, EdgeTensorProductConvolution.for_module(module))
         return cached[1]
+
+
+def _forces_and_stress(data, edge_vector, edge_gradient, n_structures: int, forces: bool, stress: bool) -> dict:
+    """Forces ``(…, N, 3)`` and ASE-sign stress ``(…, B, 3, 3)`` from dE/d(edge vectors) ``(…, E, 3)`` (leading
+    dimensions, e.g. a committee's heads, are kept)."""
+    import sevenn._keys as KEY
+
+    source, destination = data[KEY.EDGE_IDX]
+    leading = edge_gradient.shape[:-2]
+    output = {}
+    if forces:
+        # edge_vec = r[destination] - r[source]: -dE/dr collects +dE/d(edge) at sources, -dE/d(edge) at destinations
+        n_atoms = data[KEY.ATOMIC_NUMBERS].shape[0]
+        atom_forces = torch.zeros(*leading, n_atoms, 3, dtype=edge_gradient.dtype, device=edge_gradient.device)
+        atom_forces = atom_forces.index_add(-2, source, edge_gradient).index_add(-2, destination, -edge_gradient)
+        output["forces"] = atom_forces
+    if stress:
+        # σ = (1/V) Σ_edges r ⊗ dE/dr; SevenNet returns −σ in Voigt order, we keep ASE's sign as a symmetric 3×3.
+        edge_virial = edge_vector.detach()[:, :, None] * edge_gradient[..., None, :]
+        virial = torch.zeros(*leading, n_structures, 3, 3, dtype=edge_gradient.dtype, device=edge_gradient.device)
+        virial = virial.index_add(-3, data[KEY.BATCH][source], edge_virial)
+        volume = data[KEY.CELL_VOLUME].to(virial.dtype).clamp_min(MINIMUM_VOLUME)
+        output["stress"] = 0.5 * (virial + virial.transpose(-1, -2)) / volume[:, None, None]
+    return output
 
 
 class EdgeTensorProductConvolution:

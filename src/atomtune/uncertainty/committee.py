@@ -12,9 +12,10 @@ Two kinds:
 - ``full``: K members fine-tuned from one foundation model with different seeds and bootstrap resamples, sharing one E0
   re-estimation (a spread of absolute energies is only meaningful when every member sits on the same E0 scale);
 - ``shallow``: the members share every weight except the readout block (``Potential.blocks()[-1]``): one trunk, K heads.
-  On disk that is one model plus K small head files. Inference still runs K forwards (the generic Potential protocol has
-  no place to run the trunk once and K readouts after it), so its saving is training time and disk, not predict time;
-  ``benchmarks/bench_active_learning.py`` measures it.
+  On disk that is one model plus K small head files. For a backbone that splits its compute at the readout
+  (:meth:`Potential.trunk` / :meth:`Potential.readout`: CHGNet, SevenNet, MACE) inference runs the trunk once, the K
+  heads on its output, and the K heads' forces and stress in one backward vmapped over the heads; other backbones run
+  K forwards. ``benchmarks/bench_active_learning.py`` (``cost``) measures both against a single model.
 
 Saved layout (no pickles: ``atomtune.json`` plus each member's own atomtune save, heads as plain tensor files loaded with
 ``torch.load(weights_only=True)``)::
@@ -27,6 +28,7 @@ Saved layout (no pickles: ``atomtune.json`` plus each member's own atomtune save
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,8 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from atomtune.exceptions import AtomtuneError
 from atomtune.models.base import Batch, Potential, PotentialCalculator
+
+logger = logging.getLogger(__name__)
 
 KINDS = ("full", "shallow")
 #: The quantities a committee reports a spread for (and calibrates α for).
@@ -113,7 +117,10 @@ class CommitteePotential(Potential):
         return self.members[0].cutoff
 
     def atom_features(self, data: Any) -> torch.Tensor:
-        """The members' embeddings averaged (for DIRECT / FPS selection in the committee's view)."""
+        """The members' embeddings averaged (for DIRECT / FPS selection in the committee's view); one member's when
+        they share a trunk (shallow: the embeddings come before the readout)."""
+        if self.kind == "shallow" and self._members_share_trunk():
+            return self.members[0].atom_features(data)
         return torch.stack([member.atom_features(data) for member in self.members]).mean(dim=0)
 
     def backbone_version(self) -> str:
@@ -123,23 +130,113 @@ class CommitteePotential(Potential):
     def forward(self, batch: Batch, forces: bool = True, stress: bool = True) -> dict[str, torch.Tensor]:
         """Mean ``energy`` (B,), ``forces`` (N, 3), ``stress`` (B, 3, 3) and raw spreads ``energy_std`` (B,) eV,
         ``forces_std`` (N,) eV/Å, ``stress_std`` (B, 3, 3) eV/Å³ (sample std, K − 1), plus the members' own
-        ``energy_members`` (K, B) and ``forces_members`` (K, N, 3). Spreads here are *not* calibrated; predict is."""
-        outputs = [member.forward(_fresh(batch), forces=forces, stress=stress) for member in self.members]
+        ``energy_members`` (K, B) and ``forces_members`` (K, N, 3). Spreads here are *not* calibrated; predict is.
+
+        A shallow committee in eval mode whose members do share one trunk runs it once (:meth:`Potential.trunk`) and
+        its K heads on the trunk's output; otherwise (full committees, training mode, a backbone without the split)
+        every member runs its own forward. Both give the same numbers (tests/uncertainty/test_shallow_trunk.py)."""
+        outputs = self._heads_on_one_trunk(batch, forces, stress) if self._runs_trunk_once() else None
+        if outputs is None:
+            per_member = [member.forward(_fresh(batch), forces=forces, stress=stress) for member in self.members]
+            outputs = {key: torch.stack([o[key] for o in per_member]) for key in per_member[0]}
         result: dict[str, torch.Tensor] = {}
-        energies = torch.stack([o["energy"] for o in outputs])
+        energies = outputs["energy"]
         result["energy"] = energies.mean(dim=0)
         result["energy_std"] = energies.std(dim=0, unbiased=True)
         result["energy_members"] = energies
         if forces:
-            member_forces = torch.stack([o["forces"] for o in outputs])
+            member_forces = outputs["forces"]
             result["forces"] = member_forces.mean(dim=0)
             result["forces_std"] = member_forces.var(dim=0, unbiased=True).mean(dim=-1).sqrt()
             result["forces_members"] = member_forces
         if stress:
-            stresses = torch.stack([o["stress"] for o in outputs])
+            stresses = outputs["stress"]
             result["stress"] = stresses.mean(dim=0)
             result["stress_std"] = stresses.std(dim=0, unbiased=True)
         return result
+
+    #: How a shallow committee takes its K heads' forces and stress from the one trunk: ``"batched"`` (one vmapped
+    #: backward over the K head energies, ``autograd.grad(is_grads_batched=True)``) or ``"loop"`` (K backwards through
+    #: the kept graph). Batched falls back to the loop, for this committee, where a backbone's backward cannot be
+    #: vmapped. Measured in benchmarks/bench_active_learning.py (cost).
+    head_gradients: str = "batched"
+
+    def _runs_trunk_once(self) -> bool:
+        return self.kind == "shallow" and not self.training and self._members_share_trunk()
+
+    def _heads_on_one_trunk(self, batch: Batch, forces: bool, stress: bool) -> dict[str, torch.Tensor] | None:
+        """The members' energies (K, B), forces (K, N, 3), stress (K, B, 3, 3) from one trunk pass and K readout heads;
+        None where the backbone has no trunk / readout split."""
+        first = self.members[0]
+        trunk = first.trunk(_fresh(batch).data, forces=forces, stress=stress)
+        if trunk is None:
+            return None
+        energies = torch.stack(
+            [trunk.energy + first.readout(trunk, head) + _shift(member, batch, trunk.energy.dtype)
+             for member, head in zip(self.members, self._heads)]
+        )
+        outputs = {"energy": energies}
+        if trunk.inputs:
+            outputs.update(trunk.forces_and_stress(self._gradients_per_head(energies, trunk.inputs)))
+        return outputs
+
+    def _gradients_per_head(self, energies: torch.Tensor, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """d(Σ_b energies[k, b]) / d input for every head k: a list over inputs of ``(K, *input.shape)``."""
+        size = energies.shape[0]
+        create_graph = torch.is_grad_enabled() and self.training
+        gradients = None
+        if self.head_gradients == "batched":
+            # One backward vmapped over the K cotangents e_k ⊗ 1_B (row k of the identity, over all structures).
+            cotangents = torch.eye(size, dtype=energies.dtype, device=energies.device)[:, :, None]
+            try:
+                gradients = torch.autograd.grad(
+                    energies, list(inputs), grad_outputs=cotangents.expand(size, *energies.shape),
+                    is_grads_batched=True, retain_graph=True, create_graph=create_graph, allow_unused=True,
+                )
+            except RuntimeError as error:  # an op of this backbone's backward without a vmap rule
+                logger.info("%s: batched head gradients failed (%s); one backward per head from now on",
+                            self.name, str(error).splitlines()[0][:200])
+                self.head_gradients = "loop"
+        if gradients is None:
+            per_head = [
+                torch.autograd.grad(energies[k].sum(), list(inputs), retain_graph=k < size - 1 or create_graph,
+                                    create_graph=create_graph, allow_unused=True)
+                for k in range(size)
+            ]
+            gradients = [
+                None if per_head[0][i] is None else torch.stack([g[i] for g in per_head]) for i in range(len(inputs))
+            ]
+        return [
+            torch.zeros(size, *tensor.shape, dtype=tensor.dtype, device=tensor.device) if gradient is None else gradient
+            for gradient, tensor in zip(gradients, inputs)
+        ]
+
+    def _apply(self, fn, *args, **kwargs):
+        self._trunk_tensors = None  # .to() / .double() replace buffers: list the trunk's tensors again
+        return super()._apply(fn, *args, **kwargs)
+
+    def _members_share_trunk(self) -> bool:
+        """Whether every member's weights outside its readout block equal member 0's (what makes one trunk pass
+        exact). The tensors are listed once; they are compared again only after one of them changed (data pointer or
+        in-place version counter: an optimiser step, ``load_state_dict``), so a forward pays ~nothing. Swapping a
+        member's modules after the committee is built (wrapping layers) is not seen: build the committee after."""
+        if getattr(self, "_trunk_tensors", None) is None:
+            self._trunk_tensors = [_trunk_tensors(member) for member in self.members]
+            self._heads = [readout_block(member) for member in self.members]
+            self._trunk_check = (None, False)
+        trunks = self._trunk_tensors
+        key = tuple((t.data_ptr(), t._version) for tensors in trunks for t in tensors)
+        if self._trunk_check[0] != key:
+            shared = all(
+                len(tensors) == len(trunks[0]) and all(
+                    a.shape == b.shape and torch.equal(a, b) for a, b in zip(tensors, trunks[0])
+                )
+                for tensors in trunks[1:]
+            )
+            if not shared:
+                logger.info("%s: members differ outside their readout blocks; running K forwards", self.name)
+            self._trunk_check = (key, shared)
+        return self._trunk_check[1]
 
     def predict(
         self,
@@ -357,6 +454,23 @@ def _e0_difference(first: Potential, other: Potential, tolerance: float = 1e-6) 
             if abs(a.get(symbol, 0.0) - b.get(symbol, 0.0)) > tolerance:
                 return f"{symbol}: {a.get(symbol, 0.0):+.6f} vs {b.get(symbol, 0.0):+.6f} eV/atom"
     return ""
+
+
+def _trunk_tensors(member: Potential) -> list[torch.Tensor]:
+    """A member's parameters and buffers outside its readout block, in state-dict order; atomtune's own
+    ``element_energy_shift`` is left out (each member's is added to its own energy, on either path)."""
+    readout = {id(t) for t in readout_block(member).state_dict(keep_vars=True).values()}
+    return [
+        tensor for name, tensor in member.state_dict(keep_vars=True).items()
+        if id(tensor) not in readout and name != "element_energy_shift"
+    ]
+
+
+def _shift(member: Potential, batch: Batch, dtype: torch.dtype) -> torch.Tensor:
+    """A member's ``element_energy_shift`` summed per structure ``(B,)`` eV, as :meth:`Potential.forward` adds it."""
+    shift = member.element_energy_shift[batch.numbers]
+    per_structure = torch.zeros(batch.num_structures, dtype=shift.dtype, device=shift.device)
+    return per_structure.index_add(0, batch.structure_index, shift).to(dtype)
 
 
 def _fresh(batch: Batch) -> Batch:
