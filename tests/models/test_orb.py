@@ -1,0 +1,178 @@
+"""ORB in its own environment, offline: a small ORB v3 conservative model built by orb-models' own architecture function
+and trained with ORB's own loss (tests/orb_tiny.py), saved as ORB saves checkpoints, loads through the same path as a
+downloaded checkpoint (``pretrained.load_model``), agrees with ORB's own ASE calculator, is used from the main
+environment through the worker with the same numbers, and fine-tunes through the one Trainer with every strategy.
+
+Needs the orb environment (``atomtune env build orb``). All tests here are slow: every call into the environment starts a
+Python with torch and orb-models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from atomtune.envs import build
+
+pytestmark = pytest.mark.slow
+TESTS = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def orb_python() -> str:
+    if not build.is_ready("orb"):
+        pytest.skip("the orb environment is not built: `atomtune env build orb`")
+    return str(build.environment_python("orb"))
+
+
+@pytest.fixture(scope="session")
+def tiny_orb(orb_python, pytestconfig) -> tuple[Path, Path]:
+    """(architecture JSON, ORB checkpoint) of the small model, built once per helper source and environment spec."""
+    key = hashlib.sha256(
+        (TESTS / "orb_tiny.py").read_bytes() + build.family_spec("orb").fingerprint().encode()
+    ).hexdigest()[:12]
+    directory = Path(pytestconfig.cache.mkdir(f"orb-tiny-{key}"))
+    architecture, checkpoint = directory / "tiny-architecture.json", directory / "tiny.ckpt"
+    if not checkpoint.is_file():
+        environment = dict(os.environ, OMP_NUM_THREADS="1")
+        subprocess.run([orb_python, str(TESTS / "orb_tiny.py"), str(directory)], check=True, timeout=900, env=environment)
+    return architecture, checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tiny_orb) -> str:
+    architecture, checkpoint = tiny_orb
+    return f"orb:{architecture}@{checkpoint}"
+
+
+@pytest.fixture(scope="session")
+def in_environment_result(orb_python, tiny_orb) -> dict:
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    environment.pop("PYTHONPATH", None)
+    completed = subprocess.run(
+        [orb_python, str(TESTS / "models" / "orb_agreement.py"), *map(str, tiny_orb)],
+        capture_output=True, text=True, timeout=900, env=environment, check=False,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, completed.stdout[-2000:] + completed.stderr[-4000:]
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def test_adapter_agrees_with_orbs_own_calculator(in_environment_result):
+    result = in_environment_result
+    assert result["energy_error_ev_per_atom"] <= 1e-5
+    assert result["force_error_ev_per_a"] <= 1e-4
+    assert result["stress_error_ev_per_a3"] <= 1e-5
+    # ASE's finite differences: forces are −dE/dr and stress (1/V) dE/dε with ASE's sign, in eV/Å and eV/Å³
+    assert result["numerical_force_error_ev_per_a"] <= 1e-5
+    assert result["numerical_stress_error_ev_per_a3"] <= 1e-6
+    assert result["float32_energy_error_ev_per_atom"] <= 1e-5
+    assert result["blocks"] == ["embedding", "interaction_0", "interaction_1", "readout"]
+    assert result["all_parameters_in_blocks"]
+    assert result["reload_identical"]
+
+
+def test_main_environment_uses_the_same_model_through_the_worker(tiny_spec, in_environment_result):
+    from mace_tiny import emt_training_structures
+
+    from atomtune.envs.worker import WorkerModel
+    from atomtune.models.registry import load_potential
+
+    structures = emt_training_structures(count=8, seed=21)
+    model = load_potential(tiny_spec)
+    assert isinstance(model, WorkerModel) and model.family == "orb"
+    assert model.supported_elements == {"Ni", "Cu", "Al"} and model.cutoff == 6.0
+    predicted = model.predict(structures, batch_size=3)
+    assert [record["energy"] for record in predicted] == in_environment_result["energies"]  # bit for bit
+    with model:
+        atoms = structures[0].copy()
+        atoms.calc = model  # step by step over the i-PI socket
+        assert abs(atoms.get_potential_energy() - predicted[0]["energy"]) < 1e-8
+        np.testing.assert_allclose(atoms.get_forces(), predicted[0]["forces"], atol=1e-8)
+
+
+def test_public_names_route_to_the_orb_environment_and_unknown_ones_get_did_you_mean():
+    from atomtune.envs.worker import WorkerModel, run_unit
+    from atomtune.exceptions import AtomtuneError, ModelNotFoundError
+    from atomtune.models.registry import load_potential
+
+    if not build.is_ready("orb"):
+        pytest.skip("the orb environment is not built: `atomtune env build orb`")
+    model = load_potential("orb-v3-conservative-inf-omat")  # nothing downloads until the model is used
+    assert isinstance(model, WorkerModel) and model.family == "orb"
+    with pytest.raises(ModelNotFoundError, match="Did you mean orb:orb-v3-conservative-inf-omat"):
+        run_unit("describe", family="orb", model="orb:orb-v3-conservative-inf-omt")
+    with pytest.raises(AtomtuneError, match="direct ORB model.*conservative models only"):
+        run_unit("describe", family="orb", model="orb:orb-v2")
+
+
+def test_untrusted_pickle_and_wrong_family_files_are_refused_with_their_own_errors(tiny_orb, tmp_path):
+    import torch
+
+    from atomtune.envs.worker import run_unit
+    from atomtune.exceptions import ModelNotFoundError
+    from atomtune.loading import UnsafeFileError
+
+    architecture, checkpoint = tiny_orb
+    state = torch.load(checkpoint, weights_only=True)
+    pickled = tmp_path / "pickled.ckpt"  # a training checkpoint that carries a Python object besides the weights
+    torch.save({"state_dict": state, "arguments": argparse.Namespace(lr=1e-3)}, pickled)
+    with pytest.raises(UnsafeFileError, match="trust-model"):
+        run_unit("describe", family="orb", model=f"orb:{architecture}@{pickled}")
+    trusted = run_unit("predict", family="orb", model=f"orb:{architecture}@{pickled}", trust=True,
+                       structures=_one_structure())
+    plain = run_unit("predict", family="orb", model=f"orb:{architecture}@{checkpoint}", structures=_one_structure())
+    assert trusted[0]["energy"] == plain[0]["energy"]
+
+    other_family = tmp_path / "other.ckpt"  # tensors only, but not an ORB model's
+    torch.save({"interaction.linear.weight": torch.zeros(4, 4)}, other_family)
+    with pytest.raises(ModelNotFoundError, match="not an ORB checkpoint of this architecture"):
+        run_unit("describe", family="orb", model=f"orb:{architecture}@{other_family}")
+    with pytest.raises(ModelNotFoundError, match="holds weights only; name its architecture"):
+        run_unit("describe", family="orb", model=f"orb:{checkpoint}")
+
+
+def _one_structure():
+    from mace_tiny import emt_training_structures
+
+    return emt_training_structures(count=1, seed=2)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"strategy": "full"},
+        {"strategy": "freeze", "freeze_depth": 1, "e0": True},
+        {"strategy": "lora", "lora_rank": 4},
+    ],
+    ids=["full", "freeze+e0", "lora"],
+)
+def test_finetune_runs_in_the_environment_through_the_one_trainer(tiny_spec, spec, tmp_path):
+    from mace_tiny import emt_training_structures
+
+    from atomtune.envs.worker import WorkerModel, run_unit
+    from atomtune.models.registry import load_potential
+
+    structures = emt_training_structures(count=10, seed=5)
+    out = tmp_path / f"ft-{spec['strategy']}"
+    result = run_unit(
+        "finetune", family="orb", model=tiny_spec, train=structures[:7], valid=structures[7:], out=str(out),
+        spec={**spec, "epochs": 2},
+    )
+    assert Path(result["out"]) == out and result["history"][-1]["epoch"] == 2  # epoch 0: the model before training
+    saved = json.loads((out / "atomtune.json").read_text())
+    assert saved["backbone"] == "orb" and saved["weights"]["architecture"]["builder"] == "orb_v3_conservative_architecture"
+    if spec.get("e0"):
+        assert set(saved["element_energy_shift"]) <= {"Ni", "Cu", "Al"} and saved["element_energy_shift"]
+    tuned = load_potential(str(out))  # a saved ORB directory, seen from the main environment
+    assert isinstance(tuned, WorkerModel)
+    before = load_potential(tiny_spec).predict(structures[7:])
+    after = tuned.predict(structures[7:])
+    assert all(a["energy"] != b["energy"] for a, b in zip(before, after))
