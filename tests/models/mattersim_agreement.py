@@ -1,8 +1,9 @@
 """Run inside the mattersim environment by tests/models/test_mattersim.py: the MatterSim adapter, loaded through atomtune's
 registry exactly like a downloaded checkpoint, against mattersim's own ASE calculator (``MatterSimCalculator``) on mixed
 Ni/Cu/Al cells; the stress against mattersim's own ``Potential.forward``, which reports GPa; the blocks cover every
-parameter; a saved model reloads with the same numbers; a public checkpoint name resolves to mattersim's own cache file
-(the tiny model copied there under a scratch HOME: the cache layout, not MatterSim-v1). Prints one JSON line."""
+parameter; a saved model reloads with the same numbers; bad files are refused with their own errors; a public checkpoint
+name resolves to mattersim's own cache file (the tiny model copied there under a scratch HOME: the cache layout, not
+MatterSim-v1). Prints one JSON line."""
 
 from __future__ import annotations
 
@@ -29,6 +30,41 @@ def mixed_cells():
     large.set_chemical_symbols(rng.choice(["Ni", "Cu", "Al"], size=len(large)))
     large.rattle(0.05, seed=5)
     return structures + [large]
+
+
+def refusals(checkpoint: str) -> dict:
+    """How the adapter answers bad files (the worker carries these errors to the main process unchanged; the test there
+    checks that for two of them): ``{case: [error class, message]}``, or ``["loaded", energy]`` when it loads."""
+    import argparse
+
+    import torch
+    from ase.build import bulk
+
+    from atomtune.models.registry import load_potential
+
+    answers = {}
+    with tempfile.TemporaryDirectory() as directory:
+        directory = Path(directory)
+        content = torch.load(checkpoint, weights_only=True)
+        content["args"] = argparse.Namespace(lr=1e-3)  # a pickled Python object, as training scripts often keep
+        torch.save(content, directory / "with-namespace.pth")
+        # tensors only, but no M3Gnet inside: another backbone's checkpoint
+        torch.save({"model_state_dict": {"w": torch.zeros(2)}, "config": {"cutoff": 5.0}}, directory / "other.pth")
+        (directory / "garbage.pth").write_bytes(b"not a torch file at all")
+        cases = {
+            "untrusted_pickle": ("with-namespace.pth", False),
+            "trusted_pickle": ("with-namespace.pth", True),
+            "other_family": ("other.pth", False),
+            "garbage": ("garbage.pth", False),
+            "missing": ("missing.pth", False),
+        }
+        for case, (name, trust) in cases.items():
+            try:
+                potential = load_potential(f"mattersim:{directory / name}", trust=trust)
+                answers[case] = ["loaded", potential.predict([bulk("Ni", "fcc", a=3.52, cubic=True)])[0]["energy"]]
+            except Exception as error:  # noqa: BLE001 — the answer is the error
+                answers[case] = [type(error).__name__, str(error)]
+    return answers
 
 
 def main(checkpoint: str) -> dict:
@@ -77,17 +113,21 @@ def main(checkpoint: str) -> dict:
             available_before = MattersimPotential.checkpoint_available("mattersim-v1.0.0-1m")
             cached.parent.mkdir(parents=True)
             shutil.copyfile(checkpoint, cached)
+            shutil.copyfile(checkpoint, public_checkpoint_file("mattersim-v1.0.0-5m"))
             by_name = load_potential("mattersim:mattersim-v1.0.0-1m").predict(structures[:2])
+            by_bare_name = load_potential("mattersim-v1.0.0-5m").predict(structures[:2])  # routed by the family's spec
             cache = {
                 "path_relative_to_home": str(cached.relative_to(home)),
                 "available_before": available_before,
                 "available_after": MattersimPotential.checkpoint_available("mattersim-v1.0.0-1m"),
-                "same_numbers": all(a["energy"] == b["energy"] for a, b in zip(by_name, predicted[:2])),
+                "same_numbers": all(a["energy"] == b["energy"] == c["energy"]
+                                    for a, b, c in zip(by_name, by_bare_name, predicted[:2])),
             }
         finally:
             if previous is not None:
                 os.environ["HOME"] = previous
     return {
+        "refusals": refusals(checkpoint),
         "energy_error_ev_per_atom": energy_error,
         "force_error_ev_per_a": force_error,
         "stress_error_ev_per_a3": stress_error,
