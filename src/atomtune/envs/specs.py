@@ -155,6 +155,7 @@ SPECS: dict[str, EnvironmentSpec] = {
             ),
         ),
         imports=("fairchem.core",),
+        adapter="atomtune.models.uma:UmaPotential",
         checkpoints=(
             FamilyCheckpoint(
                 "uma-s-1p1", "Hugging Face facebook/UMA (fairchem's pretrained_mlip)",
@@ -209,8 +210,11 @@ SPECS: dict[str, EnvironmentSpec] = {
             Pin("pymatgen", "mattersim's structure conversion"),
             Pin("loguru", "mattersim's logging"),
             Pin("deprecated", "mattersim imports it"),
-            Pin("azure-storage-blob", "mattersim's checkpoint downloader"),
-            Pin("azure-identity", "mattersim's checkpoint downloader"),
+            Pin(
+                "requests",
+                "mattersim's checkpoint download (utils/download_utils.py, from raw.githubusercontent.com). The "
+                "azure-storage-blob / azure-identity that 1.2.3 declares are imported nowhere in it, so left out",
+            ),
         ),
         imports=("mattersim.forcefield",),
         adapter="atomtune.models.mattersim:MattersimPotential",

@@ -26,6 +26,7 @@ BACKBONES: dict[str, str] = {
     "mace": "atomtune.models.mace:MacePotential",
     "sevennet-mf": "atomtune.models.sevennet_mf:SevennetMultiFidelityPotential",
     "nequip": "atomtune.models.nequip:NequipPotential",  # imported only inside the nequip environment
+    "uma": "atomtune.models.uma:UmaPotential",  # imported only inside the uma environment
     "pet": "atomtune.models.pet:PetPotential",  # imported only inside the pet environment
     "mattersim": "atomtune.models.mattersim:MattersimPotential",  # imported only inside the mattersim environment
     "orb": "atomtune.models.orb:OrbPotential",  # imported only inside the orb environment

@@ -1,0 +1,118 @@
+"""Run inside the uma environment by tests/models/test_uma.py: the UMA adapter, loaded through atomtune's registry exactly
+like a downloaded checkpoint, against fairchem's own ASE calculator (FAIRChemCalculator on fairchem's predict unit) on
+mixed Ni/Cu/Al cells and a non-periodic cluster, for the omat and omol tasks; the blocks cover every parameter; a saved
+model reloads with the same numbers; LoRA keeps the model rotation-equivariant. Prints one JSON line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def mixed_structures():
+    from ase.build import bulk
+    from mace_tiny import emt_training_structures
+
+    structures = emt_training_structures(count=8, seed=21)
+    cluster = bulk("Cu", "fcc", a=3.61, cubic=True)
+    cluster.numbers[[1, 3]] = [28, 13]
+    cluster.pbc = False
+    cluster.cell[:] = 0.0
+    cluster.rattle(0.05, seed=2)
+    return structures, cluster
+
+
+def compare(potential, calculator, structures, cluster) -> dict:
+    predicted = potential.predict(structures, batch_size=3)
+    energy_error, force_error, stress_error = 0.0, 0.0, 0.0
+    for atoms, record in zip(structures, predicted):
+        atoms = atoms.copy()
+        atoms.calc = calculator
+        energy_error = max(energy_error, abs(atoms.get_potential_energy() - record["energy"]) / len(atoms))
+        force_error = max(force_error, float(np.abs(atoms.get_forces() - record["forces"]).max()))
+        stress_error = max(stress_error, float(np.abs(atoms.get_stress(voigt=False) - record["stress"]).max()))
+    (record,) = potential.predict([cluster], stress=False)
+    atoms = cluster.copy()
+    atoms.calc = calculator
+    energy_error = max(energy_error, abs(atoms.get_potential_energy() - record["energy"]) / len(atoms))
+    force_error = max(force_error, float(np.abs(atoms.get_forces() - record["forces"]).max()))
+    return {"energy_error_ev_per_atom": energy_error, "force_error_ev_per_a": force_error,
+            "stress_error_ev_per_a3": stress_error, "energies": [r["energy"] for r in predicted]}
+
+
+def rotation_error(potential, atoms) -> tuple[float, float]:
+    """Max |ΔE| per atom and |ΔF| (eV/Å) between a structure and its rigid rotation, forces rotated back."""
+    from scipy.spatial.transform import Rotation
+
+    rotation = Rotation.from_euler("xyz", [0.3, -1.1, 0.7]).as_matrix()
+    rotated = atoms.copy()
+    rotated.positions = atoms.positions @ rotation.T
+    rotated.cell[:] = np.asarray(atoms.cell) @ rotation.T
+    first, second = potential.predict([atoms, rotated], batch_size=1, stress=False)
+    energy = abs(first["energy"] - second["energy"]) / len(atoms)
+    forces = float(np.abs(first["forces"] @ rotation.T - second["forces"]).max())
+    return energy, forces
+
+
+def main(checkpoint: str) -> dict:
+    import torch
+    from fairchem.core import FAIRChemCalculator
+    from fairchem.core.units.mlip_unit import load_predict_unit
+
+    from atomtune.finetune.strategies.lora import LoRA
+    from atomtune.models.registry import load_potential
+
+    structures, cluster = mixed_structures()
+    result = {}
+    for task in ("omat", "omol"):
+        potential = load_potential(f"uma:{checkpoint}:{task}", trust=True)
+        # fairchem's own path: its predict unit ("batch": experts not merged, as for mixed compositions) and calculator
+        calculator = FAIRChemCalculator(
+            load_predict_unit(checkpoint, inference_settings="batch", device="cpu"), task_name=task
+        )
+        result[task] = compare(potential, calculator, structures, cluster)
+    # fairchem's default settings (on CPU: experts merged on the first structure's composition, then compiled) is the
+    # calculator a user gets from FAIRChemCalculator.from_model_checkpoint; compared on one structure only, because a
+    # merged model is valid for one composition.
+    default = FAIRChemCalculator(load_predict_unit(checkpoint, device="cpu"), task_name="omat")
+    potential = load_potential(f"uma:{checkpoint}", trust=True)
+    atoms = structures[0].copy()
+    atoms.calc = default
+    (record,) = potential.predict([structures[0]])
+    result["default_settings_energy_error_ev_per_atom"] = abs(atoms.get_potential_energy() - record["energy"]) / len(atoms)
+    result["default_settings_force_error_ev_per_a"] = float(np.abs(atoms.get_forces() - record["forces"]).max())
+
+    block_parameters = sum(p.numel() for _, block in potential.blocks() for p in block.parameters())
+    result["blocks"] = [name for name, _ in potential.blocks()]
+    result["all_parameters_in_blocks"] = block_parameters == sum(p.numel() for p in potential.parameters())
+    predicted = potential.predict(structures, batch_size=3)
+    with tempfile.TemporaryDirectory() as directory:
+        potential.save(directory)
+        reloaded = load_potential(directory).predict(structures, batch_size=3)  # JSON + tensors: no trust needed
+    result["reload_identical"] = all(a["energy"] == b["energy"] for a, b in zip(predicted, reloaded))
+    result["reload_max_force_difference"] = max(
+        float(np.abs(a["forces"] - b["forces"]).max()) for a, b in zip(predicted, reloaded)
+    )
+
+    lora = LoRA(rank=2, seed=1)
+    lora.select(potential)
+    result["lora_layers"] = len(lora.adapted_layers(potential))
+    with torch.no_grad():  # a non-zero update, so that the check sees LoRA's weights
+        for name, parameter in potential.named_parameters():
+            if parameter.requires_grad and name.endswith("right"):
+                parameter.normal_(0.0, 0.1)
+    result["lora_changes_energy"] = potential.predict([structures[3]])[0]["energy"] != predicted[3]["energy"]
+    base = load_potential(f"uma:{checkpoint}", trust=True)
+    result["rotation_error_base"] = rotation_error(base, structures[3])
+    result["rotation_error_lora"] = rotation_error(potential, structures[3])
+    return result
+
+
+if __name__ == "__main__":
+    print("RESULT " + json.dumps(main(sys.argv[1])))
