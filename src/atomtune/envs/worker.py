@@ -112,7 +112,8 @@ def task_unit(task: str, model: str, structures: list[dict], settings: dict | No
 
 
 def finetune_unit(model: str, train: list[dict], valid: list[dict], out: str, spec: dict | None = None,
-                  trust: bool = False, threads: int = 1) -> dict:
+                  trust: bool = False, threads: int = 1, device: str = "cpu", resume: bool = False,
+                  general: list[dict] | None = None) -> dict:
     """``FinetuneSpec(**spec).fit`` in the worker (the one Trainer, every strategy); the fine-tuned model is saved in
     ``out`` (a directory the main process loads like any other model). Returns the metrics record and history."""
     from atomtune.finetune.spec import FinetuneSpec
@@ -120,9 +121,33 @@ def finetune_unit(model: str, train: list[dict], valid: list[dict], out: str, sp
 
     configure_threads(threads)
     result = FinetuneSpec(**(spec or {})).fit(
-        model, decode_structures(train), decode_structures(valid), out, progress=False, trust=trust
+        model, decode_structures(train), decode_structures(valid), out, progress=False, trust=trust, device=device,
+        resume=resume, general=decode_structures(general) if general is not None else None,
     )
     return {"out": str(result.out or out), "metrics": result.metrics, "history": result.history}
+
+
+def fit_in_environment(spec, model: str, train, valid, out, device: str = "cpu", resume: bool = False, general=None,
+                       trust: bool = False):
+    """``FinetuneSpec.fit`` of a model whose family lives in another environment, run there as a finetune unit (so
+    ``atomtune finetune --model pet-mad`` works from the main environment); the result is a
+    :class:`~atomtune.finetune.loop.FitResult` whose potential is the saved model seen from here. None when ``model``
+    is not such a model, or this process already runs in its family's environment."""
+    import torch
+
+    route = environment_route(str(model))
+    if route is None or os.environ.get(FAMILY_VARIABLE) == route[0] or _inside(route[0]):
+        return None
+    from atomtune.finetune.loop import FitResult
+    from atomtune.models.registry import load_potential
+
+    answer = run_unit(
+        "finetune", family=route[0], model=str(model), train=list(train), valid=list(valid), out=str(out),
+        spec=spec.model_dump(mode="json"), trust=trust, threads=torch.get_num_threads(), device=device, resume=resume,
+        general=list(general) if general is not None else None,
+    )
+    return FitResult(potential=load_potential(answer["out"], trust=trust), history=answer["history"],
+                     metrics=answer["metrics"], out=Path(answer["out"]))
 
 
 def describe_unit(model: str, trust: bool = False) -> dict:
@@ -206,8 +231,8 @@ def run_unit(unit: str, family: str | None = None, timeout: float | None = None,
         raise AtomtuneError(f"unknown worker unit {unit!r}; units: {', '.join(UNITS)}")
     python = worker_python(family)
     arguments = dict(arguments)
-    for key in ("structures", "train", "valid"):
-        if key in arguments:
+    for key in ("structures", "train", "valid", "general"):
+        if arguments.get(key) is not None:
             arguments[key] = encode_structures(arguments[key])
     if is_dataclass(arguments.get("settings")):
         arguments["settings"] = asdict(arguments["settings"])

@@ -239,9 +239,14 @@ class FinetuneSpec(BaseModel):
         """Load ``model`` (checkpoint name, file or directory) and fine-tune it on ``train`` (validated on ``valid``);
         the result (:class:`~atomtune.finetune.FitResult`) is saved in ``out`` (a model like any other)."""
         from atomtune.data.dataset import Dataset
+        from atomtune.envs.worker import fit_in_environment
         from atomtune.finetune import Trainer
         from atomtune.models import load_potential
 
+        in_environment = fit_in_environment(self, model, train, valid, out, device=device, resume=resume,
+                                            general=general, trust=trust)
+        if in_environment is not None:  # a family with its own environment (pet-mad, nequip:…): the fit runs there
+            return in_environment
         if self.strategy == "mace-multihead":
             return self._fit_mace_multihead(model, train, valid, out, device, trust)
         if self.strategy == "auto":
