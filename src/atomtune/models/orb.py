@@ -77,8 +77,9 @@ class OrbPotential(Potential):
     """An ORB v3 conservative model (orb-models 0.5.5) behind the batched Potential protocol."""
 
     backbone = "orb"
-    # Not tuned on a foundation-size model: 4 was the measured best of 1/2/4/8 for the tiny test model on 4-8 atom cells
-    # (docs/performance.md); ORB batches graphs by concatenation, without padding.
+    # Measured on the tiny test model, 4-8-atom cells (benchmarks/bench_envs_orb.py, docs/performance.md): 4 gives 3.2x and
+    # 8 gives 3.9x over ORB's calculator loop. 4 is a middle ground: a foundation-size ORB (latent 256, 5 layers) on
+    # larger cells gains less from batching and needs more memory per batch (not measured here, no weights offline).
     cpu_batch_size = 4
     gpu_batch_size = 32
 
