@@ -35,7 +35,9 @@ def test_regression_fit_then_evaluate(tmp_path):
 
 def test_bad_input(tmp_path):
     result = runner.invoke(app, ["baseline", "--kind", "nequip", "--out", str(tmp_path)])
-    assert result.exit_code != 0 and "mace-scratch or regression" in str(result.exception or result.output)
+    assert result.exit_code != 0 and "mace-scratch, nequip-scratch or regression" in str(result.exception or result.output)
+    result = runner.invoke(app, ["baseline", "--kind", "nequip-scratch", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "needs --train" in str(result.exception or result.output)
     (tmp_path / "spec.yaml").write_text("num_chanels: 8\n")
     data = Dataset(emt_structures(4, seed=23)).write(tmp_path / "t.extxyz")
     result = runner.invoke(app, ["baseline", "--kind", "mace-scratch", "--train", str(data), "--settings",

@@ -73,6 +73,18 @@ def test_plan_wires_baselines_and_monte_carlo_on_each_models_expansion(campaign_
         assert mc.settings["structures"].endswith("fcc.extxyz")  # the expansion's structures
 
 
+def test_a_nequip_scratch_package_is_trusted_by_its_own_campaign_only(campaign_dir):
+    path = campaign_dir / "campaign.yaml"
+    path.write_text(CAMPAIGN.replace("kind: regression, settings: {features: composition, estimator: ridge, cv_folds: 3}",
+                                     "kind: nequip-scratch, settings: {max_epochs: 1}"))
+    steps, models = plan(load_campaign(path), campaign_dir / "work")
+    by_name = {step.name: step for step in steps}
+    assert models["ridge"]["baseline"] == "nequip-scratch"
+    assert by_name["errors ridge"].settings["trust"] is True  # written by nequip-package in the step's own folder
+    assert by_name["task cluster_expansion ridge"].settings["trust"] is True
+    assert by_name["errors scratch"].settings["trust"] is False and by_name["errors toy-1"].settings["trust"] is False
+
+
 def test_bad_baseline_entries_stop_before_any_work(campaign_dir):
     path = campaign_dir / "campaign.yaml"
     path.write_text(CAMPAIGN.replace("num_channels: 8", "num_chanels: 8"))
@@ -135,3 +147,37 @@ def test_campaign_with_baselines_and_ce_mc_makes_the_phase_diagram_section(campa
 
     again = render_report(read_results(workdir / "results.json"), campaign_dir / "again.html").read_text()
     assert again[again.index("id='phase-diagram'"):again.index("id='failures'")] == section
+
+
+@pytest.mark.slow
+def test_nequip_scratch_baseline_is_a_model_of_the_campaign(campaign_dir):
+    """A from-scratch NequIP (nequip-train in the nequip environment) in a campaign: scored on the test split and run
+    through the cluster expansion and Monte Carlo like any other model (its package is trusted: the step wrote it)."""
+    from atomtune.envs import build
+
+    if not build.is_ready("nequip"):
+        pytest.skip("the nequip environment is not built: `atomtune env build nequip`")
+    text = CAMPAIGN.replace(
+        "  - name: scratch\n    kind: mace-scratch\n    settings: {num_channels: 8, max_L: 0, r_max: 4.0, correlation: 2, "
+        "max_num_epochs: 1, batch_size: 6, seed: 3}\n",
+        "  - name: nq\n    kind: nequip-scratch\n    settings: {num_features: 8, radial_mlp_width: 8, max_epochs: 1, "
+        "batch_size: 6, seed: 3}\n",
+    )
+    assert "nequip-scratch" in text
+    (campaign_dir / "campaign.yaml").write_text(text)
+    campaign = load_campaign(campaign_dir / "campaign.yaml")
+    assert not campaign.trust_models
+    workdir = campaign_dir / "work"
+    run_campaign(campaign, workdir, progress=False)
+    results = json.loads((workdir / "results.json").read_text())
+    failed = {failure["step"] for failure in results["failures"]}
+    assert not {step for step in failed if step.endswith(" nq") or step == "baseline nq"}, results["failures"]
+    baseline = results["baselines"]["nq"]
+    assert baseline["kind"] == "nequip-scratch" and baseline["epochs_run"] == 1 and baseline["train_seconds"] > 0
+    assert results["errors"]["nq"]["force_mae_mev_per_a"] > 0
+    assert results["errors"]["nq"]["energy_mae_mev_per_atom"] == pytest.approx(
+        baseline["test_errors"]["energy_mae_mev_per_atom"])
+    (expansion,) = results["phase_diagram"]["cluster_expansion"]["summaries"]["nq"]
+    assert expansion["cv_rmse_mev_per_atom"] > 0
+    (transition,) = results["phase_diagram"]["monte_carlo"]["summaries"]["nq"]
+    assert transition["expansion_source"].endswith("expansion_records.json")

@@ -118,13 +118,16 @@ def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]
                           label=label_))
         models[label_] = {"from_step": f"baseline {label_}", "kind": BASELINE_MODEL_KIND[baseline.kind],
                           "baseline": baseline.kind, "potential": baseline.potential}
+        if baseline.kind == "nequip-scratch":
+            # a nequip package is a pickle by design; this one was written by nequip-package in the step's own folder
+            models[label_]["trust"] = True
 
     for label_, model in models.items():
         depends = ["split"] + ([model["from_step"]] if "from_step" in model else [])
         energy_only = {"energy_only": True} if not model.get("potential", True) else {}
         steps.append(Step(f"errors {label_}", "errors", step_functions.evaluate_errors,
                           {"model": model.get("spec"), "label": label_, "device": campaign.device,
-                           "trust": campaign.trust_models, **energy_only}, depends, label=label_))
+                           "trust": model.get("trust", campaign.trust_models), **energy_only}, depends, label=label_))
 
     reference = campaign.reference
     reference_results = None
@@ -172,8 +175,9 @@ def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]
             depends = ["split"] + ([model["from_step"]] if "from_step" in model else [])
             extra_depends, extra = wired(label_)
             steps.append(Step(f"task {task_id_} {label_}", "task", step_functions.run_task,
-                              {**common, "model": model.get("spec"), "label": label_, "trust": campaign.trust_models,
-                               **extra}, depends + extra_depends, label=label_, fingerprints=fingerprints))
+                              {**common, "model": model.get("spec"), "label": label_,
+                               "trust": model.get("trust", campaign.trust_models), **extra},
+                              depends + extra_depends, label=label_, fingerprints=fingerprints))
             labels.append(label_)
         steps.append(Step(f"compare {task_id_}", "compare", step_functions.compare_task,
                           {"task": task.task, "labels": labels,

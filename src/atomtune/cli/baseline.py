@@ -18,11 +18,13 @@ from atomtune.cli.options import trust_model_option
 def register(app: typer.Typer) -> None:
     @app.command("baseline")
     def baseline_command(
-        kind: str = typer.Option(..., "--kind", help="mace-scratch or regression"),
-        out: Path = typer.Option(..., "--out", help="output folder (a model directory for mace-scratch)"),
-        train: Path = typer.Option(None, "--train", help="mace-scratch: labelled training structures"),
-        valid: Path = typer.Option(None, "--valid", help="mace-scratch: validation structures (default: mace's 10 %)"),
-        test: Path = typer.Option(None, "--test", help="mace-scratch: test structures, scored after training"),
+        kind: str = typer.Option(..., "--kind", help="mace-scratch, nequip-scratch or regression"),
+        out: Path = typer.Option(..., "--out", help="output folder (a model directory for mace-scratch; "
+                                "model.nequip.zip in it for nequip-scratch)"),
+        train: Path = typer.Option(None, "--train", help="mace-/nequip-scratch: labelled training structures"),
+        valid: Path = typer.Option(None, "--valid", help="mace-/nequip-scratch: validation structures (default: 10 % "
+                                   "of --train held out)"),
+        test: Path = typer.Option(None, "--test", help="mace-/nequip-scratch: test structures, scored after training"),
         data: Path = typer.Option(None, "--data", help="regression: labelled structures (info['split'] == 'test' is "
                                   "held out when present, else --test-fraction)"),
         features: str = typer.Option(None, "--features", help="regression: composition, soap, acsf or "
@@ -34,18 +36,20 @@ def register(app: typer.Typer) -> None:
                                       "--data instead of fitting"),
         sizes: str = typer.Option(None, "--sizes", help="regression: also a learning curve, e.g. 10,25,50,all "
                                   "(nested training subsets, same test part)"),
-        epochs: int = typer.Option(None, "--epochs", help="mace-scratch: max_num_epochs"),
+        epochs: int = typer.Option(None, "--epochs", help="mace-scratch: max_num_epochs; nequip-scratch: max_epochs"),
         settings: Path = typer.Option(None, "--settings", help="the kind's spec as a .yaml/.json file (fields of "
-                                      "MaceScratchSpec or RegressionSpec); options given here win"),
+                                      "MaceScratchSpec, NequipScratchSpec or RegressionSpec); options given here "
+                                      "win"),
         seed: int = typer.Option(None, "--seed", help="random seed"),
         trust_model: bool = trust_model_option(),
         threads: int = typer.Option(None, "--threads", help="torch / BLAS threads (default: all cores)"),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars"),
     ) -> None:
-        """Train a from-scratch MACE or fit descriptor-regression baselines.
+        """Train a from-scratch MACE or NequIP, or fit descriptor-regression baselines.
 
         Examples:
           atomtune baseline --kind mace-scratch --train train.extxyz --valid valid.extxyz --out scratch/
+          atomtune baseline --kind nequip-scratch --train train.extxyz --valid valid.extxyz --out nq/
           atomtune errors --data test.extxyz --model scratch/ --model ft/          # then a model like any other
           atomtune baseline --kind regression --data labelled.extxyz --features soap --estimator all --out reg/
           atomtune baseline --kind regression --data labelled.extxyz --features embeddings:chgnet-0.3.0 --out reg/
@@ -65,6 +69,12 @@ def register(app: typer.Typer) -> None:
             if epochs is not None:
                 values["max_num_epochs"] = epochs
             _mace_scratch(train, valid, test, out, values, threads, progress)
+        elif kind == "nequip-scratch":
+            if train is None:
+                raise AtomtuneError("--kind nequip-scratch needs --train (labelled structures with energies and forces).")
+            if epochs is not None:
+                values["max_epochs"] = epochs
+            _nequip_scratch(train, valid, test, out, values, threads, progress)
         elif kind == "regression":
             if data is None:
                 raise AtomtuneError("--kind regression needs --data (labelled structures).")
@@ -75,7 +85,7 @@ def register(app: typer.Typer) -> None:
                 values["trust_model"] = True
             _regression(data, out, values, estimator, evaluate, sizes, progress)
         else:
-            raise AtomtuneError(f"--kind {kind!r}: use mace-scratch or regression.")
+            raise AtomtuneError(f"--kind {kind!r}: use mace-scratch, nequip-scratch or regression.")
 
 
 def _spec_values(path: Path | None) -> dict:
@@ -128,6 +138,31 @@ def _mace_scratch(train: Path, valid, test, out: Path, values: dict, threads: in
                           f"{errors.get('force_mae_mev_per_a', float('nan')):.1f} meV/Å")
     console.print(f"{result.wall_seconds:.0f} s, {result.epochs_run} epochs (best {result.best_epoch}); model in {out} "
                   f"(use --model {out})")
+
+
+def _nequip_scratch(train: Path, valid, test, out: Path, values: dict, threads: int, progress: bool) -> None:
+    from rich.console import Console
+
+    from atomtune.baselines.nequip_scratch import NequipScratchSpec
+    from atomtune.baselines.nequip_scratch import train as train_nequip
+    from atomtune.data.dataset import Dataset
+
+    console = Console()
+    spec = _spec(NequipScratchSpec, values, "nequip-scratch settings")
+    splits = {name: Dataset.read(path) if path else None for name, path in (("train", train), ("valid", valid),
+                                                                            ("test", test))}
+    console.print(f"nequip-train from scratch: {len(splits['train'])} training structures, {spec.num_features} "
+                  f"features, l_max {spec.l_max}, {spec.num_layers} layers, ≤ {spec.max_epochs} epochs, {threads} "
+                  f"thread(s)")
+    result = train_nequip(splits["train"], out, spec, valid_data=splits["valid"], test_data=splits["test"],
+                          threads=threads, progress=progress)
+    for name, errors in (("valid", result.valid_errors), ("test", result.test_errors)):
+        if errors:
+            console.print(f"{name}: E MAE {errors['energy_mae_mev_per_atom']:.2f} meV/atom, F MAE "
+                          f"{errors.get('force_mae_mev_per_a', float('nan')):.1f} meV/Å")
+    console.print(f"{result.wall_seconds:.0f} s, {result.epochs_run} epochs (kept {result.best_epoch}); package "
+                  f"{result.model_file} (use --model nequip:{result.model_file} --trust-model: a nequip package is a "
+                  f"pickle by design)")
 
 
 def _regression(data: Path, out: Path, values: dict, estimators: list[str], evaluate: Path | None,
