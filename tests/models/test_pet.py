@@ -124,6 +124,15 @@ def test_untrusted_wrong_family_and_misspelled_models_are_refused_with_their_own
         run_unit("describe", family="pet", model="pet:pet-mda")
 
 
+@pytest.fixture(scope="session")
+def base_predictions(tiny_pet_checkpoint) -> list[dict]:
+    from mace_tiny import emt_training_structures
+
+    from atomtune.models.registry import load_potential
+
+    return load_potential(f"pet:{tiny_pet_checkpoint}", trust=True).predict(emt_training_structures(count=10, seed=5)[7:])
+
+
 def _rotated(atoms, seed: int):
     from scipy.spatial.transform import Rotation
 
@@ -137,34 +146,41 @@ def _rotated(atoms, seed: int):
 @pytest.mark.parametrize(
     "label, spec",
     [
-        ("full", {"strategy": "full"}),
-        ("freeze", {"strategy": "freeze", "freeze_depth": 1}),
-        ("lora", {"strategy": "lora", "lora_rank": 8}),
+        ("full", {"strategy": "full", "e0": False}),
+        ("freeze", {"strategy": "freeze", "freeze_depth": 1, "e0": False}),
+        ("lora", {"strategy": "lora", "lora_rank": 8, "e0": False}),
         ("e0", {"strategy": "freeze", "freeze_depth": 1, "e0": True}),
     ],
 )
-def test_finetune_runs_in_the_environment_through_the_one_trainer(tiny_pet_checkpoint, in_environment_result, label,
+def test_finetune_runs_in_the_environment_through_the_one_trainer(tiny_pet_checkpoint, base_predictions, label,
                                                                   spec, tmp_path):
+    """``FinetuneSpec.fit`` from the main environment (what ``atomtune finetune --model pet:…`` calls) runs the fit in
+    the pet environment and hands back the saved model."""
     from mace_tiny import emt_training_structures
 
-    from atomtune.envs.worker import WorkerModel, run_unit
-    from atomtune.models.registry import load_potential
+    from atomtune.envs.worker import WorkerModel
+    from atomtune.finetune.spec import FinetuneSpec
 
     structures = emt_training_structures(count=10, seed=5)
-    base = f"pet:{tiny_pet_checkpoint}"
     out = tmp_path / f"ft-{label}"
-    result = run_unit("finetune", family="pet", model=base, train=structures[:7], valid=structures[7:], out=str(out),
-                      spec={"epochs": 2, "learning_rate": 3e-3, **spec}, trust=True)
-    assert Path(result["out"]) == out and result["history"][-1]["epoch"] == 2  # epoch 0: the model before training
-    tuned = load_potential(str(out), trust=True)  # a saved PET directory, seen from the main environment
+    result = FinetuneSpec(epochs=2, learning_rate=3e-3, **spec).fit(
+        f"pet:{tiny_pet_checkpoint}", structures[:7], structures[7:], out, progress=False, trust=True
+    )
+    assert result.out == out and result.history[-1]["epoch"] == 2  # epoch 0: the model before training
+    assert result.metrics["final"]["valid"]["energy_mae_mev_per_atom"] >= 0
+    tuned = result.potential  # the saved PET directory, seen from the main environment
     assert isinstance(tuned, WorkerModel)
-    before = load_potential(base, trust=True).predict(structures[7:])
     after = tuned.predict(structures[7:])
-    assert any(abs(a["energy"] - b["energy"]) > 1e-9 for a, b in zip(before, after))
+    assert result.history[1]["valid_loss"] != result.history[0]["valid_loss"]  # the first epoch moved the model
+    changed = any(abs(a["energy"] - b["energy"]) > 1e-9 for a, b in zip(base_predictions, after))
+    # the saved model is the best epoch's (epoch 0, the model before training, when no epoch beat it)
+    assert changed == (result.metrics["saved_epoch"] != 0 or label == "e0"), result.metrics["saved_epoch"]
     metadata = json.loads((out / "atomtune.json").read_text())
-    if label == "e0":
-        assert set(metadata["element_energy_shift"]) <= {"Ni", "Cu", "Al"} and metadata["element_energy_shift"]
+    # E0 re-estimation: a per-element shift on top of PET's own composition model, only when asked for
+    assert bool(metadata["element_energy_shift"]) == (label == "e0")
+    assert set(metadata["element_energy_shift"]) <= {"Ni", "Cu", "Al"}
     if label == "lora":
+        assert metadata["training_history"][-1]["strategy"]["lora_rank"] == 8
         # a LoRA update leaves PET's architecture as it was: its energy stays as rotation invariant as PET's own
         turned = [_rotated(atoms, seed=k) for k, atoms in enumerate(structures[7:])]
         change = max(abs(a["energy"] - b["energy"]) / len(atoms)
