@@ -1,7 +1,8 @@
 """Run inside the uma environment by tests/models/test_uma.py: the UMA adapter, loaded through atomtune's registry exactly
 like a downloaded checkpoint, against fairchem's own ASE calculator (FAIRChemCalculator on fairchem's predict unit) on
 mixed Ni/Cu/Al cells and a non-periodic cluster, for the omat and omol tasks; the blocks cover every parameter; a saved
-model reloads with the same numbers; LoRA keeps the model rotation-equivariant. Prints one JSON line."""
+model reloads with the same numbers; LoRA keeps the model rotation-equivariant; bad inputs get their own errors. Prints
+one JSON line."""
 
 from __future__ import annotations
 
@@ -77,17 +78,7 @@ def main(checkpoint: str) -> dict:
             load_predict_unit(checkpoint, inference_settings="batch", device="cpu"), task_name=task
         )
         result[task] = compare(potential, calculator, structures, cluster)
-    # fairchem's default settings (on CPU: experts merged on the first structure's composition, then compiled) is the
-    # calculator a user gets from FAIRChemCalculator.from_model_checkpoint; compared on one structure only, because a
-    # merged model is valid for one composition.
-    default = FAIRChemCalculator(load_predict_unit(checkpoint, device="cpu"), task_name="omat")
     potential = load_potential(f"uma:{checkpoint}", trust=True)
-    atoms = structures[0].copy()
-    atoms.calc = default
-    (record,) = potential.predict([structures[0]])
-    result["default_settings_energy_error_ev_per_atom"] = abs(atoms.get_potential_energy() - record["energy"]) / len(atoms)
-    result["default_settings_force_error_ev_per_a"] = float(np.abs(atoms.get_forces() - record["forces"]).max())
-
     block_parameters = sum(p.numel() for _, block in potential.blocks() for p in block.parameters())
     result["blocks"] = [name for name, _ in potential.blocks()]
     result["all_parameters_in_blocks"] = block_parameters == sum(p.numel() for p in potential.parameters())
@@ -111,7 +102,60 @@ def main(checkpoint: str) -> dict:
     base = load_potential(f"uma:{checkpoint}", trust=True)
     result["rotation_error_base"] = rotation_error(base, structures[3])
     result["rotation_error_lora"] = rotation_error(potential, structures[3])
+    result["errors"] = refused_inputs(checkpoint)
     return result
+
+
+def refused_inputs(checkpoint: str) -> dict:
+    """The message each bad input gets (its class and text), in this process: Hugging Face's own errors for a gated
+    repository (raised by huggingface_hub's download function, which is replaced here: there is no network), an
+    untrusted pickle, a file of another kind, a saved architecture naming a non-fairchem class."""
+    import httpx
+    import torch
+    from fairchem.core.calculate import pretrained_mlip
+    from huggingface_hub import errors
+
+    from atomtune.models.registry import load_potential
+
+    def outcome(function) -> str:
+        try:
+            function()
+        except Exception as error:  # noqa: BLE001 — the class and message are what is checked
+            return f"{type(error).__name__}: {error}"
+        return "no error"
+
+    messages = {}
+    response = httpx.Response(401, request=httpx.Request("GET", "https://huggingface.co/facebook/UMA"))
+    original = pretrained_mlip.hf_hub_download
+    for name, error in {
+        "gated": errors.GatedRepoError("Cannot access gated repo", response=response),
+        "no_credentials": errors.RepositoryNotFoundError("401 Client Error", response=response),
+        "no_network": errors.LocalEntryNotFoundError("Cannot find the requested files in the disk cache"),
+    }.items():
+        def refuse(*args, error=error, **kwargs):
+            raise error
+
+        pretrained_mlip.hf_hub_download = refuse
+        try:
+            messages[name] = outcome(lambda: load_potential("uma-s-1p1"))
+        finally:
+            pretrained_mlip.hf_hub_download = original
+    messages["untrusted"] = outcome(lambda: load_potential(f"uma:{checkpoint}"))
+    with tempfile.TemporaryDirectory() as directory:
+        tensors = Path(directory) / "tensors.pt"
+        torch.save({"weight": torch.zeros(2, 2)}, tensors)
+        messages["tensors_only"] = outcome(lambda: load_potential(f"uma:{tensors}", trust=True))
+        text = Path(directory) / "notes.pt"
+        text.write_text("not a checkpoint")
+        messages["not_torch"] = outcome(lambda: load_potential(f"uma:{text}", trust=True))
+        messages["misspelled"] = outcome(lambda: load_potential("uma:uma-s-1p11"))
+        saved = Path(directory) / "saved"
+        load_potential(f"uma:{checkpoint}", trust=True).save(saved)
+        architecture = json.loads((saved / "architecture.json").read_text())
+        architecture["model_config"]["backbone"]["model"] = "os.system"
+        (saved / "architecture.json").write_text(json.dumps(architecture))
+        messages["altered_architecture"] = outcome(lambda: load_potential(str(saved)))
+    return messages
 
 
 if __name__ == "__main__":

@@ -146,7 +146,8 @@ SPECS: dict[str, EnvironmentSpec] = {
     ),
     "uma": EnvironmentSpec(
         family="uma",
-        description="UMA (fairchem-core 2.x): uma-s-1p1, uma-m-1p1 (gated on Hugging Face: needs a token)",
+        description="UMA (fairchem-core 2.x): uma-s-1p1, uma-m-1p1, uma-s-1p2(p1); a :task suffix picks the head "
+        "(omat default); gated on Hugging Face: needs a token",
         pins=(
             Pin(
                 "fairchem-core==2.24.0",
@@ -163,6 +164,14 @@ SPECS: dict[str, EnvironmentSpec] = {
             ),
             FamilyCheckpoint(
                 "uma-m-1p1", "Hugging Face facebook/UMA (fairchem's pretrained_mlip)",
+                gated="accept the licence on huggingface.co/facebook/UMA, then `hf auth login` or set HF_TOKEN",
+            ),
+            FamilyCheckpoint(
+                "uma-s-1p2", "Hugging Face facebook/UMA (fairchem's pretrained_mlip)",
+                gated="accept the licence on huggingface.co/facebook/UMA, then `hf auth login` or set HF_TOKEN",
+            ),
+            FamilyCheckpoint(
+                "uma-s-1p2p1", "Hugging Face facebook/UMA (fairchem's pretrained_mlip)",
                 gated="accept the licence on huggingface.co/facebook/UMA, then `hf auth login` or set HF_TOKEN",
             ),
         ),

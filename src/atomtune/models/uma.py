@@ -24,6 +24,7 @@ may be named in it; they are checked before anything is built) and the weights a
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,9 +114,12 @@ class UmaPotential(Potential):
         else:
             path = Path(name)
             if not path.is_file():
+                close = difflib.get_close_matches(name, _public_names(), n=2)
+                hint = f" Did you mean {' or '.join(close)}?" if close else ""
                 raise ModelNotFoundError(
-                    f"{name}: neither a public UMA checkpoint nor a file. Public names: {', '.join(_public_names())}; "
-                    f"or give the path of a fairchem inference checkpoint (.pt)."
+                    f"{name}: neither a public UMA checkpoint nor a file.{hint} Public names (fairchem's "
+                    f"pretrained_mlip): {', '.join(_public_names())}; or give the path of a fairchem inference "
+                    f"checkpoint (.pt)."
                 )
             if not trust:
                 raise UnsafeFileError(
