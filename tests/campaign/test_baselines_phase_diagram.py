@@ -18,6 +18,7 @@ name: phase
 workers: 0
 data:
   sources: [{path: data.extxyz}]
+  show: false
 split: {fractions: {train: 0.6, valid: 0.2, test: 0.2}, by: random}
 models: [toy-1]
 baselines:
@@ -34,6 +35,13 @@ tasks:
                sampling_sweeps: 6}
 reference: {calculator: emt, label: EMT}
 """
+SCRATCH_ENTRY = """\
+  - name: scratch
+    kind: mace-scratch
+    settings: {num_channels: 8, max_L: 0, r_max: 4.0, correlation: 2, max_num_epochs: 1, batch_size: 6, seed: 3}
+"""
+#: The same campaign with the regression baseline only: the fast test (no mace_run_train start-up, ~70 s loaded).
+WITHOUT_SCRATCH = CAMPAIGN.replace(SCRATCH_ENTRY, "")
 
 
 @pytest.fixture
@@ -101,26 +109,40 @@ def test_bad_baseline_entries_stop_before_any_work(campaign_dir):
         load_campaign(path)
 
 
-def test_campaign_with_baselines_and_ce_mc_makes_the_phase_diagram_section(campaign_dir):
+def test_campaign_with_a_baseline_and_ce_mc_makes_the_phase_diagram_section(campaign_dir):
+    (campaign_dir / "campaign.yaml").write_text(WITHOUT_SCRATCH)
+    _check_phase_diagram_campaign(campaign_dir, ["EMT", "toy-1"])
+
+
+@pytest.mark.slow  # mace_run_train's start-up and one epoch: ~70 s on the loaded 2-core machine
+def test_mace_scratch_baseline_goes_through_errors_cluster_expansion_and_monte_carlo(campaign_dir):
+    results = _check_phase_diagram_campaign(campaign_dir, ["EMT", "toy-1", "scratch"])
+    scratch = results["baselines"]["scratch"]
+    assert scratch["epochs_run"] == 1 and scratch["train_seconds"] > 0 and scratch["n_train"] == 18
+    assert results["errors"]["scratch"]["force_mae_mev_per_a"] > 0
+
+
+def _check_phase_diagram_campaign(campaign_dir, labels: list[str]) -> dict:
     campaign = load_campaign(campaign_dir / "campaign.yaml")
     workdir = campaign_dir / "work"
     report = run_campaign(campaign, workdir, progress=False)
     results = json.loads((workdir / "results.json").read_text())
     assert results["failures"] == []
 
-    # the baselines: trained on the splits, budget recorded, a column of the errors table
-    scratch, ridge = results["baselines"]["scratch"], results["baselines"]["ridge"]
-    assert scratch["epochs_run"] == 1 and scratch["train_seconds"] > 0 and scratch["n_train"] == 18
+    # the regression baseline: fitted on the train split, a column of the errors table with energy rows only
+    ridge = results["baselines"]["ridge"]
     assert ridge["kind"] == "regression" and ridge["test_errors"]["energy_mae_mev_per_atom"] > 0
-    assert {"toy-1", "scratch", "ridge"} <= set(results["errors"])
-    assert results["errors"]["scratch"]["force_mae_mev_per_a"] > 0
+    assert ridge["n_train"] == 18 and ridge["train_seconds"] > 0
+    assert {"toy-1", "ridge"} <= set(results["errors"])
+    assert results["errors"]["ridge"]["energy_mae_mev_per_atom"] == pytest.approx(
+        ridge["test_errors"]["energy_mae_mev_per_atom"])
     assert results["errors"]["ridge"].get("force_mae_mev_per_a") is None  # energy only: no force error made up
 
     # cluster expansion and Monte Carlo: in the phase-diagram section, not among the property tasks
     assert set(results["phase_diagram"]) == {"cluster_expansion", "monte_carlo"} and not results["tasks"]
     ce = results["phase_diagram"]["cluster_expansion"]["summaries"]
     mc = results["phase_diagram"]["monte_carlo"]["summaries"]
-    assert set(ce) == set(mc) == {"EMT", "toy-1", "scratch"}
+    assert set(ce) == set(mc) == set(labels)  # every model but the energy-only regression, and the reference
     for label in ce:
         (expansion,) = ce[label]
         assert expansion["cv_rmse_mev_per_atom"] > 0 and expansion["ground_states"] and expansion["ecis"]
@@ -129,24 +151,36 @@ def test_campaign_with_baselines_and_ce_mc_makes_the_phase_diagram_section(campa
         assert transition["transition_temperature_k"] in (1500.0, 900.0, 300.0)
         assert transition["expansion_source"].endswith("expansion_records.json")  # this model's own expansion
         assert transition["concentration"] == pytest.approx(0.5)
-    # EMT's expansion in the report is the one the cluster-expansion step fitted (same ECIs fed to Monte Carlo)
-    fitted = next(r for r in json.loads(next(workdir.glob("steps/task_cluster_expansion_EMT-*/records.json"))
-                                       .read_text()) if r.get("kind") == "expansion")
-    sampled = json.loads(next(workdir.glob("steps/task_monte_carlo_EMT-*/expansion_records.json")).read_text())
-    assert [r for r in sampled if r.get("kind") == "expansion"][0]["expansion"] == fitted["expansion"]
+    # each Monte Carlo run sampled the expansion its own model's cluster-expansion step fitted
+    for label in labels:
+        fitted = next(r for r in json.loads(next(workdir.glob(f"steps/task_cluster_expansion_{label}-*/records.json"))
+                                           .read_text()) if r.get("kind") == "expansion")
+        sampled = json.loads(next(workdir.glob(f"steps/task_monte_carlo_{label}-*/expansion_records.json")).read_text())
+        assert [r for r in sampled if r.get("kind") == "expansion"][0]["expansion"] == fitted["expansion"]
+        assert fitted["calculator"] != "" and ce[label][0]["calculator"] == fitted["calculator"]
 
     page = report.read_text()
     section = page[page.index("id='phase-diagram'"):page.index("id='failures'")]
     for text in ("Cluster expansion (cluster_expansion)", "Monte Carlo (monte_carlo)", "CV RMSE", "ECIs",
-                 "heat-capacity peak", "scratch", "EMT"):
+                 "heat-capacity peak", *labels):
         assert text in section, text
     assert len(re.findall(r"<img ", section)) >= 2  # the hull + ECI plot and the E / C / SRO vs T plot
     assert "id='baselines'" in page and "ordered ground states" in page and "transition temperature" in page
+    from atomtune.report.summary import verdict
+
+    energy_line = next(line for line in verdict(results) if line.startswith("energy MAE (meV/atom)"))
+    assert "baseline ridge" not in energy_line  # no fine-tuned model here: nothing to set the baseline against
+    results_with_tuned = {**results, "models": results["models"] + [{"label": "toy-1+ft", "kind": "fine-tuned",
+                                                                     "base": "toy-1"}],
+                          "errors": {**results["errors"], "toy-1+ft": {"energy_mae_mev_per_atom": 1.0}}}
+    energy_line = next(line for line in verdict(results_with_tuned) if line.startswith("energy MAE (meV/atom)"))
+    assert "baseline ridge" in energy_line and "vs fine-tuned toy-1+ft 1" in energy_line
 
     from atomtune.report import read_results, render_report  # results.json reads back and re-renders the same section
 
     again = render_report(read_results(workdir / "results.json"), campaign_dir / "again.html").read_text()
     assert again[again.index("id='phase-diagram'"):again.index("id='failures'")] == section
+    return results
 
 
 @pytest.mark.slow
@@ -157,12 +191,8 @@ def test_nequip_scratch_baseline_is_a_model_of_the_campaign(campaign_dir):
 
     if not build.is_ready("nequip"):
         pytest.skip("the nequip environment is not built: `atomtune env build nequip`")
-    text = CAMPAIGN.replace(
-        "  - name: scratch\n    kind: mace-scratch\n    settings: {num_channels: 8, max_L: 0, r_max: 4.0, correlation: 2, "
-        "max_num_epochs: 1, batch_size: 6, seed: 3}\n",
-        "  - name: nq\n    kind: nequip-scratch\n    settings: {num_features: 8, radial_mlp_width: 8, max_epochs: 1, "
-        "batch_size: 6, seed: 3}\n",
-    )
+    text = CAMPAIGN.replace(SCRATCH_ENTRY, "  - name: nq\n    kind: nequip-scratch\n    settings: {num_features: 8, "
+                                           "radial_mlp_width: 8, max_epochs: 1, batch_size: 6, seed: 3}\n")
     assert "nequip-scratch" in text
     (campaign_dir / "campaign.yaml").write_text(text)
     campaign = load_campaign(campaign_dir / "campaign.yaml")

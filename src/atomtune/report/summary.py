@@ -48,6 +48,13 @@ def verdict(results: dict) -> list[str]:
                 continue
             top = min(tuned, key=tuned.get)
             comparisons.append(f"{top} {tuned[top]:.3g} vs zero-shot {label} {values[label]:.3g} ({_ratio(values[label], tuned[top])})")
+        tuned_all = {lab: values[lab] for lab, m in models.items() if m.get("kind") == "fine-tuned" and lab in values}
+        if tuned_all:
+            top = min(tuned_all, key=tuned_all.get)
+            for label, model in models.items():
+                if model.get("baseline") and label in values:  # would a model from scratch / a regression do as well?
+                    comparisons.append(f"baseline {label} {values[label]:.3g} vs fine-tuned {top} {tuned_all[top]:.3g} "
+                                       f"({_ratio(tuned_all[top], values[label])})")
         if comparisons:
             line += "; " + "; ".join(comparisons)
         lines.append(line)
