@@ -18,7 +18,7 @@ A backbone subclass implements:
 - ``blocks()`` → named parameter blocks, input embedding first, readout last (freezing by depth counts from the end);
 - ``supported_elements``, ``cutoff``; ``atom_features(data)`` for embeddings (DIRECT sampling, UMAP);
 - ``save_weights(directory)`` and classmethod ``load_weights(directory, metadata)``;
-- optionally ``trunk(data)`` and ``readout(trunk, head)``: ``compute`` split at the readout block, so that a shallow
+- optionally ``run_trunk(data)`` and ``run_readout(trunk, head)``: ``compute`` split at the readout block, so that a shallow
   committee (one trunk, K readout heads) runs the trunk once (:class:`TrunkPass`; without them it runs K forwards).
 
 On top of the backbone's energy the base class adds a fixed per-element energy shift (``element_energy_shift``, eV per atom of
@@ -64,7 +64,7 @@ class Batch:
 class TrunkPass:
     """One pass of a potential's trunk (every block but the readout, ``blocks()[-1]``) over a collated batch.
 
-    What :meth:`Potential.trunk` returns and :meth:`Potential.readout` reads: a shallow committee runs the trunk once,
+    What :meth:`Potential.run_trunk` returns and :meth:`Potential.run_readout` reads: a shallow committee runs the trunk once,
     each of its K readout heads on ``features``, and takes forces and stress of all heads from one set of gradients.
     """
 
@@ -163,17 +163,17 @@ class Potential(torch.nn.Module, ABC):
         return ""
 
     # -- optional: compute split at the readout block (shallow committees run the trunk once) ------------------------
-    def trunk(self, data: Any, forces: bool = True, stress: bool = True) -> TrunkPass | None:
+    def run_trunk(self, data: Any, forces: bool = True, stress: bool = True) -> TrunkPass | None:
         """Everything of :meth:`compute` before the readout block (``blocks()[-1]``), on a collated batch; ``None``
         (this default) where the backbone has no such split, and a shallow committee then runs K full forwards.
 
-        A backbone that returns a :class:`TrunkPass` also implements :meth:`readout`, such that for its own readout
-        block ``trunk.energy + readout(trunk, blocks()[-1][1])`` is ``compute``'s energy and the gradients of that sum
+        A backbone that returns a :class:`TrunkPass` also implements :meth:`run_readout`, such that for its own readout
+        block ``trunk.energy + run_readout(trunk, blocks()[-1][1])`` is ``compute``'s energy and the gradients of that sum
         with respect to ``trunk.inputs``, through ``trunk.forces_and_stress``, are its forces and stress.
         """
         return None
 
-    def readout(self, trunk: TrunkPass, head: torch.nn.Module) -> torch.Tensor:
+    def run_readout(self, trunk: TrunkPass, head: torch.nn.Module) -> torch.Tensor:
         """Energies ``(B,)`` eV of readout block ``head`` (this potential's ``blocks()[-1][1]`` or a module of the
         same structure, e.g. another committee member's) on ``trunk.features``, excluding ``trunk.energy``."""
         raise NotImplementedError(f"{type(self).__name__} has no trunk / readout split")

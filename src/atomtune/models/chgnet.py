@@ -205,7 +205,7 @@ class ChgnetPotential(Potential):
             batch = ChgnetGraphBatch(**{name: value.to(device) for name, value in vars(batch).items()})
         return batch
 
-    def trunk(self, data: ChgnetGraphBatch, forces: bool = True, stress: bool = True) -> TrunkPass:
+    def run_trunk(self, data: ChgnetGraphBatch, forces: bool = True, stress: bool = True) -> TrunkPass:
         """:meth:`compute` up to the readout block: atom features after the last interaction (features are
         ``(data, atom_features)``), the AtomRef energy (outside the readout block), gradients with respect to positions
         and strain."""
@@ -230,11 +230,11 @@ class ChgnetPotential(Potential):
         return TrunkPass(features=(data, atom_features), energy=energy, inputs=inputs,
                          forces_and_stress=forces_and_stress)
 
-    def readout(self, trunk: TrunkPass, head: torch.nn.Module) -> torch.Tensor:
+    def run_readout(self, trunk: TrunkPass, head: torch.nn.Module) -> torch.Tensor:
         """Energies ``(B,)`` of a readout block shaped as ``blocks()[-1]`` (``mlp``, ``pooling``, ``readout_norm``) on
         the trunk's atom features (the block's magmom head does not feed the energy)."""
         data, atom_features = trunk.features
-        readout_norm = head["readout_norm"] if "readout_norm" in head else None
+        readout_norm = head["readout_norm"] if "readout_norm" in head else None  # noqa: SIM401 (a ModuleDict)
         return self._readout_energy(data, atom_features, head["mlp"], head["pooling"], readout_norm)
 
     def _differentiable_geometry(self, data: ChgnetGraphBatch, forces: bool, stress: bool):

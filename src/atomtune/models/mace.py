@@ -202,7 +202,7 @@ class MacePotential(Potential):
             result["stress"] = output["stress"]
         return result
 
-    def trunk(self, data: dict, forces: bool = True, stress: bool = True) -> TrunkPass | None:
+    def run_trunk(self, data: dict, forces: bool = True, stress: bool = True) -> TrunkPass | None:
         """:meth:`compute` up to the readout block (the last readout): mace's own forward with that readout's output
         replaced by zeros (a forward hook that also keeps its inputs, the last layer's node features and node heads),
         so the trunk's energy is E0 plus the earlier readouts (after ``scale_shift``); gradients with respect to the
@@ -244,7 +244,7 @@ class MacePotential(Potential):
         features = {"node_feats": node_feats, "node_heads": node_heads, "batch": data["batch"]}
         return TrunkPass(features=features, energy=output["energy"], inputs=leaves, forces_and_stress=forces_and_stress)
 
-    def readout(self, trunk: TrunkPass, head: torch.nn.Module) -> torch.Tensor:
+    def run_readout(self, trunk: TrunkPass, head: torch.nn.Module) -> torch.Tensor:
         """Energies ``(B,)`` of a last readout shaped as ``blocks()[-1]`` on the trunk's last-layer node features,
         scaled as mace scales every readout's node energy (``scale_shift``'s scale; its shift is in the trunk)."""
         node_feats, node_heads, batch = (trunk.features[key] for key in ("node_feats", "node_heads", "batch"))

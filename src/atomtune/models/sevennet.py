@@ -198,7 +198,7 @@ class SevennetPotential(Potential):
         output.update(_forces_and_stress(data, edge_vector, edge_gradient, energy.shape[0], forces, stress))
         return output
 
-    def trunk(self, data, forces: bool = True, stress: bool = True) -> TrunkPass | None:
+    def run_trunk(self, data, forces: bool = True, stress: bool = True) -> TrunkPass | None:
         """:meth:`compute` up to the readout block: the embedding and interaction modules once, on a shallow copy of
         the batch (the features: the batch as the readout's first module reads it); gradients with respect to the
         edge vectors. None for a model whose readout modules are not the tail of its module sequence."""
@@ -222,7 +222,7 @@ class SevennetPotential(Potential):
         inputs = (edge_vector,) if forces or stress else ()
         return TrunkPass(features=data, energy=energy, inputs=inputs, forces_and_stress=forces_and_stress)
 
-    def readout(self, trunk: TrunkPass, head: torch.nn.Module) -> torch.Tensor:
+    def run_readout(self, trunk: TrunkPass, head: torch.nn.Module) -> torch.Tensor:
         """Energies ``(B,)``: the modules of a readout block shaped as ``blocks()[-1]`` (its ModuleDict, in order;
         sevenn's force module skipped) on a shallow copy of the trunk's batch."""
         import sevenn._keys as KEY

@@ -13,7 +13,7 @@ Two kinds:
   re-estimation (a spread of absolute energies is only meaningful when every member sits on the same E0 scale);
 - ``shallow``: the members share every weight except the readout block (``Potential.blocks()[-1]``): one trunk, K heads.
   On disk that is one model plus K small head files. For a backbone that splits its compute at the readout
-  (:meth:`Potential.trunk` / :meth:`Potential.readout`: CHGNet, SevenNet, MACE) inference runs the trunk once, the K
+  (:meth:`Potential.run_trunk` / :meth:`Potential.run_readout`: CHGNet, SevenNet, MACE) inference runs the trunk once, the K
   heads on its output, and the K heads' forces and stress in one backward vmapped over the heads; other backbones run
   K forwards. ``benchmarks/bench_active_learning.py`` (``cost``) measures both against a single model.
 
@@ -132,7 +132,7 @@ class CommitteePotential(Potential):
         ``forces_std`` (N,) eV/Å, ``stress_std`` (B, 3, 3) eV/Å³ (sample std, K − 1), plus the members' own
         ``energy_members`` (K, B) and ``forces_members`` (K, N, 3). Spreads here are *not* calibrated; predict is.
 
-        A shallow committee in eval mode whose members do share one trunk runs it once (:meth:`Potential.trunk`) and
+        A shallow committee in eval mode whose members do share one trunk runs it once (:meth:`Potential.run_trunk`) and
         its K heads on the trunk's output; otherwise (full committees, training mode, a backbone without the split)
         every member runs its own forward. Both give the same numbers (tests/uncertainty/test_shallow_trunk.py)."""
         outputs = self._heads_on_one_trunk(batch, forces, stress) if self._runs_trunk_once() else None
@@ -168,11 +168,11 @@ class CommitteePotential(Potential):
         """The members' energies (K, B), forces (K, N, 3), stress (K, B, 3, 3) from one trunk pass and K readout heads;
         None where the backbone has no trunk / readout split."""
         first = self.members[0]
-        trunk = first.trunk(_fresh(batch).data, forces=forces, stress=stress)
+        trunk = first.run_trunk(_fresh(batch).data, forces=forces, stress=stress)
         if trunk is None:
             return None
         energies = torch.stack(
-            [trunk.energy + first.readout(trunk, head) + _shift(member, batch, trunk.energy.dtype)
+            [trunk.energy + first.run_readout(trunk, head) + _shift(member, batch, trunk.energy.dtype)
              for member, head in zip(self.members, self._heads)]
         )
         outputs = {"energy": energies}
@@ -181,9 +181,9 @@ class CommitteePotential(Potential):
         return outputs
 
     def _gradients_per_head(self, energies: torch.Tensor, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """d(Σ_b energies[k, b]) / d input for every head k: a list over inputs of ``(K, *input.shape)``."""
+        """d(Σ_b energies[k, b]) / d input for every head k: a list over inputs of ``(K, *input.shape)``. Inference only
+        (no graph is kept for a second derivative: the trunk-once path runs in eval mode)."""
         size = energies.shape[0]
-        create_graph = torch.is_grad_enabled() and self.training
         gradients = None
         if self.head_gradients == "batched":
             # One backward vmapped over the K cotangents e_k ⊗ 1_B (row k of the identity, over all structures).
@@ -191,7 +191,7 @@ class CommitteePotential(Potential):
             try:
                 gradients = torch.autograd.grad(
                     energies, list(inputs), grad_outputs=cotangents.expand(size, *energies.shape),
-                    is_grads_batched=True, retain_graph=True, create_graph=create_graph, allow_unused=True,
+                    is_grads_batched=True, retain_graph=True, allow_unused=True,
                 )
             except RuntimeError as error:  # an op of this backbone's backward without a vmap rule
                 logger.info("%s: batched head gradients failed (%s); one backward per head from now on",
@@ -199,8 +199,7 @@ class CommitteePotential(Potential):
                 self.head_gradients = "loop"
         if gradients is None:
             per_head = [
-                torch.autograd.grad(energies[k].sum(), list(inputs), retain_graph=k < size - 1 or create_graph,
-                                    create_graph=create_graph, allow_unused=True)
+                torch.autograd.grad(energies[k].sum(), list(inputs), retain_graph=k < size - 1, allow_unused=True)
                 for k in range(size)
             ]
             gradients = [
