@@ -29,6 +29,7 @@ baselines:
 tasks:
   - task: cluster_expansion
     structures: fcc.extxyz
+    limit: 1
     settings: {species: [Cu, Ni], max_cell_size: 3, relax: false, cv_splits: 3, cutoff_candidates: [[5.0], [6.0]]}
   - task: monte_carlo
     settings: {temperatures: [1500, 900, 300], concentration: 0.5, supercell: 2, equilibration_sweeps: 2,
@@ -79,6 +80,7 @@ def test_plan_wires_baselines_and_monte_carlo_on_each_models_expansion(campaign_
         assert f"task cluster_expansion {label}" in mc.depends
         assert mc.settings["expansion_from"] == f"task cluster_expansion {label}"
         assert mc.settings["structures"].endswith("fcc.extxyz")  # the expansion's structures
+        assert mc.settings["run"]["limit"] == 1  # and its limit
 
 
 def test_a_nequip_scratch_package_is_trusted_by_its_own_campaign_only(campaign_dir):

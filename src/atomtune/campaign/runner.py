@@ -143,9 +143,12 @@ def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]
             continue  # the error benchmark is always run on the test split above
         source = expansions.get(index)  # a Monte Carlo task on the campaign's fitted cluster expansions
         structures = campaign.resolve(task.structures) if task.structures else None
+        limit = task.limit
         if structures is None and source is not None and campaign.tasks[source[0]].structures:
+            # the expansion's own input cells (and its limit): Monte Carlo samples each of them
             structures = campaign.resolve(campaign.tasks[source[0]].structures)
-        run = TaskRun(task=task.task, settings=task.settings, limit=task.limit)
+            limit = limit or campaign.tasks[source[0]].limit
+        run = TaskRun(task=task.task, settings=task.settings, limit=limit)
         common = {
             "run": run.model_dump(mode="json"),
             "structures": str(structures) if structures else None,
