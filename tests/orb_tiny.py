@@ -10,6 +10,8 @@ v3 system config (6 Å, up to 120 neighbours). Training: ORB's own data path and
 an ASE sqlite database read by ``AseSqliteDataset``, ``base.batch_graphs``, ``utils.get_optim`` (Adam + one-cycle) and
 ``model.loss`` (energy, conservative forces and stress, confidence) — for a few epochs on 20 strained / rattled /
 substituted Ni/Cu/Al EMT cells; saved with ``torch.save(model.state_dict())`` as ``finetune.py`` saves its checkpoints.
+In the first epochs ORB's confidence loss can be NaN for a batch (every atom's force error above its largest bin, so its
+cross-entropy has no target left); that is ORB's own loss on an untrained model, and the weights stay finite.
 """
 
 from __future__ import annotations

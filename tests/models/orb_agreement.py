@@ -6,6 +6,7 @@ the blocks cover every parameter; a saved model reloads with the same numbers. P
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import tempfile
@@ -55,6 +56,20 @@ def main(architecture_file: str, weights: str) -> dict:
     numerical_force_error = float(np.abs(calculate_numerical_forces(probe, eps=1e-4) - probe.get_forces()).max())
     numerical_stress_error = float(np.abs(calculate_numerical_stress(probe, eps=1e-5) - probe.get_stress()).max())
 
+    # The download path without network: availability is read from cached_path's cache (sha256 of the URL + etag hash)
+    import cached_path
+    from orb_models.forcefield.pretrained import ORB_PRETRAINED_MODELS
+
+    from atomtune.models.orb import OrbPotential
+
+    name = "orb-v3-conservative-inf-omat"
+    url = inspect.signature(ORB_PRETRAINED_MODELS[name]).parameters["weights_path"].default
+    with tempfile.TemporaryDirectory() as cache:
+        cached_path.set_cache_dir(cache)
+        available_before = OrbPotential.checkpoint_available(name)
+        (Path(cache) / cached_path.resource_to_filename(url, etag="some-etag")).write_bytes(b"")
+        available_after = OrbPotential.checkpoint_available(name)
+
     block_parameters = sum(p.numel() for _, block in potential.blocks() for p in block.parameters())
     with tempfile.TemporaryDirectory() as directory:
         potential.save(directory)
@@ -68,6 +83,7 @@ def main(architecture_file: str, weights: str) -> dict:
         "numerical_stress_error_ev_per_a3": numerical_stress_error,
         "blocks": [name for name, _ in potential.blocks()],
         "all_parameters_in_blocks": block_parameters == sum(p.numel() for p in potential.parameters()),
+        "cache_lookup": [available_before, available_after],
         "reload_identical": all(a["energy"] == b["energy"] for a, b in zip(predicted, reloaded)),
         "float32_energy_error_ev_per_atom": max(
             abs(a["energy"] - b["energy"]) / len(s) for a, b, s in zip(predicted, float32, structures)

@@ -77,18 +77,24 @@ def test_adapter_agrees_with_orbs_own_calculator(in_environment_result):
     assert result["blocks"] == ["embedding", "interaction_0", "interaction_1", "readout"]
     assert result["all_parameters_in_blocks"]
     assert result["reload_identical"]
+    assert result["cache_lookup"] == [False, True]  # a public checkpoint is available once cached_path holds it
 
 
 def test_main_environment_uses_the_same_model_through_the_worker(tiny_spec, in_environment_result):
     from mace_tiny import emt_training_structures
 
+    from ase import Atoms
+
     from atomtune.envs.worker import WorkerModel
+    from atomtune.exceptions import UnsupportedElementsError
     from atomtune.models.registry import load_potential
 
     structures = emt_training_structures(count=8, seed=21)
     model = load_potential(tiny_spec)
     assert isinstance(model, WorkerModel) and model.family == "orb"
     assert model.supported_elements == {"Ni", "Cu", "Al"} and model.cutoff == 6.0
+    with pytest.raises(UnsupportedElementsError, match="Fe"):
+        model.check_elements([Atoms("FeNi", positions=[[0, 0, 0], [2, 0, 0]])])
     predicted = model.predict(structures, batch_size=3)
     assert [record["energy"] for record in predicted] == in_environment_result["energies"]  # bit for bit
     with model:
@@ -113,7 +119,8 @@ def test_public_names_route_to_the_orb_environment_and_unknown_ones_get_did_you_
         run_unit("describe", family="orb", model="orb:orb-v2")
 
 
-def test_untrusted_pickle_and_wrong_family_files_are_refused_with_their_own_errors(tiny_orb, tmp_path):
+def test_untrusted_pickle_and_wrong_family_files_are_refused_with_their_own_errors(tiny_orb, in_environment_result,
+                                                                                      tmp_path):
     import torch
 
     from atomtune.envs.worker import run_unit
@@ -127,9 +134,8 @@ def test_untrusted_pickle_and_wrong_family_files_are_refused_with_their_own_erro
     with pytest.raises(UnsafeFileError, match="trust-model"):
         run_unit("describe", family="orb", model=f"orb:{architecture}@{pickled}")
     trusted = run_unit("predict", family="orb", model=f"orb:{architecture}@{pickled}", trust=True,
-                       structures=_one_structure())
-    plain = run_unit("predict", family="orb", model=f"orb:{architecture}@{checkpoint}", structures=_one_structure())
-    assert trusted[0]["energy"] == plain[0]["energy"]
+                       structures=_agreement_structures(), batch_size=3)
+    assert [record["energy"] for record in trusted] == in_environment_result["energies"]  # the same weights
 
     other_family = tmp_path / "other.ckpt"  # tensors only, but not an ORB model's
     torch.save({"interaction.linear.weight": torch.zeros(4, 4)}, other_family)
@@ -139,10 +145,11 @@ def test_untrusted_pickle_and_wrong_family_files_are_refused_with_their_own_erro
         run_unit("describe", family="orb", model=f"orb:{checkpoint}")
 
 
-def _one_structure():
+def _agreement_structures():
+    """The structures orb_agreement.py predicts (its float32 energies are ``in_environment_result["energies"]``)."""
     from mace_tiny import emt_training_structures
 
-    return emt_training_structures(count=1, seed=2)
+    return emt_training_structures(count=8, seed=21)
 
 
 @pytest.mark.parametrize(
@@ -154,7 +161,7 @@ def _one_structure():
     ],
     ids=["full", "freeze+e0", "lora"],
 )
-def test_finetune_runs_in_the_environment_through_the_one_trainer(tiny_spec, spec, tmp_path):
+def test_finetune_runs_in_the_environment_through_the_one_trainer(tiny_spec, in_environment_result, spec, tmp_path):
     from mace_tiny import emt_training_structures
 
     from atomtune.envs.worker import WorkerModel, run_unit
@@ -173,6 +180,5 @@ def test_finetune_runs_in_the_environment_through_the_one_trainer(tiny_spec, spe
         assert set(saved["element_energy_shift"]) <= {"Ni", "Cu", "Al"} and saved["element_energy_shift"]
     tuned = load_potential(str(out))  # a saved ORB directory, seen from the main environment
     assert isinstance(tuned, WorkerModel)
-    before = load_potential(tiny_spec).predict(structures[7:])
-    after = tuned.predict(structures[7:])
-    assert all(a["energy"] != b["energy"] for a, b in zip(before, after))
+    after = tuned.predict(_agreement_structures(), batch_size=3)
+    assert all(a["energy"] != before for a, before in zip(after, in_environment_result["energies"]))

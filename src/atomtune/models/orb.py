@@ -32,6 +32,7 @@ import difflib
 import inspect
 import json
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -316,15 +317,28 @@ def _build(architecture: dict, weights_path: str | None, what: str) -> torch.nn.
     # trains, and atomtune's fine-tuning needs it trainable (train=True keeps requires_grad; eval() follows).
     options = {"device": "cpu", "precision": "float32-highest", "compile": False, "train": True}
     try:
-        if "pretrained" in architecture:
-            function = _pretrained_models()[architecture["pretrained"]]
-            regressor = function(**options) if weights_path is None else function(weights_path=weights_path, **options)
-        else:
-            system_config = SystemConfig(**architecture["system_config"])
-            model = getattr(pretrained, ARCHITECTURE_BUILDER)(
-                **architecture.get("arguments", {}), device="cpu", system_config=system_config
-            )
-            regressor = pretrained.load_model(model, weights_path, **options)
+        with warnings.catch_warnings():
+            # orb's load_model warns that it sets torch's default dtype (float32 here, as it already is) on every load
+            warnings.filterwarnings("ignore", message=".*default dtype.*")
+            warnings.filterwarnings("ignore", message=".*precision=float32-high.*")
+            if "pretrained" in architecture:
+                function = _pretrained_models()[architecture["pretrained"]]
+                regressor = function(**options) if weights_path is None else function(weights_path=weights_path, **options)
+            else:
+                system_config = SystemConfig(**architecture["system_config"])
+                model = getattr(pretrained, ARCHITECTURE_BUILDER)(
+                    **architecture.get("arguments", {}), device="cpu", system_config=system_config
+                )
+                regressor = pretrained.load_model(model, weights_path, **options)
+    except OSError as error:  # requests' ConnectionError / HTTPError are OSErrors: the download failed
+        if weights_path is not None:
+            raise ModelNotFoundError(f"{what}: could not read the ORB checkpoint ({error}).") from None
+        url = inspect.signature(_pretrained_models()[architecture["pretrained"]]).parameters["weights_path"].default
+        raise ModelNotFoundError(
+            f"{what}: downloading its weights from {url} failed ({type(error).__name__}: {str(error)[:200]}). The "
+            f"first use needs internet; cached_path keeps the file under ~/.cache/cached_path afterwards (or "
+            f"$CACHED_PATH_CACHE_ROOT), and orb:{what}@PATH loads a copy you downloaded yourself."
+        ) from None
     except (RuntimeError, KeyError, TypeError) as error:
         raise ModelNotFoundError(
             f"{what}: not an ORB checkpoint of this architecture ({type(error).__name__}: {str(error)[:300]}). A model "
