@@ -108,6 +108,32 @@ def test_public_names_route_to_the_pet_environment():
     assert environment_route("pet:pet-mad-s") == ("pet", "pet-mad-s")
 
 
+def test_public_name_resolves_to_the_newest_checkpoint_in_huggingface_hubs_cache(tiny_pet_checkpoint,
+                                                                                   in_environment_result, tmp_path,
+                                                                                   monkeypatch):
+    """``pet-mad`` offline: upet's resolver needs the hub, so the newest cached ``models/pet-mad-s-v*.ckpt`` of
+    ``lab-cosmo/upet`` (huggingface_hub's cache layout) is the checkpoint; named checkpoints need no --trust-model."""
+    import shutil
+
+    from mace_tiny import emt_training_structures
+
+    from atomtune.envs.worker import run_unit
+    from atomtune.exceptions import ModelNotFoundError
+
+    snapshot = tmp_path / "hub" / "models--lab-cosmo--upet" / "snapshots" / "0123abcd" / "models"
+    snapshot.mkdir(parents=True)
+    shutil.copyfile(tiny_pet_checkpoint, snapshot / "pet-mad-s-v9.9.9.ckpt")
+    (snapshot / "pet-mad-s-v1.0.0.ckpt").write_bytes(b"an older version: must not be chosen")
+    (snapshot / "pet-mad-xs-v10.0.0.ckpt").write_bytes(b"another size: must not be chosen for the default size s")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    structures = emt_training_structures(count=8, seed=21)
+    predicted = run_unit("predict", family="pet", model="pet-mad", structures=structures, batch_size=3)
+    assert [record["energy"] for record in predicted] == in_environment_result["energies"]
+    with pytest.raises(ModelNotFoundError, match="needs internet on first use"):
+        run_unit("describe", family="pet", model="pet-omad")  # nothing cached for it
+
+
 def test_untrusted_wrong_family_and_misspelled_models_are_refused_with_their_own_errors(tiny_pet_checkpoint, tmp_path):
     from atomtune.envs.worker import run_unit
     from atomtune.exceptions import ModelNotFoundError

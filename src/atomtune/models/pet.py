@@ -137,8 +137,9 @@ class PetPotential(Potential):
 
     @classmethod
     def checkpoint_available(cls, checkpoint: str) -> bool:
-        if parse_upet_name(checkpoint) is not None and not Path(checkpoint).is_file():
-            return False  # huggingface_hub caches downloads; atomtune does not look inside that cache
+        name = parse_upet_name(checkpoint) if not Path(checkpoint).is_file() else None
+        if name is not None:
+            return cached_upet_checkpoint(*name) is not None  # in huggingface_hub's cache
         return Path(checkpoint).is_file()
 
     @classmethod
@@ -359,20 +360,58 @@ def _sync_metatensor_copies(model: torch.nn.Module) -> None:
             module.sync_tensor_maps()
 
 
+#: Sizes in the order upet picks a default when none is asked for.
+UPET_SIZE_PREFERENCE = ("s", "m", "xs", "l", "xl")
+UPET_REPOSITORY = "lab-cosmo/upet"
+
+
 def _download_upet(model: str, size: str | None, version: str | None) -> LoadedPet:
     """A uPET checkpoint through upet's own resolver (lists ``lab-cosmo/upet`` on Hugging Face, downloads the ``.ckpt``
-    into huggingface_hub's cache), loaded by metatrain's own checkpoint loader."""
+    into huggingface_hub's cache), loaded by metatrain's own checkpoint loader.
+
+    upet always asks the hub which sizes and versions exist, even for a checkpoint already downloaded; when the hub
+    cannot be reached (or ``HF_HUB_OFFLINE=1``), the newest matching checkpoint in huggingface_hub's cache is used."""
+    import huggingface_hub.constants
+
+    name = f"{model}{'-' + size if size else ''}{'-' + version if version else ''}"
+    cached = cached_upet_checkpoint(model, size, version)
+    if huggingface_hub.constants.HF_HUB_OFFLINE and cached is not None:
+        return _load_local(cached)
     from upet._models import _resolve_and_download_checkpoint
 
     try:
         _, _, path = _resolve_and_download_checkpoint(model, size, version or "latest")
     except Exception as error:  # noqa: BLE001 — network, missing size or version, Hugging Face errors
+        if cached is not None:
+            warnings.warn(f"{name}: Hugging Face not reachable ({type(error).__name__}); using the cached {cached.name}",
+                          stacklevel=2)
+            return _load_local(cached)
         raise ModelNotFoundError(
-            f"{model}{'-' + size if size else ''}{'-' + version if version else ''}: upet could not fetch the checkpoint "
-            f"from Hugging Face lab-cosmo/upet ({type(error).__name__}: {error}). It needs internet on first use (then "
-            f"huggingface_hub's cache); a downloaded .ckpt also loads as pet:PATH with --trust-model."
+            f"{name}: upet could not fetch the checkpoint from Hugging Face {UPET_REPOSITORY} ({type(error).__name__}: "
+            f"{error}). It needs internet on first use (then huggingface_hub's cache); a downloaded .ckpt also loads "
+            f"as pet:PATH with --trust-model."
         ) from None
     return _load_local(Path(path))
+
+
+def cached_upet_checkpoint(model: str, size: str | None = None, version: str | None = None) -> Path | None:
+    """The newest ``models/MODEL-SIZE-vVERSION.ckpt`` of ``lab-cosmo/upet`` in huggingface_hub's cache (its
+    ``models--lab-cosmo--upet/snapshots/REVISION/`` layout), with upet's default size when none is given; None if
+    there is none."""
+    import huggingface_hub.constants
+    from packaging.version import Version
+
+    snapshots = Path(huggingface_hub.constants.HF_HUB_CACHE) / "models--lab-cosmo--upet" / "snapshots"
+    found: dict[tuple[str, Version], Path] = {}
+    for path in snapshots.glob(f"*/models/{model}-*.ckpt"):
+        match = UPET_NAME.match(path.name.removesuffix(CHECKPOINT_SUFFIX))
+        if match and match["model"] == model and match["size"] and match["version"] and path.is_file():
+            if (size is None or match["size"] == size) and (version is None or match["version"] == version):
+                found[(match["size"], Version(match["version"]))] = path
+    if not found:
+        return None
+    chosen_size = size or next(candidate for candidate in UPET_SIZE_PREFERENCE if any(k[0] == candidate for k in found))
+    return found[max(key for key in found if key[0] == chosen_size)]
 
 
 def _load_local(path: Path) -> LoadedPet:
