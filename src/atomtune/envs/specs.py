@@ -97,6 +97,8 @@ class EnvironmentSpec:
 FROM_NEQUIP_NET = "nequip.net (nequip's load_saved_model downloads and caches it)"
 FROM_ORB_BUCKET = "orb_models.forcefield.pretrained (downloads from Orbital's S3 bucket; cached_path caches it)"
 
+FROM_UPET = "Hugging Face lab-cosmo/upet: {name}, newest version (upet's resolver downloads it, huggingface_hub caches it)"
+
 SPECS: dict[str, EnvironmentSpec] = {
     "nequip": EnvironmentSpec(
         family="nequip",
@@ -140,8 +142,10 @@ SPECS: dict[str, EnvironmentSpec] = {
         imports=("metatrain", "metatomic.torch", "upet"),
         adapter="atomtune.models.pet:PetPotential",
         checkpoints=(
-            FamilyCheckpoint("pet-mad", "Hugging Face lab-cosmo (upet's loader downloads it)"),
-            FamilyCheckpoint("pet-omad", "Hugging Face lab-cosmo (upet's loader downloads it)"),
+            FamilyCheckpoint("pet-mad", FROM_UPET.format(name="pet-mad-s")),
+            FamilyCheckpoint("pet-omad", FROM_UPET.format(name="pet-omad-s")),
+            FamilyCheckpoint("pet:MODEL[-SIZE][-VERSION]", "any uPET model, e.g. pet:pet-omat-l (upet downloads it)"),
+            FamilyCheckpoint("pet:PATH.ckpt", "a metatrain checkpoint or an exported metatomic .pt (--trust-model)"),
         ),
     ),
     "uma": EnvironmentSpec(

@@ -405,9 +405,9 @@ def cached_upet_checkpoint(model: str, size: str | None = None, version: str | N
     found: dict[tuple[str, Version], Path] = {}
     for path in snapshots.glob(f"*/models/{model}-*.ckpt"):
         match = UPET_NAME.match(path.name.removesuffix(CHECKPOINT_SUFFIX))
-        if match and match["model"] == model and match["size"] and match["version"] and path.is_file():
-            if (size is None or match["size"] == size) and (version is None or match["version"] == version):
-                found[(match["size"], Version(match["version"]))] = path
+        complete = match and match["model"] == model and match["size"] and match["version"] and path.is_file()
+        if complete and size in (None, match["size"]) and version in (None, match["version"]):
+            found[(match["size"], Version(match["version"]))] = path
     if not found:
         return None
     chosen_size = size or next(candidate for candidate in UPET_SIZE_PREFERENCE if any(k[0] == candidate for k in found))
