@@ -37,6 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from atomtune.data.dataset import Dataset
+    from atomtune.finetune.auto import BudgetError
     from atomtune.finetune.e0 import reestimate_element_energies
     from atomtune.finetune.featurized import FeaturizedSet
     from atomtune.finetune.metrics import errors
@@ -63,11 +64,17 @@ def main() -> None:
             spec = FinetuneSpec(strategy=strategy, budget=budget)
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as directory:
-                result = spec.fit(args.model, train, valid, directory, progress=False, log=lambda message: None)
+                try:
+                    result = spec.fit(args.model, train, valid, directory, progress=False, log=lambda message: None)
+                except BudgetError as error:  # a budget the search refuses is a result too (the message says why)
+                    rows.append({"strategy": strategy, "budget": budget, "refused": str(error),
+                                 "load_average": os.getloadavg()})
+                    print(rows[-1], flush=True)
+                    continue
                 wall = time.perf_counter() - started
                 row = {"strategy": strategy, "budget": budget, "wall_seconds": wall,
                        "epochs_run": result.metrics.get("epochs_run"),
-                       "winner": result.metrics.get("search", {}).get("winner"),
+                       "winner": result.metrics.get("search", {}).get("winner"), "load_average": os.getloadavg(),
                        **errors(result.potential, FeaturizedSet.build("test", list(test), result.potential), 4)}
             rows.append(row)
             print(row, flush=True)

@@ -8,7 +8,11 @@ set. The zero-shot line is the foundation model with E0 re-estimated on all trai
 ``benchmarks/results/finetune_data_efficiency[_<model>].{json,png}`` (and the plot to ``docs/figures/`` for
 docs/finetuning.md).
 
-    python benchmarks/bench_finetune_data_efficiency.py --model chgnet-0.3.0 --epochs 30 --threads 1
+Every run uses atomtune's defaults (:class:`~atomtune.finetune.spec.FinetuneSpec`: the learning rate of the backbone and
+strategy, epochs for >= 150 optimizer steps, warm-up + cosine, the balanced selection metric, per-epoch E0 re-alignment)
+unless ``--epochs`` / ``--learning-rate`` are given.
+
+    python benchmarks/bench_finetune_data_efficiency.py --model chgnet-0.3.0 --threads 1
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,13 +37,12 @@ METRICS = (
 )
 
 
-def strategies(lora_rank: int, freeze_depth: int):
-    from atomtune.finetune import Freeze, Full, LoRA
-
+def strategies(lora_rank: int, freeze_depth: int) -> dict[str, dict]:
+    """Display name → FinetuneSpec fields."""
     return {
-        "full": lambda: Full(),
-        f"freeze (last {freeze_depth} blocks)": lambda: Freeze(freeze_depth),
-        f"LoRA (rank {lora_rank})": lambda: LoRA(rank=lora_rank, alpha=2.0 * lora_rank),
+        "full": {"strategy": "full"},
+        f"freeze (last {freeze_depth} blocks)": {"strategy": "freeze", "freeze_depth": freeze_depth},
+        f"LoRA (rank {lora_rank})": {"strategy": "lora", "lora_rank": lora_rank},
     }
 
 
@@ -47,8 +51,8 @@ def main() -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--model", default="chgnet-0.3.0")
     parser.add_argument("--sizes", default="10,25,50,100,all")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=int, default=None, help="default: atomtune's (>= 150 optimizer steps)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="default: atomtune's per backbone/strategy")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--freeze-depth", type=int, default=2)
@@ -60,7 +64,7 @@ def main() -> None:
 
     configure_threads(args.threads)
     from atomtune.data.dataset import Dataset
-    from atomtune.finetune import Trainer, TrainingSettings
+    from atomtune.finetune.spec import FinetuneSpec
     from atomtune.finetune.e0 import reestimate_element_energies
     from atomtune.finetune.featurized import FeaturizedSet
     from atomtune.finetune.metrics import errors
@@ -80,49 +84,60 @@ def main() -> None:
     zero_shot = errors(foundation, test_set, args.batch_size)
     print(f"zero-shot: {zero_shot_raw} → with E0 on the pool: {zero_shot}")
 
-    rows = []
-    for size in sizes:
-        chosen = [pool[int(i)] for i in order[:size]]
-        n_valid = max(2, size // 5)
-        train, valid = chosen[n_valid:], chosen[:n_valid]
-        for name, make in strategies(args.lora_rank, args.freeze_depth).items():
-            potential = load_potential(args.model)
-            settings = TrainingSettings(
-                epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size, seed=args.seed,
-                progress=False, drop_missing_stress=True,
-            )
-            started = time.perf_counter()
-            result = Trainer(settings).fit(potential, train, valid, make())
-            test_errors = errors(result.potential, test_set, args.batch_size)
-            row = {"training_structures": size, "strategy": name, "seconds": time.perf_counter() - started,
-                   "best_epoch": result.metrics["best_epoch"], "trainable": result.metrics["parameters"]["trainable"],
-                   **test_errors}
-            rows.append(row)
-            print(f"N={size:3d} {name:24s} F RMSE {row['forces_rmse']:.4f} eV/Å, E MAE "
-                  f"{row['energy_mae_mev_per_atom']:.1f} meV/atom, S RMSE {row.get('stress_rmse_gpa', float('nan')):.3f} "
-                  f"GPa, best epoch {row['best_epoch']}, {row['seconds']:.0f} s", flush=True)
-
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(exist_ok=True)
+    # one file per backbone (CHGNet, the first one measured, keeps the plain name the docs link to)
+    stem = "finetune_data_efficiency" + ("" if args.model == "chgnet-0.3.0" else f"_{args.model}")
+    record_path = results / f"{stem}.json"
     record = {
         "benchmark": "finetune_data_efficiency",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg()},
         "data": {"file": str(args.data), "structures": len(data), "atoms": data.n_atoms, "fingerprint": data.fingerprint(),
                  "pool": len(pool), "test": len(test)},
         "settings": vars(args),
         "zero_shot_raw": zero_shot_raw,
         "zero_shot_e0": zero_shot,
-        "rows": rows,
+        "rows": [],
     }
-    results = ROOT / "benchmarks" / "results"
-    results.mkdir(exist_ok=True)
-    # one file per backbone (CHGNet, the first one measured, keeps the plain name the docs link to)
-    stem = "finetune_data_efficiency" + ("" if args.model == "chgnet-0.3.0" else f"_{args.model}")
-    (results / f"{stem}.json").write_text(json.dumps(record, indent=2))
+    if record_path.is_file():  # a rerun with the same data and settings keeps the rows already measured (resumable)
+        previous = json.loads(record_path.read_text())
+        if previous.get("data") == record["data"] and previous.get("settings", {}) | {"sizes": args.sizes} == vars(args):
+            record["rows"] = previous["rows"]
+    rows = record["rows"]
+    done = {(row["training_structures"], row["strategy"]) for row in rows}
+    for size in sizes:
+        chosen = [pool[int(i)] for i in order[:size]]
+        n_valid = max(2, size // 5)
+        train, valid = chosen[n_valid:], chosen[:n_valid]
+        for name, fields in strategies(args.lora_rank, args.freeze_depth).items():
+            if (size, name) in done:
+                continue
+            spec = FinetuneSpec(**fields, epochs=args.epochs, learning_rate=args.learning_rate,
+                                batch_size=args.batch_size, seed=args.seed, drop_missing_stress=True)
+            started = time.perf_counter()
+            with tempfile.TemporaryDirectory() as directory:
+                result = spec.fit(args.model, train, valid, directory, progress=False, log=lambda message: None)
+            test_errors = errors(result.potential, test_set, args.batch_size)
+            row = {"training_structures": size, "strategy": name, "seconds": time.perf_counter() - started,
+                   "epochs": spec.resolved_epochs(len(train)),
+                   "learning_rate": spec.resolved_learning_rate(result.potential.backbone),
+                   "best_epoch": result.metrics["best_epoch"], "trainable": result.metrics["parameters"]["trainable"],
+                   "load_average": os.getloadavg(), **test_errors}
+            rows.append(row)
+            print(f"N={size:3d} {name:24s} F RMSE {row['forces_rmse']:.4f} eV/Å, E MAE "
+                  f"{row['energy_mae_mev_per_atom']:.1f} meV/atom, S RMSE {row.get('stress_rmse_gpa', float('nan')):.3f} "
+                  f"GPa, best epoch {row['best_epoch']}, {row['seconds']:.0f} s", flush=True)
+            record["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            record["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                                 "load_average": os.getloadavg()}
+            record_path.write_text(json.dumps(record, indent=2))  # after every run: a killed benchmark loses one run
+    rows.sort(key=lambda row: (row["training_structures"], list(strategies(args.lora_rank, args.freeze_depth)).index(
+        row["strategy"])))
+    record_path.write_text(json.dumps(record, indent=2))
     figure_path = plot(rows, zero_shot, results / f"{stem}.png", len(data), args.model)
     docs_figure = ROOT / "docs" / "figures" / f"{stem}.png"
     docs_figure.parent.mkdir(parents=True, exist_ok=True)
     docs_figure.write_bytes(figure_path.read_bytes())
-    print(f"wrote {results / f'{stem}.json'}, {figure_path} and {docs_figure}")
+    print(f"wrote {record_path}, {figure_path} and {docs_figure}")
 
 
 def plot(rows: list[dict], zero_shot: dict, path: Path, total: int, model: str) -> Path:

@@ -88,16 +88,22 @@ class AutoSearch:
 
         self._probe(model, train, valid, device, trust, budget, state, out)
         search_seconds = budget * SEARCH_FRACTION - state["probe_seconds"]
-        # every slice costs a model load, featurizing and validation on top of its training time: keep as many
-        # candidates as leave half of the search time for training (about 1.5 runs per candidate over the rungs)
-        overhead = state["run_seconds"] - state["step_seconds"]
-        fitting = int(search_seconds / (3.0 * max(overhead, 1e-3)))
+        # A candidate costs loading, featurizing and validation in every slice (about 1.5 slices per candidate over the
+        # rungs; counted twice, since the probe sees a 4-structure set) plus at least one epoch of training: keep as
+        # many candidates (most promising first) as the search time holds, at least two.
+        overhead = max(state["run_seconds"] - state["step_seconds"], 1e-3)
+        epoch_seconds = state["step_seconds"] * math.ceil(len(train) / self.spec.batch_size)
+        per_candidate = 3.0 * overhead + epoch_seconds
+        fitting = int(search_seconds / per_candidate) if search_seconds > 0 else 0
         if fitting < len(candidates):
             if fitting < 2:
+                needed = (state["probe_seconds"] + 2 * per_candidate) / SEARCH_FRACTION
                 raise BudgetError(
-                    f"a budget of {budget:.0f} s leaves no room to compare strategies: each trial run costs about "
-                    f"{overhead:.0f} s of loading and validation here before it trains. Give --budget ≥ "
-                    f"{math.ceil(12 * overhead / 60)}m, or choose a strategy and --epochs yourself."
+                    f"a budget of {budget:.0f} s leaves no room to compare two strategies: here one training step on a "
+                    f"batch of {self.spec.batch_size} structures takes {state['step_seconds']:.2f} s (an epoch of "
+                    f"{len(train)} structures {epoch_seconds:.0f} s), each trial run costs about {overhead:.0f} s of "
+                    f"loading and validation, and half the budget goes to the winner: about {needed:.0f} s are needed. "
+                    f"Give --budget ≥ {math.ceil(needed / 60)}m, or choose a strategy and --epochs yourself."
                 )
             log(f"auto: the budget fits {fitting} of {len(candidates)} candidates; trying "
                 f"{', '.join(c.name for c in candidates[:fitting])}")
@@ -175,13 +181,11 @@ class AutoSearch:
         step = probe.history[-1]["seconds"]  # one optimizer step and one validation structure
         state.update(probe_seconds=time.perf_counter() - started, run_seconds=seconds, step_seconds=step,
                      backbone=potential.backbone)
-        needed = state["probe_seconds"] + 2 * len(candidates_for(self.spec)) * max(step, 1e-3) * math.ceil(len(train) / len(batch))
-        if needed > budget:
+        if state["probe_seconds"] + step > budget:
             raise BudgetError(
                 f"a budget of {budget:.0f} s is too short: one training step on a batch of {len(batch)} structures "
-                f"takes {step:.2f} s here (loading and checking the model {seconds - step:.1f} s), and the search "
-                f"needs at least two epochs per candidate, about {needed:.0f} s. Give --budget ≥ "
-                f"{math.ceil(needed * 4 / 60)}m, or choose a strategy and --epochs yourself."
+                f"takes {step:.2f} s here (loading and checking the model {seconds - step:.1f} s). Give a longer "
+                f"--budget, or choose a strategy and --epochs yourself."
             )
         self._write_state(out, state)
 
