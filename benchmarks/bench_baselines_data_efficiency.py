@@ -1,5 +1,5 @@
 """Benchmark: held-out errors vs number of training structures for the baselines — a MACE trained from scratch with
-``mace_run_train`` and descriptor regression (composition / SOAP / CHGNet embeddings × ridge / kNN / GP) — on exactly the
+``mace_run_train``, a NequIP trained from scratch with ``nequip-train`` (nequip environment), and descriptor regression (composition / SOAP / CHGNet embeddings × ridge / kNN / GP) — on exactly the
 splits of ``bench_finetune_data_efficiency.py``, so the curves sit next to the fine-tuned ones.
 
 Data: the shipped GPAW PBE Ni-alloy set. A fixed random quarter is the test set (``Dataset.split`` seed 0); from the rest
@@ -11,6 +11,7 @@ N (their hyperparameters are cross-validated inside those N). Results: ``benchma
 
     python benchmarks/bench_baselines_data_efficiency.py --part regression --threads 1
     python benchmarks/bench_baselines_data_efficiency.py --part mace-scratch --epochs 40 --threads 1
+    python benchmarks/bench_baselines_data_efficiency.py --part nequip-scratch --epochs 20 --threads 1
     python benchmarks/bench_baselines_data_efficiency.py --plot
 """
 
@@ -91,6 +92,34 @@ def mace_rows(pool, test, order, sizes, args, rows: list, write) -> None:
               f"{result.epochs_run} epochs (best {result.best_epoch})", flush=True)
 
 
+def nequip_rows(pool, test, order, sizes, args, rows: list, write) -> None:
+    """The from-scratch NequIP (nequip-train in the nequip environment) on the same splits as the MACE: a fifth of N
+    validates, E0s by least squares on its training part; scored on the test set through the nequip worker."""
+    from atomtune.baselines.nequip_scratch import NequipScratchSpec, train
+
+    spec = NequipScratchSpec(num_features=args.channels, l_max=1, max_epochs=args.epochs, patience=None, batch_size=4,
+                             seed=args.seed)
+    for size in sizes:
+        chosen = [pool[int(i)] for i in order[:size]]
+        n_valid = max(2, size // 5)
+        with tempfile.TemporaryDirectory() as work:
+            result = train(chosen[n_valid:], Path(work) / "model", spec, valid_data=chosen[:n_valid],
+                           test_data=list(test), threads=args.threads, progress=False)
+        test_errors = result.test_errors  # atomtune.tasks.errors: per-component force errors, Voigt stress, as MACE's
+        rows.append({"training_structures": size, "baseline": f"NequIP from scratch ({spec.num_features} features, "
+                     f"l_max {spec.l_max})", "seconds": result.wall_seconds, "epochs_run": result.epochs_run,
+                     "best_epoch": result.best_epoch, "energy_mae_mev_per_atom": test_errors["energy_mae_mev_per_atom"],
+                     "energy_rmse_mev_per_atom": test_errors["energy_rmse_mev_per_atom"],
+                     "forces_mae": test_errors["force_mae_mev_per_a"] / 1000,
+                     "forces_rmse": test_errors["force_rmse_mev_per_a"] / 1000,
+                     "stress_mae_gpa": test_errors.get("stress_mae_gpa"),
+                     "stress_rmse_gpa": test_errors.get("stress_rmse_gpa"), "e0s_ev": result.e0s_ev})
+        write()
+        print(f"N={size:3d} NequIP scratch: F RMSE {rows[-1]['forces_rmse']:.4f} eV/Å, E MAE "
+              f"{rows[-1]['energy_mae_mev_per_atom']:.1f} meV/atom, {result.wall_seconds:.0f} s, "
+              f"{result.epochs_run} epochs (best {result.best_epoch})", flush=True)
+
+
 def plot() -> Path:
     import matplotlib
 
@@ -111,7 +140,7 @@ def plot() -> Path:
         energy_axis.axhline(record["zero_shot_e0"]["energy_mae_mev_per_atom"], ls="--", color="gray",
                             label="CHGNet zero-shot (E0 on pool)")
         force_axis.axhline(record["zero_shot_e0"]["forces_rmse"], ls="--", color="gray", label="CHGNet zero-shot")
-    for part, style in (("mace-scratch", "-s"), ("regression", ":.")):
+    for part, style in (("mace-scratch", "-s"), ("nequip-scratch", "-^"), ("regression", ":.")):
         path = RESULTS / f"baselines_data_efficiency_{part}.json"
         if not path.exists():
             continue
@@ -143,7 +172,7 @@ def plot() -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("regression", "mace-scratch"))
+    parser.add_argument("--part", choices=("regression", "mace-scratch", "nequip-scratch"))
     parser.add_argument("--plot", action="store_true")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--sizes", default="10,25,50,100,all")
@@ -179,6 +208,8 @@ def main() -> None:
 
         if args.part == "regression":
             regression_rows(pool, test, order, sizes, args.seed, rows, write)
+        elif args.part == "nequip-scratch":
+            nequip_rows(pool, test, order, sizes, args, rows, write)
         else:
             mace_rows(pool, test, order, sizes, args, rows, write)
         print(f"wrote {out} ({time.perf_counter() - started:.0f} s)")
