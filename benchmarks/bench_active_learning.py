@@ -3,8 +3,10 @@
 Three parts (run one at a time; results in ``benchmarks/results/active_learning_<part>.json``, summarised in
 docs/active_learning.md):
 
-``cost``: predict time of one model vs a full committee vs a shallow committee (K members each), side by side in one
-process on the same structures (the shipped dataset's small cells), median of repeats.
+``cost``: predict time of one model vs a shallow committee (one trunk pass, K readout heads; per-head forces and stress
+from one vmapped backward, and from K backwards) vs a full committee (K forwards), K members each, side by side in one
+process on the same structures (the shipped dataset's small cells), median of interleaved repeats; also energy-only
+predicts (σ_E without forces). ``--model`` takes several models, each measured in turn.
 
 ``label-cost``: one GPAW label of a small MD frame (a 4-atom Ni₃Al cell after CHGNet MD at 1500 K) with the shipped
 dataset's settings (PW 450 eV, k-density 2.5 Å⁻¹, Fermi–Dirac 0.1 eV, spin-polarised): what one active-learning label
@@ -17,7 +19,8 @@ cells and temperatures picked at random and by DIRECT, train the same committee 
 ``OUT/al/label-cache`` and every committee checkpoints, so a rerun reuses all work already paid for.
 ``--calculator emt`` is a quick dry run of the machinery (not a result: EMT is not the shipped PBE).
 
-    python benchmarks/bench_active_learning.py cost --model chgnet-0.3.0 --committee 4 --threads 1
+    python benchmarks/bench_active_learning.py cost --model chgnet-0.3.0 sevennet-0 tiny-mace.model --trust-model \
+        --committee 4 --threads 1
     python benchmarks/bench_active_learning.py label-cost --threads 1
     python benchmarks/bench_active_learning.py loop --budget 50 --threads 1
 """
@@ -58,9 +61,10 @@ def shipped_settings() -> dict:
 # -- cost of uncertainty ---------------------------------------------------------------------------------------------
 
 
-def committees(model: str, size: int):
-    """One model, a full committee (K independent copies, readouts perturbed so they differ) and a shallow one (shared
-    trunk weights, K readout heads): the same objects ``train_committee`` returns, without the training."""
+def committees(model: str, size: int, trust: bool = False):
+    """One model, a full committee (K independent copies, every weight scaled differently) and a shallow one (shared
+    trunk weights, K readout heads perturbed as ``train_committee`` starts them): the objects ``train_committee``
+    returns, without the training."""
     import torch
 
     from atomtune.models import load_potential
@@ -68,7 +72,7 @@ def committees(model: str, size: int):
     from atomtune.uncertainty.committee import readout_block
     from atomtune.uncertainty.train import _perturb
 
-    single = load_potential(model)
+    single = load_potential(model, **({"trust": True} if trust else {}))
     full_members = []
     for k in range(size):
         member = copy.deepcopy(single)
@@ -84,30 +88,51 @@ def committees(model: str, size: int):
     return single, CommitteePotential(full_members, "full"), CommitteePotential(shallow_members, "shallow")
 
 
+def cost_of(model: str, structures, args) -> dict:
+    """Median predict seconds of each variant, interleaved repeats (load changes hit all alike), and the ratios."""
+    single, full, shallow = committees(model, args.committee, trust=args.trust_model)
+    shallow_loop = copy.deepcopy(shallow)
+    shallow_loop.head_gradients = "loop"
+    variants = {  # name → (potential, forces and stress?)
+        "single": (single, True), "shallow": (shallow, True), "shallow_loop": (shallow_loop, True),
+        "full": (full, True), "single_energy_only": (single, False), "shallow_energy_only": (shallow, False),
+    }
+    for potential, derivatives in variants.values():  # warm-up (lazy imports, allocator)
+        potential.predict(structures[:2], forces=derivatives, stress=derivatives)
+    load_before = os.getloadavg()
+    timings: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, (potential, derivatives) in variants.items():
+            began = time.perf_counter()
+            potential.predict(structures, forces=derivatives, stress=derivatives)
+            timings[name].append(time.perf_counter() - began)
+    median = {name: float(np.median(values)) for name, values in timings.items()}
+    shallow.eval()
+    return {
+        "model": model, "backbone": single.backbone, "dtype": str(next(single.parameters()).dtype),
+        "cpu_batch_size": single.cpu_batch_size, "median_seconds": median,
+        "ratio_shallow_to_single": median["shallow"] / median["single"],
+        "ratio_shallow_loop_to_single": median["shallow_loop"] / median["single"],
+        "ratio_full_to_single": median["full"] / median["single"],
+        "ratio_shallow_to_single_energy_only": median["shallow_energy_only"] / median["single_energy_only"],
+        "shallow_runs_trunk_once": shallow._runs_trunk_once(), "shallow_head_gradients": shallow.head_gradients,
+        "load_average_1_min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+    }
+
+
 def run_cost(args) -> dict:
     from atomtune.data.dataset import Dataset
 
     structures = [a for a in Dataset.read(DATA) if len(a) <= 8][: args.structures]
-    single, full, shallow = committees(args.model, args.committee)
-    timings: dict[str, list[float]] = {"single": [], "full": [], "shallow": []}
-    for name, potential in (("single", single), ("full", full), ("shallow", shallow)):
-        potential.predict(structures[:2])  # warm-up (lazy imports, allocator)
-    for _ in range(args.repeats):  # interleaved, so load changes hit all three alike
-        for name, potential in (("single", single), ("full", full), ("shallow", shallow)):
-            began = time.perf_counter()
-            potential.predict(structures)
-            timings[name].append(time.perf_counter() - began)
-    median = {name: float(np.median(values)) for name, values in timings.items()}
-    result = {
-        "part": "cost", "model": args.model, "committee_size": args.committee, "structures": len(structures),
-        "atoms": int(sum(len(a) for a in structures)), "repeats": args.repeats, "median_seconds": median,
-        "ratio_full_to_single": median["full"] / median["single"],
-        "ratio_shallow_to_single": median["shallow"] / median["single"],
-        "machine": machine(),
-        "note": ("the shallow committee shares its trunk's weights but still runs K forwards: the Potential protocol "
-                 "has no hook to run a trunk once and K readouts after it"),
+    runs = [cost_of(model, structures, args) for model in args.model]
+    return {
+        "part": "cost", "committee_size": args.committee, "structures": len(structures),
+        "atoms": int(sum(len(a) for a in structures)), "repeats": args.repeats, "runs": runs, "machine": machine(),
+        "note": ("shallow: the trunk once, K readout heads on its output, the K heads' forces and stress from one "
+                 "backward vmapped over the heads (autograd.grad is_grads_batched); shallow_loop: the same with K "
+                 "backwards; full: K forwards. Forces and stress need K gradients through the trunk whichever way, so "
+                 "their cost grows with K; the energy-only ratio is the trunk-once saving alone."),
     }
-    return result
 
 
 # -- cost of one GPAW label ------------------------------------------------------------------------------------------
@@ -241,7 +266,9 @@ def baseline(method: str, count: int, start, args, out: Path, kwargs: dict) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", choices=("cost", "label-cost", "loop"))
-    parser.add_argument("--model", default="chgnet-0.3.0")
+    parser.add_argument("--model", nargs="+", default=["chgnet-0.3.0"],
+                        help="model(s); cost measures each in turn, the other parts use the first")
+    parser.add_argument("--trust-model", action="store_true", help="load pickled model files (a MACE .model)")
     parser.add_argument("--committee", type=int, default=4)
     parser.add_argument("--structures", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
@@ -259,6 +286,8 @@ def main() -> None:
 
     configure_threads(args.threads)
     run = {"cost": run_cost, "label-cost": run_label_cost, "loop": run_loop}[args.part]
+    if args.part != "cost":
+        args.model = args.model[0]
     result = run(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = f"_{args.calculator}" if args.part == "loop" else ""

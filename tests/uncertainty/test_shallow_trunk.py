@@ -1,5 +1,6 @@
-"""A shallow committee runs its trunk once: the K readout heads on one trunk pass (Potential.run_trunk / run_readout) give the
-same energies, forces, stresses and spreads as K full forwards, on CHGNet and SevenNet (real weights) and the tiny MACE.
+"""A shallow committee runs its trunk once: the K readout heads on one trunk pass (Potential.run_trunk / run_readout)
+give the same energies, forces, stresses and spreads as K full forwards, on CHGNet and SevenNet (real weights) and the
+tiny MACE.
 
 These are the tests that fail when a backbone's split is wrong (part of the readout left in the trunk, a head that is
 not the one passed in, forces or stress from the wrong leaves, an E0 counted twice)."""
@@ -30,7 +31,7 @@ def tiny_mace_file(pytestconfig, tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["chgnet", "sevennet", "mace"])
 def backbone(request):
-    """(name, a Potential of that backbone) — CHGNet 0.3.0 and SevenNet-0 from their wheels, the tiny MACE (float64)."""
+    """(name, a Potential of that backbone): CHGNet 0.3.0 and SevenNet-0 from their wheels, the tiny MACE (float64)."""
     if request.param == "chgnet":
         return "chgnet", load_potential("chgnet-0.3.0")
     if request.param == "sevennet":

@@ -66,6 +66,8 @@ def test_shallow_committee_differs_only_in_the_readout(split, tmp_path):
         same = all(torch.equal(parameter, other) for other in others)
         assert same == (id(parameter) not in readout), name
     assert (tmp_path / "s" / "heads" / "head-2.pt").exists() and (tmp_path / "s" / "trunk").is_dir()
+    # trained heads leave the trunk bit-identical (buffers too), so a backbone with the split runs it once
+    assert result.potential._members_share_trunk()
     assert result.potential.predict(valid[:1])[0]["energy_std"] > 0
 
 

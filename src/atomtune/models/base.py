@@ -18,8 +18,8 @@ A backbone subclass implements:
 - ``blocks()`` → named parameter blocks, input embedding first, readout last (freezing by depth counts from the end);
 - ``supported_elements``, ``cutoff``; ``atom_features(data)`` for embeddings (DIRECT sampling, UMAP);
 - ``save_weights(directory)`` and classmethod ``load_weights(directory, metadata)``;
-- optionally ``run_trunk(data)`` and ``run_readout(trunk, head)``: ``compute`` split at the readout block, so that a shallow
-  committee (one trunk, K readout heads) runs the trunk once (:class:`TrunkPass`; without them it runs K forwards).
+- optionally ``run_trunk(data)`` and ``run_readout(trunk, head)``: ``compute`` split at the readout block, so that a
+  shallow committee (one trunk, K readout heads) runs the trunk once (:class:`TrunkPass`; without: K forwards).
 
 On top of the backbone's energy the base class adds a fixed per-element energy shift (``element_energy_shift``, eV per atom of
 each element): this is how E0 re-estimation moves a foundation model onto another DFT code's or functional's absolute energy
@@ -64,8 +64,9 @@ class Batch:
 class TrunkPass:
     """One pass of a potential's trunk (every block but the readout, ``blocks()[-1]``) over a collated batch.
 
-    What :meth:`Potential.run_trunk` returns and :meth:`Potential.run_readout` reads: a shallow committee runs the trunk once,
-    each of its K readout heads on ``features``, and takes forces and stress of all heads from one set of gradients.
+    What :meth:`Potential.run_trunk` returns and :meth:`Potential.run_readout` reads: a shallow committee runs the trunk
+    once, each of its K readout heads on ``features``, and takes forces and stress of all heads from one set of
+    gradients.
     """
 
     #: What the readout block reads (backbone-specific: per-atom features, the backbone's graph dict, …).
@@ -76,7 +77,7 @@ class TrunkPass:
     #: The differentiable leaves forces and stress are gradients with respect to (empty without forces and stress).
     inputs: tuple[torch.Tensor, ...]
     #: Gradients of energies with respect to ``inputs``, each with a leading head dimension ``(K, *input.shape)`` →
-    #: ``{"forces": (K, N, 3) eV/Å, "stress": (K, B, 3, 3) eV/Å³ ASE sign}`` (only the ones asked of ``trunk``).
+    #: ``{"forces": (K, N, 3) eV/Å, "stress": (K, B, 3, 3) eV/Å³ ASE sign}`` (those asked of ``run_trunk``).
     forces_and_stress: Callable[[Sequence[torch.Tensor]], dict[str, torch.Tensor]]
 
 
@@ -167,9 +168,9 @@ class Potential(torch.nn.Module, ABC):
         """Everything of :meth:`compute` before the readout block (``blocks()[-1]``), on a collated batch; ``None``
         (this default) where the backbone has no such split, and a shallow committee then runs K full forwards.
 
-        A backbone that returns a :class:`TrunkPass` also implements :meth:`run_readout`, such that for its own readout
-        block ``trunk.energy + run_readout(trunk, blocks()[-1][1])`` is ``compute``'s energy and the gradients of that sum
-        with respect to ``trunk.inputs``, through ``trunk.forces_and_stress``, are its forces and stress.
+        A backbone that returns a :class:`TrunkPass` also implements :meth:`run_readout`, such that for its own
+        readout block ``trunk.energy + run_readout(trunk, blocks()[-1][1])`` is ``compute``'s energy and the gradients
+        of that sum with respect to ``trunk.inputs``, through ``trunk.forces_and_stress``, are its forces and stress.
         """
         return None
 

@@ -431,7 +431,7 @@ class ChgnetPotential(Potential):
         return energy
 
     def _readout_energy(self, data: ChgnetGraphBatch, atom_features, mlp, pooling, readout_norm) -> torch.Tensor:
-        """Energy per structure (eV) of CHGNet's readout (``readout_norm``, ``mlp``, ``pooling``) on the atom features."""
+        """Energy per structure (eV) of CHGNet's readout (``readout_norm``, ``mlp``, ``pooling``) on atom features."""
         model = self.model
         if readout_norm is not None:
             atom_features = readout_norm(atom_features)

@@ -13,9 +13,9 @@ Two kinds:
   re-estimation (a spread of absolute energies is only meaningful when every member sits on the same E0 scale);
 - ``shallow``: the members share every weight except the readout block (``Potential.blocks()[-1]``): one trunk, K heads.
   On disk that is one model plus K small head files. For a backbone that splits its compute at the readout
-  (:meth:`Potential.run_trunk` / :meth:`Potential.run_readout`: CHGNet, SevenNet, MACE) inference runs the trunk once, the K
-  heads on its output, and the K heads' forces and stress in one backward vmapped over the heads; other backbones run
-  K forwards. ``benchmarks/bench_active_learning.py`` (``cost``) measures both against a single model.
+  (:meth:`Potential.run_trunk` / :meth:`Potential.run_readout`: CHGNet, SevenNet, MACE) inference runs the trunk once,
+  the K heads on its output, and the K heads' forces and stress in one backward vmapped over the heads; other backbones
+  run K forwards. ``benchmarks/bench_active_learning.py`` (``cost``) measures both against a single model.
 
 Saved layout (no pickles: ``atomtune.json`` plus each member's own atomtune save, heads as plain tensor files loaded with
 ``torch.load(weights_only=True)``)::
@@ -181,8 +181,8 @@ class CommitteePotential(Potential):
         return outputs
 
     def _gradients_per_head(self, energies: torch.Tensor, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """d(Σ_b energies[k, b]) / d input for every head k: a list over inputs of ``(K, *input.shape)``. Inference only
-        (no graph is kept for a second derivative: the trunk-once path runs in eval mode)."""
+        """d(Σ_b energies[k, b]) / d input for every head k: a list over inputs of ``(K, *input.shape)``. Inference
+        only (no graph is kept for a second derivative: the trunk-once path runs in eval mode)."""
         size = energies.shape[0]
         gradients = None
         if self.head_gradients == "batched":
