@@ -95,6 +95,10 @@ class EnvironmentSpec:
 
 
 FROM_NEQUIP_NET = "nequip.net (nequip's load_saved_model downloads and caches it)"
+FROM_MATTERSIM_CACHE = (
+    "MatterSim-v1 (M3GNet): mattersim's download_checkpoint fetches it on first use into ~/.local/mattersim/"
+    "pretrained_models, where its Potential.from_checkpoint looks"
+)
 FROM_ORB_BUCKET = "orb_models.forcefield.pretrained (downloads from Orbital's S3 bucket; cached_path caches it)"
 
 FROM_UPET = "Hugging Face lab-cosmo/upet: {name}, newest version (upet's resolver downloads it, huggingface_hub caches it)"
@@ -232,8 +236,8 @@ SPECS: dict[str, EnvironmentSpec] = {
         imports=("mattersim.forcefield",),
         adapter="atomtune.models.mattersim:MattersimPotential",
         checkpoints=(
-            FamilyCheckpoint("mattersim-v1.0.0-1m", "mattersim's Potential.from_checkpoint (downloads on first use)"),
-            FamilyCheckpoint("mattersim-v1.0.0-5m", "mattersim's Potential.from_checkpoint (downloads on first use)"),
+            FamilyCheckpoint("mattersim-v1.0.0-1m", FROM_MATTERSIM_CACHE),
+            FamilyCheckpoint("mattersim-v1.0.0-5m", FROM_MATTERSIM_CACHE),
         ),
     ),
 }
