@@ -116,6 +116,7 @@ def test_bad_inputs_get_their_own_errors(in_environment_result):
     assert errors["not_torch"].startswith("ModelNotFoundError") and "not a fairchem inference" in errors["not_torch"]
     assert errors["misspelled"].startswith("ModelNotFoundError") and "Did you mean uma-s-1p1" in errors["misspelled"]
     assert errors["altered_architecture"].startswith("ModelNotFoundError") and "os.system" in errors["altered_architecture"]
+    assert errors["isolated_atom"].startswith("AtomtuneError") and "isolated single atom" in errors["isolated_atom"]
 
 
 def test_gated_checkpoint_without_network_reaches_the_main_process_as_one_error(uma_python, tmp_path, monkeypatch):

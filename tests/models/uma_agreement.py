@@ -109,9 +109,11 @@ def main(checkpoint: str) -> dict:
 def refused_inputs(checkpoint: str) -> dict:
     """The message each bad input gets (its class and text), in this process: Hugging Face's own errors for a gated
     repository (raised by huggingface_hub's download function, which is replaced here: there is no network), an
-    untrusted pickle, a file of another kind, a saved architecture naming a non-fairchem class."""
+    untrusted pickle, a file of another kind, a misspelled name, a saved architecture naming a non-fairchem class, an
+    isolated atom."""
     import httpx
     import torch
+    from ase import Atoms
     from fairchem.core.calculate import pretrained_mlip
     from huggingface_hub import errors
 
@@ -141,6 +143,8 @@ def refused_inputs(checkpoint: str) -> dict:
         finally:
             pretrained_mlip.hf_hub_download = original
     messages["untrusted"] = outcome(lambda: load_potential(f"uma:{checkpoint}"))
+    potential = load_potential(f"uma:{checkpoint}", trust=True)
+    messages["isolated_atom"] = outcome(lambda: potential.predict([Atoms("Cu")]))
     with tempfile.TemporaryDirectory() as directory:
         tensors = Path(directory) / "tensors.pt"
         torch.save({"weight": torch.zeros(2, 2)}, tensors)

@@ -159,11 +159,25 @@ SPECS: dict[str, EnvironmentSpec] = {
         pins=(
             Pin(
                 "fairchem-core==2.24.0",
-                "newest fairchem; declares torch~=2.13.0 (matches) and numpy>=2.0,<2.5 (conflicts with nothing here, "
-                "but its hydra / e3nn>=0.5 / cuda-python stack is kept out of the main environment)",
+                "newest fairchem; declares torch~=2.13.0 (matches) and numpy>=2.0,<2.5, hydra, e3nn>=0.5 (kept out "
+                "of the main environment). Installed --no-deps: its declared cuda-python, nvidia-cutlass-dsl and "
+                "nvalchemi-toolkit-ops (with warp-lang) are CUDA-only kernels (UMA Nitro, NVIDIA neighbour lists, "
+                "DFT-D3) that atomtune's batched path never calls and fairchem imports only when present; they were "
+                "680 MB of the first build (2.4 GB) and 40 % of fairchem's import time. The rest of its "
+                "requirements follow, as 2.24.0 declares them",
+                no_deps=True,
+            ),
+            *(
+                Pin(requirement, "fairchem-core 2.24.0 declares it (installed --no-deps above)")
+                for requirement in (
+                    "numpy>=2.0,<2.5", "scipy>=1.15.0", "ase>=3.26.0", "ase-db-backends>=0.10.0", "e3nn>=0.5",
+                    "hydra-core>=1.3", "huggingface-hub>=0.27.1", "torchtnt", "numba>=0.62.0", "lmdb>=1.6.2,<=1.7.3",
+                    "monty>=2026.2.18", "submitit>=1.5.4", "clusterscope==0.0.18", "wandb", "backoff", "orjson",
+                    "requests", "websockets", "setuptools<81.0.0",
+                )
             ),
         ),
-        imports=("fairchem.core",),
+        imports=("fairchem.core", "fairchem.core.models.uma.escn_moe"),
         adapter="atomtune.models.uma:UmaPotential",
         checkpoints=(
             FamilyCheckpoint(

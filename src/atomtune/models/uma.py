@@ -172,6 +172,14 @@ class UmaPotential(Potential):
         out: a batch needs the same fields in every structure."""
         from fairchem.core.datasets.atomic_data import AtomicData
 
+        if len(atoms) == 1 and not atoms.pbc.any():
+            # fairchem's predict unit does not run the model on an isolated atom either: it answers with the DFT
+            # reference energies it downloads beside the named checkpoints (single_atom_patch).
+            raise AtomtuneError(
+                f"{self.name}: UMA does not compute an isolated single atom (no neighbours; fairchem answers those with "
+                f"its DFT atom references, FAIRChemCalculator.from_model_checkpoint); put it in a box with pbc, or "
+                f"leave it out."
+            )
         clean = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc,
                       info={key: atoms.info[key] for key in ("charge", "spin") if key in atoms.info})
         self.model.validate_atoms_data(clean, self.task)
