@@ -95,6 +95,22 @@ def test_trunk_once_equals_k_forwards(backbone, head_gradients):
         assert a["energy_std"] > 0 and a["forces_std"].max() > 0, "heads that do not differ test nothing"
 
 
+@pytest.mark.parametrize(("forces", "stress"), [(False, False), (True, False), (False, True)])
+def test_trunk_once_without_forces_or_stress(backbone, forces, stress):
+    """Energies only (no gradient at all), forces without stress and stress without forces: the same leaves as K
+    forwards take."""
+    name, potential = backbone
+    members = shallow_members(potential)
+    shallow = CommitteePotential(members, kind="shallow")
+    k_forwards = CommitteePotential([copy.deepcopy(m) for m in members], kind="full")
+    fast = shallow.predict(small_cells(), batch_size=2, forces=forces, stress=stress)
+    slow = k_forwards.predict(small_cells(), batch_size=2, forces=forces, stress=stress)
+    for a, b in zip(slow, fast):
+        assert set(a) == set(b)
+        for key in a:
+            np.testing.assert_allclose(b[key], a[key], err_msg=f"{name} {key}", **_tolerances(potential))
+
+
 def test_identical_heads_have_zero_spread(backbone):
     _name, potential = backbone
     committee = CommitteePotential([copy.deepcopy(potential) for _ in range(3)], kind="shallow")
