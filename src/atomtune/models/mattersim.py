@@ -35,7 +35,7 @@ import torch
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from atomtune.exceptions import AtomtuneError, ModelNotFoundError
+from atomtune.exceptions import ModelNotFoundError
 from atomtune.models.base import Potential
 
 #: The public checkpoints (what users type after ``mattersim:``, lower case) → mattersim's file names on its server.
