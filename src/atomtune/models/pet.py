@@ -95,7 +95,9 @@ class PetPotential(Potential):
     """A metatrain PET model (PET-MAD, PET-OMAD, a local checkpoint) behind the batched Potential protocol."""
 
     backbone = "pet"
-    # Not tuned on a foundation-size model: 4 on the tiny test model (benchmarks in docs/performance.md).
+    # Measured on the tiny test model only (bench_envs_pet.py): 8 was fastest there (6.0x metatomic's calculator loop,
+    # 4.0x at 4); kept at 4 until a foundation-size PET is measured (PET pads every atom to the batch's largest
+    # neighbour count, which grows with the batch).
     cpu_batch_size = 4
     gpu_batch_size = 32
 
@@ -354,8 +356,11 @@ def _neighbour_pairs(atoms: Atoms, cutoff: float, full_list: bool):
 
 def _sync_metatensor_copies(model: torch.nn.Module) -> None:
     """After ``load_state_dict``: the composition model and scaler refresh the metatensor copies of their weights (as
-    metatrain's own ``load_checkpoint`` does)."""
-    for module in list(getattr(model, "additive_models", [])) + [getattr(model, "scaler", None)]:
+    metatrain's own ``load_checkpoint`` does). An exported (scripted) model has no such method and needs none: its
+    composition and scaler weights are buffers no strategy trains, so the loaded ones equal those it was scripted with."""
+    additive = getattr(model, "additive_models", None)
+    modules = [module for _, module in additive.named_children()] if additive is not None else []
+    for module in modules + [getattr(model, "scaler", None)]:
         if module is not None and hasattr(module, "sync_tensor_maps"):
             module.sync_tensor_maps()
 
