@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / "src" / "atomtune" / "resources" / "ni_alloy" / "ni_alloy_pbe.extxyz"
 RESULTS = ROOT / "benchmarks" / "results"
-FEATURES = ("composition", "soap", "embeddings:chgnet-0.3.0")
+FEATURES = ("composition", "soap", "acsf", "embeddings:chgnet-0.3.0")
 ESTIMATORS = ("ridge", "knn", "gaussian_process")
 
 
@@ -63,6 +63,7 @@ def regression_rows(pool, test, order, sizes, seed: int, rows: list, write) -> N
                              "energy_rmse_mev_per_atom": result.metrics.test_rmse_mev_per_atom,
                              "cv_rmse_mev_per_atom": result.metrics.cv_rmse * 1000,
                              "parameters": result.model.parameters, "seconds": time.perf_counter() - started})
+                write()
                 print(f"N={size:3d} {rows[-1]['baseline']:45s} E MAE {rows[-1]['energy_mae_mev_per_atom']:7.1f} "
                       f"meV/atom ({rows[-1]['seconds']:.1f} s)", flush=True)
 
