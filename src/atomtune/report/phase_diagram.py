@@ -107,7 +107,7 @@ def _expansion_tables(by_label: dict[str, list[dict]]) -> str:
                   "<th>train RMSE (meV/atom)</th><th>nonzero / parameters</th><th>fitted / enumerated</th>"
                   "<th>failed</th><th>hull = own energies' hull</th><th>hull RMSE vs own (meV/atom)</th>"
                   "<th class='text'>ground states (expansion's hull)</th><th>cost (s)</th></tr>")
-        parts.append(f"<h4>{_e(parent)}</h4><table>{header}{''.join(rows)}</table>")
+        parts.append(f"<h4>{_e(_structure(parent))}</h4><table>{header}{''.join(rows)}</table>")
         if ecis:
             parts.append("<details><summary>ECIs (meV/atom, parameter / multiplicity; first 12 by order and "
                          "radius)</summary><table><tr><th class='text'>model</th><th class='text'>ECIs</th></tr>"
@@ -164,7 +164,7 @@ def verdict_lines(phase_diagram: dict) -> list[str]:
                     states = ", ".join(f"{g['formula']} {g['space_group']}" for g in inner) or "none (phase separation)"
                     parts.append(f"{label}: {states} (CV {record['cv_rmse_mev_per_atom']:.3g} meV/atom)")
                 if parts:
-                    lines.append(f"{name} {parent}: ordered ground states — " + "; ".join(parts))
+                    lines.append(f"{name} {_structure(parent)}: ordered ground states — " + "; ".join(parts))
         else:
             parts = []
             for label, records in by_label.items():
@@ -172,14 +172,23 @@ def verdict_lines(phase_diagram: dict) -> list[str]:
                     value = record.get("transition_temperature_k") or record.get("miscibility_gap_temperature_k")
                     if not isinstance(value, (int, float)) or not math.isfinite(value):
                         continue
-                    edge = " (grid edge)" if record.get("peak_at_grid_edge") else ""
+                    notes = []
                     step = record.get("grid_resolution_k")
-                    resolution = f" ± {step:.0f}" if isinstance(step, (int, float)) and math.isfinite(step) else ""
-                    kind = f", {record['ordering']}" if record.get("ordering") else ""
-                    parts.append(f"{label} {value:.0f}{resolution} K{edge}{kind}")
+                    if isinstance(step, (int, float)) and math.isfinite(step):
+                        notes.append(f"grid step {step:.0f} K")
+                    if record.get("peak_at_grid_edge"):
+                        notes.append("at the grid edge: a bound only")
+                    if record.get("ordering"):
+                        notes.append(record["ordering"])
+                    parts.append(f"{label} {value:.0f} K" + (f" ({', '.join(notes)})" if notes else ""))
             if parts:
                 lines.append(f"{name}: transition temperature — " + "; ".join(parts))
     return lines
+
+
+def _structure(record_id) -> str:
+    """The input structure an expansion record belongs to (its id is ``<structure>/expansion``)."""
+    return str(record_id).rsplit("/", 1)[0]
 
 
 def _order_name(order: int) -> str:
