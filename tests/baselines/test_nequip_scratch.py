@@ -18,7 +18,7 @@ from emt_data import emt_structures
 
 pytestmark = pytest.mark.slow
 #: Two epochs of an 8-feature NequIP on 16 EMT cells: about a minute on the loaded 2-core machine, a real nequip-train.
-TINY = dict(num_features=8, radial_mlp_width=8, max_epochs=2, patience=None, seed=7)
+TINY = {"num_features": 8, "radial_mlp_width": 8, "max_epochs": 2, "patience": None, "seed": 7}
 
 
 @pytest.fixture(scope="module")

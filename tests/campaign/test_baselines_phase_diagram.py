@@ -158,7 +158,7 @@ def _check_phase_diagram_campaign(campaign_dir, labels: list[str]) -> dict:
         fitted = next(r for r in json.loads(next(workdir.glob(f"steps/task_cluster_expansion_{label}-*/records.json"))
                                            .read_text()) if r.get("kind") == "expansion")
         sampled = json.loads(next(workdir.glob(f"steps/task_monte_carlo_{label}-*/expansion_records.json")).read_text())
-        assert [r for r in sampled if r.get("kind") == "expansion"][0]["expansion"] == fitted["expansion"]
+        assert next(r for r in sampled if r.get("kind") == "expansion")["expansion"] == fitted["expansion"]
         assert fitted["calculator"] != "" and ce[label][0]["calculator"] == fitted["calculator"]
 
     page = report.read_text()

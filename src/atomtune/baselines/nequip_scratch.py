@@ -243,7 +243,7 @@ def train(
     held_out = valid_data is None
     if held_out:
         order = np.random.default_rng(spec.seed).permutation(len(train_list))
-        n_valid = max(1, int(round(spec.valid_fraction * len(train_list))))
+        n_valid = max(1, round(spec.valid_fraction * len(train_list)))
         valid_list = [train_list[int(i)] for i in order[:n_valid]]
         train_list = [train_list[int(i)] for i in order[n_valid:]]
     else:
@@ -287,7 +287,7 @@ def train(
     best_row = min(scored, key=lambda row: row[MONITOR]) if scored else None
     valid_errors, test_errors = _held_out_errors(package, datasets)
     version = subprocess.run([str(python), "-c", "import nequip; print(nequip.__version__)"], capture_output=True,
-                             text=True, env=environment).stdout.strip()
+                             text=True, env=environment, check=False).stdout.strip()
     result = NequipScratchResult(
         model_file=str(package),
         commands=[train_command, package_command],

@@ -160,7 +160,7 @@ def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]
         task_id_ = task_id(campaign, index)
         labels = []
 
-        def wired(label_: str) -> tuple[list[str], dict]:
+        def wired(label_: str, source=source) -> tuple[list[str], dict]:
             """The fitted-expansion step this task's run on ``label_`` reads (depends on it), if any."""
             if source is None:
                 return [], {}
