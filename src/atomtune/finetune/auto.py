@@ -95,16 +95,18 @@ class AutoSearch:
         epoch_seconds = state["step_seconds"] * math.ceil(len(train) / self.spec.batch_size)
         per_candidate = 3.0 * overhead + epoch_seconds
         fitting = int(search_seconds / per_candidate) if search_seconds > 0 else 0
+        if fitting < min(ETA, len(candidates)):
+            # Successive halving needs ETA candidates to halve once; with fewer, a search would spend half the budget
+            # on one-epoch trials whose ranking is noise. Train the first (most promising) candidate for all of it.
+            needed = (state["probe_seconds"] + ETA * per_candidate) / SEARCH_FRACTION
+            reason = (f"the budget of {budget:.0f} s holds {fitting} trial(s), fewer than the {ETA} a search needs (here "
+                      f"one training step on a batch of {self.spec.batch_size} structures takes "
+                      f"{state['step_seconds']:.2f} s, an epoch of {len(train)} structures {epoch_seconds:.0f} s, and "
+                      f"each trial run costs about {overhead:.0f} s of loading and validation; a search needs "
+                      f"--budget ≥ {math.ceil(needed / 60)}m)")
+            return self._train_without_search(candidates[0], reason, model, train, valid, out, device, trust, general,
+                                              progress, deadline, started, state, log)
         if fitting < len(candidates):
-            if fitting < 2:
-                needed = (state["probe_seconds"] + 2 * per_candidate) / SEARCH_FRACTION
-                raise BudgetError(
-                    f"a budget of {budget:.0f} s leaves no room to compare two strategies: here one training step on a "
-                    f"batch of {self.spec.batch_size} structures takes {state['step_seconds']:.2f} s (an epoch of "
-                    f"{len(train)} structures {epoch_seconds:.0f} s), each trial run costs about {overhead:.0f} s of "
-                    f"loading and validation, and half the budget goes to the winner: about {needed:.0f} s are needed. "
-                    f"Give --budget ≥ {math.ceil(needed / 60)}m, or choose a strategy and --epochs yourself."
-                )
             log(f"auto: the budget fits {fitting} of {len(candidates)} candidates; trying "
                 f"{', '.join(c.name for c in candidates[:fitting])}")
             candidates = candidates[:fitting]
@@ -247,6 +249,25 @@ class AutoSearch:
     def _winner_reserve(self, state: dict) -> float:
         budget = self.spec.budget_seconds or DEFAULT_BUDGET_SECONDS
         return budget * (1 - SEARCH_FRACTION)
+
+    def _train_without_search(self, candidate, reason, model, train, valid, out, device, trust, general, progress,
+                              deadline, started, state, log):
+        """A budget too short to compare candidates: ``candidate`` (the first, most promising one) trains from ``model``
+        with its defaults for the whole remaining budget, as a fixed strategy would; the search log says why."""
+        from atomtune.finetune.checkpoint import has_checkpoint
+
+        log(f"auto: no search: {reason}; training {candidate.name} for the whole budget")
+        state.update(winner=candidate.name, search_skipped=reason)
+        self._write_state(out, state)
+        spec = self._spec_of(candidate, state.get("backbone"), budget=max(deadline - time.perf_counter(), 1.0))
+        result = spec.fit(model, train, valid, out, device=device, resume=has_checkpoint(out), general=general,
+                          progress=progress, trust=trust, log=log)
+        state["total_seconds"] = time.perf_counter() - started
+        self._write_state(out, state)
+        result.metrics["search"] = {"winner": candidate.name, "file": SEARCH_FILE, "skipped": reason,
+                                    "budget_seconds": deadline - started, "total_seconds": state["total_seconds"]}
+        atomic_write_json(out / "metrics.json", result.metrics)
+        return result
 
     def _train_winner(self, winner, model, train, valid, out, device, trust, general, progress, remaining, state,
                       log):
