@@ -85,6 +85,14 @@ def main() -> None:
         "settings": vars(args), "rows": rows,
     }
     path = ROOT / "benchmarks" / "results" / f"finetune_auto_{args.model}_N{args.size}.json"
+    if path.is_file():  # a rerun of some strategies / budgets replaces those rows and keeps the others
+        previous = json.loads(path.read_text())
+        if previous.get("data") == record["data"]:
+            measured = {(row.get("strategy"), row.get("budget")) for row in rows}
+            kept = [row for row in previous["rows"] if (row.get("strategy"), row.get("budget")) not in measured]
+            record["rows"] = kept + rows
+            record["earlier_runs"] = previous.get("earlier_runs", []) + [
+                {"date": previous.get("date"), "machine": previous.get("machine"), "settings": previous.get("settings")}]
     path.write_text(json.dumps(record, indent=1))
     print(f"wrote {path}")
 
