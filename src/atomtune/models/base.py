@@ -179,6 +179,30 @@ class Potential(torch.nn.Module, ABC):
         same structure, e.g. another committee member's) on ``trunk.features``, excluding ``trunk.energy``."""
         raise NotImplementedError(f"{type(self).__name__} has no trunk / readout split")
 
+    # -- optional: per-atom energies (exact chunked evaluation of large cells, atomtune.models.chunking) -------------
+    #: Memory (bytes) one evaluation in ``predict`` may use; None: a fraction of the available memory
+    #: (:func:`atomtune.models.chunking.memory_budget_bytes`). A cell estimated above it is evaluated in chunks.
+    memory_budget: float | None = None
+
+    @property
+    def receptive_field(self) -> float | None:
+        """Distance (Å) beyond which no atom changes another's energy: interaction layers × cutoff for a
+        message-passing backbone; None (this default) where unknown, and such a backbone is never split into chunks."""
+        return None
+
+    def compute_atoms(
+        self, data: Any, weights: torch.Tensor | None = None, forces: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Per-atom energies of a collated batch and the forces of a weighted sum of them.
+
+        Returns ``{"energies": (N,) eV, "forces": (N, 3) eV/Å}``: ``energies`` sum per structure to :meth:`compute`'s
+        energy (the backbone's own per-atom decomposition, without ``element_energy_shift``), and ``forces`` are
+        −∂(Σ_i w_i e_i)/∂r_k on every atom k (``weights`` ``(N,)``, all ones when None: then :meth:`compute`'s forces).
+        Chunked evaluation weights a chunk's owned atoms 1 and its halo atoms 0. Backbones without a per-atom
+        decomposition raise NotImplementedError (this default).
+        """
+        raise NotImplementedError(f"{type(self).__name__} gives no per-atom energies")
+
     # -- shared machinery ------------------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
@@ -229,8 +253,14 @@ class Potential(torch.nn.Module, ABC):
         was_training = self.training
         self.eval()
         results: list[dict] = [None] * len(structures)  # type: ignore[list-item]
+        # A cell whose estimated memory exceeds the budget is evaluated alone, exactly, in spatial chunks with ghost
+        # atoms (atomtune.models.chunking; refused there with the estimate when even one chunk cannot fit).
+        from atomtune.models import chunking
+
+        budget = chunking.memory_budget_bytes(self)
+        large = [i for i in range(len(structures)) if chunking.needs_chunking(self, structures[i], budget)]
         # Group similar sizes together so padding-free backbones still see balanced batches; keep output order.
-        order = sorted(range(len(structures)), key=lambda i: len(structures[i]))
+        order = sorted(set(range(len(structures))) - set(large), key=lambda i: len(structures[i]))
         chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         iterator = chunks
         if progress:
@@ -238,6 +268,8 @@ class Potential(torch.nn.Module, ABC):
 
             iterator = tqdm(chunks, desc=f"{self.name} predict", unit="batch")
         try:
+            for i in large:
+                results[i] = chunking.predict_chunked(self, structures[i], forces=forces, stress=stress, budget=budget)
             for chunk in iterator:
                 chunk_structures = [structures[i] for i in chunk]  # elements already checked above, once
                 batch = self.make_batch(chunk_structures, [self.featurize(atoms) for atoms in chunk_structures])

@@ -205,6 +205,37 @@ class ChgnetPotential(Potential):
             batch = ChgnetGraphBatch(**{name: value.to(device) for name, value in vars(batch).items()})
         return batch
 
+    @property
+    def receptive_field(self) -> float:
+        """Atom-graph cutoff × atom convolutions (Å): every layer (atom, bond and angle updates, all within the
+        atom-graph cutoff of the atom they update) moves information by at most the atom-graph cutoff."""
+        return self.cutoff * len(self.model.atom_conv_layers)
+
+    def compute_atoms(
+        self, data: ChgnetGraphBatch, weights: torch.Tensor | None = None, forces: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Site energies (readout of each atom plus its AtomRef energy, what :meth:`compute` sums) and the forces of
+        their ``weights``-weighted sum. Only for the released ``mlp_first`` readout (a pooled readout has no per-atom
+        decomposition)."""
+        model = self.model
+        if not model.mlp_first:
+            raise NotImplementedError("a CHGNet with a pooled readout (mlp_first=False) gives no per-atom energies")
+        positions, _, strained_positions, lattices = self._differentiable_geometry(data, forces, False)
+        atom_features = self._atom_features(data, strained_positions, lattices)
+        if model.readout_norm is not None:
+            atom_features = model.readout_norm(atom_features)
+        energies = model.mlp(atom_features).view(-1)
+        if model.composition_model is not None:
+            energies = energies + model.composition_model.fc.weight.view(-1)[data.atomic_numbers - 1].to(energies.dtype)
+        result = {"energies": energies}
+        if forces:
+            weighted = energies if weights is None else energies * weights.to(energies.dtype)
+            (gradient,) = torch.autograd.grad(
+                weighted.sum(), [positions], create_graph=self.training, allow_unused=True, materialize_grads=True
+            )
+            result["forces"] = -gradient
+        return result
+
     def run_trunk(self, data: ChgnetGraphBatch, forces: bool = True, stress: bool = True) -> TrunkPass:
         """:meth:`compute` up to the readout block: atom features after the last interaction (features are
         ``(data, atom_features)``), the AtomRef energy (outside the readout block), gradients with respect to positions

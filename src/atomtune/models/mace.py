@@ -202,6 +202,28 @@ class MacePotential(Potential):
             result["stress"] = output["stress"]
         return result
 
+    @property
+    def receptive_field(self) -> float:
+        """``r_max`` × number of interactions (Å): how far an atom's energy reaches."""
+        return self.cutoff * len(self.model.interactions)
+
+    def compute_atoms(self, data: dict, weights: torch.Tensor | None = None, forces: bool = True) -> dict:
+        """mace's ``node_energy`` (E0 + interaction energies of each atom, what its ``energy`` sums) and the forces of
+        their ``weights``-weighted sum, by autograd through a private positions leaf."""
+        inputs = dict(data)
+        positions = data["positions"].detach().requires_grad_(forces)
+        inputs["positions"] = positions
+        output = self.model(inputs, training=self.training, compute_force=False, compute_stress=False)
+        energies = output["node_energy"]
+        result = {"energies": energies}
+        if forces:
+            weighted = energies if weights is None else energies * weights.to(energies.dtype)
+            (gradient,) = torch.autograd.grad(
+                weighted.sum(), [positions], create_graph=self.training, allow_unused=True, materialize_grads=True
+            )
+            result["forces"] = -gradient
+        return result
+
     def run_trunk(self, data: dict, forces: bool = True, stress: bool = True) -> TrunkPass | None:
         """:meth:`compute` up to the readout block (the last readout): mace's own forward with that readout's output
         replaced by zeros (a forward hook that also keeps its inputs, the last layer's node features and node heads),

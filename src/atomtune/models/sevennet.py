@@ -198,6 +198,43 @@ class SevennetPotential(Potential):
         output.update(_forces_and_stress(data, edge_vector, edge_gradient, energy.shape[0], forces, stress))
         return output
 
+    @property
+    def receptive_field(self) -> float:
+        """Cutoff × convolution layers (Å): how far an atom's energy reaches."""
+        from sevenn.nn.convolution import IrrepsConvolution
+
+        layers = sum(isinstance(module, IrrepsConvolution) for module in self.model._modules.values())
+        return self.cutoff * (layers or int(self.config.get("num_convolution_layer", 0)))
+
+    def compute_atoms(self, data, weights: torch.Tensor | None = None, forces: bool = True) -> dict[str, torch.Tensor]:
+        """The per-atom energies sevenn's total-energy reduction sums (after its scale / shift) and the forces of their
+        ``weights``-weighted sum, from the gradient with respect to the edge vectors."""
+        import sevenn._keys as KEY
+
+        data = copy.copy(data)
+        edge_vector = data[KEY.EDGE_VEC]
+        if forces:
+            edge_vector = edge_vector.detach().requires_grad_(True)
+            data[KEY.EDGE_VEC] = edge_vector
+        data = self._run_modules(data, until=None)
+        energies = data[self._atomic_energy_key()].reshape(-1)
+        result = {"energies": energies}
+        if forces:
+            weighted = energies if weights is None else energies * weights.to(energies.dtype)
+            (edge_gradient,) = torch.autograd.grad(weighted.sum(), [edge_vector], create_graph=self.training)
+            n_structures = int(data[KEY.CELL_VOLUME].shape[0])
+            result["forces"] = _forces_and_stress(data, edge_vector, edge_gradient, n_structures, True, False)["forces"]
+        return result
+
+    def _atomic_energy_key(self) -> str:
+        """The per-atom key the model's total-energy reduction reads."""
+        import sevenn._keys as KEY
+
+        for module in self.model._modules.values():
+            if getattr(module, "key_output", None) == KEY.PRED_TOTAL_ENERGY and hasattr(module, "key_input"):
+                return module.key_input
+        return KEY.ATOMIC_ENERGY
+
     def run_trunk(self, data, forces: bool = True, stress: bool = True) -> TrunkPass | None:
         """:meth:`compute` up to the readout block: the embedding and interaction modules once, on a shallow copy of
         the batch (the features: the batch as the readout's first module reads it); gradients with respect to the
