@@ -205,10 +205,12 @@ def plan(potential, atoms: Atoms, budget: float | None = None, grid=None) -> Chu
                 candidates.append((int(np.prod(candidate)) * cluster, int(np.prod(candidate)), candidate, cluster))
         if not candidates:
             smallest = _cluster_atoms_estimate(heights, limits, radius, density)
+            split = "×".join(str(n) for n in limits)
             raise _too_large(
                 potential, atoms, whole, budget,
-                f"even a chunk of one atom needs its receptive field of {radius:.0f} Å around it, ~{smallest:,.0f} "
-                f"atoms, ~{estimate_bytes(potential, smallest, density) / 2**30:.1f} GiB",
+                f"even the finest split ({split} chunks, {min(heights / np.asarray(limits)):.1f} Å wide) needs the "
+                f"receptive field of {radius:.0f} Å around each chunk: ~{smallest:,.0f} atoms, "
+                f"~{estimate_bytes(potential, smallest, density) / 2**30:.1f} GiB per chunk",
             )
         _, _, grid, cluster = min(candidates)
     else:
@@ -256,7 +258,7 @@ def build_chunks(atoms: Atoms, grid, radius: float, vacuum: float) -> list[Chunk
             continue
         low = np.asarray(corner) / grid - pad
         high = (np.asarray(corner) + 1) / grid + pad
-        ranges = [range(int(math.floor(low[k] - 1.0)), int(math.ceil(high[k])) + 1) for k in range(3)]
+        ranges = [range(math.floor(low[k] - 1.0), math.ceil(high[k]) + 1) for k in range(3)]
         indices, shifts = [], []
         for shift in itertools.product(*ranges):
             moved = fractional + np.asarray(shift, dtype=float)
