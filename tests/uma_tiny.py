@@ -119,7 +119,6 @@ def main(out: Path, steps: int = 30, seed: int = 0) -> Path:
     sys.path.insert(0, str(HERE))
     import hydra
     from fairchem.core.datasets.atomic_data import AtomicData, atomicdata_list_to_batch
-    from fairchem.core.units.mlip_unit.api.inference import MLIPInferenceCheckpoint
     from mace_tiny import emt_training_structures
 
     torch.manual_seed(seed)
@@ -162,14 +161,20 @@ def main(out: Path, steps: int = 30, seed: int = 0) -> Path:
     model.eval()
 
     averaged.update_parameters(model)
+    out.mkdir(parents=True, exist_ok=True)
+    return write_checkpoint(model, averaged, MODEL_CONFIG, tasks, out / "tiny-uma.pt")
+
+
+def write_checkpoint(model, averaged, model_config: dict, tasks: list[dict], path: Path) -> Path:
+    """``torch.save(MLIPInferenceCheckpoint(...))``: fairchem's inference checkpoint (``averaged``: the EMA copy)."""
+    from fairchem.core.units.mlip_unit.api.inference import MLIPInferenceCheckpoint
+
     checkpoint = MLIPInferenceCheckpoint(
-        model_config=MODEL_CONFIG,
+        model_config=model_config,
         model_state_dict=model.state_dict(),
         ema_state_dict=averaged.state_dict(),
         tasks_config=tasks,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "tiny-uma.pt"
     torch.save(checkpoint, path)
     return path
 

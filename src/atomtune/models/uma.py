@@ -2,11 +2,12 @@
 
 What ``--model`` takes:
 
-- ``uma-s-1p1`` / ``uma-m-1p1`` (or any name in fairchem's ``pretrained_mlip.available_models``, e.g. ``uma-s-1p2``),
-  downloaded from Hugging Face (``facebook/UMA``) by fairchem's own ``pretrained_mlip`` loader into its cache. The
-  repository is gated: accept its licence on huggingface.co/facebook/UMA, then ``hf auth login`` or set ``HF_TOKEN``.
-- ``uma:NAME`` for the same names, ``uma:PATH.pt`` for a local fairchem inference checkpoint (a pickle by design:
-  loads only with ``--trust-model``).
+- ``uma-s-1p1``, ``uma-m-1p1``, ``uma-s-1p2``, ``uma-s-1p2p1`` (the names the uma spec lists; ``uma:NAME`` takes any name
+  in fairchem's ``pretrained_mlip.available_models``), downloaded from Hugging Face (``facebook/UMA``) by fairchem's own
+  ``pretrained_mlip`` loader into its cache and, like every backbone's named checkpoints, loaded without
+  ``--trust-model``. The repository is gated: accept its licence on huggingface.co/facebook/UMA, then ``hf auth login``
+  or set ``HF_TOKEN``.
+- ``uma:PATH.pt`` for a local fairchem inference checkpoint (a pickle by design: loads only with ``--trust-model``).
 - A task suffix chooses the UMA task (level of theory): ``uma-s-1p1:omat`` (the default: OMat24, PBE/PBE+U bulk
   materials, the one to fine-tune on bulk PBE data), ``:omol`` (ωB97M-V molecules), ``:oc20`` (catalysis), ``:odac``
   (MOFs), ``:omc`` (molecular crystals). UMA has one shared energy head; the task selects the dataset embedding (which
@@ -83,7 +84,11 @@ class UmaPotential(Potential):
     """A UMA model (fairchem-core 2.x) for one task, behind the batched Potential protocol."""
 
     backbone = "uma"
-    cpu_batch_size = 4
+    # bench_envs_uma.py (1 thread, loaded 2-core machine, docs/performance.md): batching pays on the tiny test model
+    # (batch 4: 2.2x fairchem's calculator loop at equal settings on 5-atom cells) but not at UMA-S's size on 40-atom
+    # cells (batch 1: 0.8x, batch 4: 0.6x; the mixture of experts merges its weights and runs once per structure in a
+    # batch, and the larger edge tensors cost more per edge on CPU), so one structure per call
+    cpu_batch_size = 1
     gpu_batch_size = 32
 
     def __init__(self, checkpoint: str, model: torch.nn.Module, model_config: dict, tasks_config: list, task: str):
@@ -176,9 +181,9 @@ class UmaPotential(Potential):
             # fairchem's predict unit does not run the model on an isolated atom either: it answers with the DFT
             # reference energies it downloads beside the named checkpoints (single_atom_patch).
             raise AtomtuneError(
-                f"{self.name}: UMA does not compute an isolated single atom (no neighbours; fairchem answers those with "
-                f"its DFT atom references, FAIRChemCalculator.from_model_checkpoint); put it in a box with pbc, or "
-                f"leave it out."
+                f"{self.name}: UMA does not compute an isolated single atom (it has no neighbours; fairchem's own "
+                f"calculator answers one from the DFT atom references downloaded with the named checkpoints, not from "
+                f"the model); put it in a periodic box, or leave it out."
             )
         clean = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc,
                       info={key: atoms.info[key] for key in ("charge", "spin") if key in atoms.info})
