@@ -117,7 +117,9 @@ def bytes_per_edge(potential) -> float:
 def number_density(atoms: Atoms) -> float:
     """Atoms per Å³: of the cell for a periodic 3D cell, of the bounding box (+1 Å each side) otherwise."""
     if atoms.cell.rank == 3 and atoms.pbc.all():
-        return len(atoms) / atoms.get_volume()
+        volume = abs(float(np.linalg.det(atoms.cell.array)))
+        if volume > 1e-6:  # a singular cell falls through: the backbone's own featurize names the problem
+            return len(atoms) / volume
     extent = atoms.positions.max(axis=0) - atoms.positions.min(axis=0) if len(atoms) else np.zeros(3)
     return len(atoms) / float((extent + 2.0).prod())
 
@@ -210,7 +212,7 @@ def plan(potential, atoms: Atoms, budget: float | None = None, grid=None) -> Chu
                 potential, atoms, whole, budget,
                 f"even the finest split ({split} chunks, {min(heights / np.asarray(limits)):.1f} Å wide) needs the "
                 f"receptive field of {radius:.0f} Å around each chunk: ~{smallest:,.0f} atoms, "
-                f"~{estimate_bytes(potential, smallest, density) / 2**30:.1f} GiB per chunk",
+                f"~{_size(estimate_bytes(potential, smallest, density))} per chunk",
             )
         _, _, grid, cluster = min(candidates)
     else:
@@ -225,11 +227,15 @@ def plan(potential, atoms: Atoms, budget: float | None = None, grid=None) -> Chu
     return result
 
 
+def _size(size: float) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+
+
 def _too_large(potential, atoms: Atoms, whole: float, budget: float, why: str) -> CellTooLargeError:
     lengths = "×".join(f"{length:.1f}" for length in atoms.cell.lengths())
-    budget_text = f"{budget / 2**30:.1f} GiB" if math.isfinite(budget) else "unlimited"
+    budget_text = _size(budget) if math.isfinite(budget) else "unlimited"
     return CellTooLargeError(
-        f"{len(atoms)} atoms (cell {lengths} Å) with {potential.name} need about {whole / 2**30:.1f} GiB for one "
+        f"{len(atoms)} atoms (cell {lengths} Å) with {potential.name} need about {_size(whole)} for one "
         f"energy + forces + stress evaluation (~{whole / bytes_per_edge(potential):,.0f} neighbour pairs within "
         f"{potential.cutoff:g} Å × {bytes_per_edge(potential) / 1e3:.0f} kB each), over the memory budget of "
         f"{budget_text}, and {why}. Use a smaller cell, a machine or GPU with more memory (or raise the budget: "
