@@ -59,7 +59,9 @@ def test_md_command_runs_both_engines(tiny_mace_model_file, cell_file, tmp_path,
 def test_md_command_refuses_a_cell_too_large_with_the_estimate(tiny_mace_model_file, tmp_path, monkeypatch):
     import atomtune.lammps.memory as memory
 
-    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 2**30)  # pretend 1 GiB is free
+    # pretend 50 MiB are free: too little even for one chunk (the tiny MACE's 9 Å receptive field around a few atoms);
+    # with 1 GiB free this cell is evaluated in chunks (atomtune.models.chunking) instead of refused
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 50 * 2**20)
     big = bulk("Ni", "fcc", a=3.52, cubic=True).repeat((12, 12, 12))  # 6912 atoms
     write(tmp_path / "big.extxyz", big)
     result = CliRunner().invoke(

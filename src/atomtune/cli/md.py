@@ -61,16 +61,28 @@ def register(app: typer.Typer) -> None:
             f"{data}: {len(structures)} structure(s), {sum(len(a) for a in structures):,} atoms; engine {engine}"
         )
 
-        from atomtune.lammps.memory import check_fits
-        from atomtune.models import load_potential
+        from atomtune.models import chunking, load_potential
 
         results: dict[str, list[dict]] = {}
         for name in model:
             potential = load_potential(name, device=device, dtype=dtype, trust=trust_model)
             if device == "cpu":
                 for index, atoms in enumerate(structures):
-                    estimate = check_fits(potential, atoms, where=f"{data} structure {index}")
-                    console.print(f"{name}: structure {index}: ~{estimate.gib:.2f} GiB per force evaluation (estimate)")
+                    # a cell over the memory budget runs in exact chunks (atomtune.models.chunking); one whose smallest
+                    # chunk would not fit either is refused here, with the estimate, before anything runs
+                    whole = chunking.estimate_bytes(potential, len(atoms), chunking.number_density(atoms))
+                    text = f"~{whole / 2**30:.2f} GiB per force evaluation (estimate)"
+                    if chunking.needs_chunking(potential, atoms):
+                        try:
+                            summary = chunking.plan(potential, atoms).summary()
+                        except chunking.CellTooLargeError as error:
+                            raise chunking.CellTooLargeError(f"{data} structure {index}: {error}") from None
+                        text += (
+                            f", over the budget: {summary['n_chunks']} chunks of ≤ {summary['max_cluster_atoms']:,} "
+                            f"atoms with their halo (~{summary['estimated_chunk_gib']:.2f} GiB each, "
+                            f"{summary['work_overhead']:.1f}× the work)"
+                        )
+                    console.print(f"{name}: structure {index}: {text}")
             results[name] = run.run(structures, potential, progress=progress)
         out.mkdir(parents=True, exist_ok=True)
         for label, records in results.items():

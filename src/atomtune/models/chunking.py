@@ -132,20 +132,21 @@ def estimate_bytes(potential, n_atoms: float, density: float) -> float:
 
 def memory_budget_bytes(potential=None) -> float:
     """The memory one evaluation may use: ``potential.memory_budget`` when set (bytes), else
-    ``DEFAULT_BUDGET_FRACTION`` of this machine's MemAvailable (psutil, or /proc/meminfo), else unlimited."""
+    ``DEFAULT_BUDGET_FRACTION`` of this machine's MemAvailable (/proc/meminfo, or psutil), else unlimited."""
     budget = getattr(potential, "memory_budget", None)
     if budget is not None:
         return float(budget)
-    available = None
-    try:
-        import psutil
+    from atomtune.lammps import memory
 
-        available = float(psutil.virtual_memory().available)
-    except ImportError:
-        from atomtune.lammps.memory import available_memory_bytes
+    available = memory.available_memory_bytes()
+    if available is None:
+        try:
+            import psutil
 
-        available = available_memory_bytes()
-    return math.inf if available is None else DEFAULT_BUDGET_FRACTION * available
+            available = float(psutil.virtual_memory().available)
+        except ImportError:
+            return math.inf
+    return DEFAULT_BUDGET_FRACTION * available
 
 
 def supports_chunking(potential, atoms: Atoms) -> str:
