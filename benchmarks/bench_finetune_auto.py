@@ -90,7 +90,7 @@ def main() -> None:
         if previous.get("data") == record["data"]:
             measured = {(row.get("strategy"), row.get("budget")) for row in rows}
             kept = [row for row in previous["rows"] if (row.get("strategy"), row.get("budget")) not in measured]
-            record["rows"] = kept + rows
+            record["rows"] = sorted(kept + rows, key=lambda row: row.get("budget") is not None)  # zero-shot first
             record["earlier_runs"] = previous.get("earlier_runs", []) + [
                 {"date": previous.get("date"), "machine": previous.get("machine"), "settings": previous.get("settings")}]
     path.write_text(json.dumps(record, indent=1))

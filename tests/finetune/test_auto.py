@@ -142,3 +142,12 @@ def test_a_short_budget_searches_fewer_candidates_or_trains_the_first_without_se
     assert state["winner"] == "full" and "fewer than the 3" in state["search_skipped"]
     assert result.metrics["search"]["skipped"] and result.metrics["epochs_run"] >= 1
     assert (tmp_path / "two" / "atomtune.json").exists()
+
+
+def test_sevennet_tries_lora_first_and_other_backbones_keep_the_order():
+    from atomtune.finetune.auto import candidates_for, prefer_for_backbone
+
+    candidates = candidates_for(FinetuneSpec(strategy="auto"))
+    assert [c.name for c in prefer_for_backbone(candidates, "sevennet")][:2] == ["lora-8", "full"]
+    assert prefer_for_backbone(candidates, "chgnet") == candidates
+    assert prefer_for_backbone(candidates, None) == candidates

@@ -58,6 +58,19 @@ def candidates_for(spec) -> list[Candidate]:
     ]
 
 
+#: The candidate a backbone's short budgets try first (a budget that holds fewer than three trials trains only it), where
+#: measurement says it is not ``full``: SevenNet-0 on the shipped GPAW set (benchmarks/bench_finetune_auto.py, N = 25,
+#: 2 and 5 min): LoRA r 8 at its default rate 123 meV/Å vs full 161 and freeze 178 (zero-shot 176); on the EMT cells of
+#: docs/finetuning.md LoRA 190 vs full 202. CHGNet keeps ``full`` first (N = 50: full 58, LoRA 63 meV/Å).
+FIRST_CANDIDATE: dict[str, str] = {"sevennet": "lora-8"}
+
+
+def prefer_for_backbone(candidates: list[Candidate], backbone: str | None) -> list[Candidate]:
+    """``candidates`` with the backbone's :data:`FIRST_CANDIDATE` moved to the front (unchanged for other backbones)."""
+    first = FIRST_CANDIDATE.get(backbone or "")
+    return sorted(candidates, key=lambda candidate: candidate.name != first) if first else list(candidates)
+
+
 class AutoSearch:
     """``AutoSearch(spec).fit(model, train, valid, out)``; ``spec``: a FinetuneSpec with ``strategy="auto"`` whose
     other settings (batch size, loss weights, E0, seed …) every candidate shares."""
@@ -87,6 +100,8 @@ class AutoSearch:
             f"({SEARCH_FRACTION:.0%} to choose, the rest to train the winner)")
 
         self._probe(model, train, valid, device, trust, budget, state, out)
+        if self.candidates is None:
+            candidates = prefer_for_backbone(candidates, state.get("backbone"))
         search_seconds = budget * SEARCH_FRACTION - state["probe_seconds"]
         # A candidate costs loading, featurizing and validation in every slice (about 1.5 slices per candidate over the
         # rungs; counted twice, since the probe sees a 4-structure set) plus at least one epoch of training: keep as
