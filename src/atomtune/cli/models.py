@@ -9,8 +9,11 @@ from rich.table import Table
 
 
 def environment_family_rows() -> list[dict]:
-    """Rows for the checkpoints of families that live in their own environment (:mod:`atomtune.envs.specs`)."""
+    """Rows for the checkpoints of families that live in their own environment (:mod:`atomtune.envs.specs`): whether
+    the environment is built, and whether the weights are a local file, already in the family's download cache
+    (:mod:`atomtune.envs.caches`) or downloaded on first use."""
     from atomtune.envs.build import is_ready
+    from atomtune.envs.caches import weights_status
     from atomtune.envs.specs import SPECS
 
     rows = []
@@ -22,14 +25,16 @@ def environment_family_rows() -> list[dict]:
         else:
             environment = f"environment not built (atomtune env build {spec.family})"
         adapter = "" if spec.adapter else "; no atomtune adapter yet, not usable with --model"
-        download = "weights downloaded on first use" if spec.family != "nequip" else "weights downloaded or a local file"
         for checkpoint in spec.checkpoints:
-            gated = f"; gated: {checkpoint.gated}" if checkpoint.gated else ""
+            # from the family's own download cache, checked by path (the family's packages are not imported here)
+            weights = weights_status(spec.family, checkpoint.name)
+            gated = f"; gated: {checkpoint.gated}" if checkpoint.gated and weights.state != "cached" else ""
             rows.append(
                 {
                     "name": checkpoint.name,
                     "backbone": spec.family,
-                    "status": f"{environment}{adapter}; {download}{gated}",
+                    "status": f"{environment}{adapter}; {weights.text}{gated}",
+                    "weights": weights.state,
                     "description": checkpoint.source,
                     "usable": bool(spec.adapter) and is_ready(spec.family),
                 }

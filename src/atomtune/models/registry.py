@@ -69,6 +69,7 @@ CHECKPOINTS: list[CheckpointInfo] = [
         "sevennet-mf-ompa-omat24", "sevennet-mf", "7net-mf-ompa:omat24", False, "SevenNet-MF-ompa, OMat24 fidelity; downloaded"
     ),
     CheckpointInfo("sevennet-omat", "sevennet", "7net-omat", False, "SevenNet-omat (OMat24); sevenn downloads it"),
+    CheckpointInfo("sevennet-omni", "sevennet-mf", "7net-omni:mpa", False, "SevenNet-Omni, MPtrj+sAlex fidelity; downloaded"),
 ]
 
 ALIASES = {"chgnet": "chgnet-0.3.0", "sevennet": "sevennet-0", "7net-0": "sevennet-0", "mace": "mace-mp-0"}
