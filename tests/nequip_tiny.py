@@ -1,10 +1,11 @@
 """A tiny NequIP trained on EMT data with nequip's own trainer and packaged with nequip's own tool, so the NequIP path is
 tested end to end offline (no nequip.net download). Test-only: run with the nequip environment's interpreter.
 
-    python tests/nequip_tiny.py OUT_DIR     # writes OUT_DIR/tiny.nequip.zip (and data.extxyz, the training data)
+    python tests/nequip_tiny.py OUT_DIR [CONFIG]   # writes OUT_DIR/tiny.nequip.zip (and data.extxyz, the training data)
 
 Config: ``tests/nequip_tiny.yaml`` (NequIPGNNModel, Ni/Cu/Al, l_max 1, 2 layers, 8 features, r_max 4.5 Å, float64; 2
 epochs of Adam on 20 strained / rattled / substituted EMT cells). ``nequip-train`` then ``nequip-package build``.
+``CONFIG`` names another config next to this file: ``allegro_tiny.yaml`` (allegro's AllegroModel, same data and trainer).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def main(out: Path) -> Path:
+def main(out: Path, config: str = "nequip_tiny.yaml") -> Path:
     sys.path.insert(0, str(HERE))
     from ase.io import write
     from mace_tiny import emt_training_structures
@@ -31,7 +32,7 @@ def main(out: Path) -> Path:
     environment = dict(os.environ, NEQUIP_TINY_DATA=str(data), OMP_NUM_THREADS="1")
     bin_dir = Path(sys.executable).parent
     subprocess.run(
-        [str(bin_dir / "nequip-train"), "-cp", str(HERE), "-cn", "nequip_tiny.yaml", f"hydra.run.dir={out / 'run'}"],
+        [str(bin_dir / "nequip-train"), "-cp", str(HERE), "-cn", config, f"hydra.run.dir={out / 'run'}"],
         check=True, env=environment, cwd=out,
     )
     package = out / "tiny.nequip.zip"
@@ -43,4 +44,4 @@ def main(out: Path) -> Path:
 
 
 if __name__ == "__main__":
-    print(main(Path(sys.argv[1])))
+    print(main(Path(sys.argv[1]), *sys.argv[2:3]))

@@ -176,6 +176,34 @@ class NequipPotential(Potential):
         groups.append(("readout", dict(modules[last + 1 :])))
         return [(block, torch.nn.ModuleDict(named)) for block, named in groups if named]
 
+    def lora_layer_kind(self, module: torch.nn.Module) -> str | None:
+        """LoRA's layer kind for nequip's layers, which are copies of e3nn's and nequip's classes loaded from the
+        package (``<torch_package_0>.e3nn.o3._linear.Linear``), so the ``isinstance`` checks of
+        :func:`atomtune.finetune.strategies.lora.layer_kind` miss them; they are matched by class name and module here.
+
+        - e3nn ``o3.Linear`` (NequIP's ``linear_1`` / ``linear_2`` in each interaction): ``"e3nn_linear"``, one
+          low-rank update per path between equal irreps, so the update commutes with rotations;
+        - nequip ``ScalarLinearLayer`` (the radial MLPs, the per-atom energy readout, and all of Allegro's scalar
+          MLPs: weights (in × out) acting on invariant scalars): ``"e3nn_mlp"``, as e3nn's MLP layers.
+
+        Left frozen: NequIP's self-connection (a weighted tensor product with the atom types), Allegro's tensor-track
+        contraction weights, nequip's deep-linear MLPs (one ``ParameterList``) and per-type scale / shift.
+        """
+        from atomtune.finetune.strategies.lora import layer_kind
+
+        kind = layer_kind(module)  # a model built in this process from nequip's own classes
+        if kind is not None:
+            return kind
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.nn.Parameter) or weight.numel() == 0:
+            return None
+        cls = type(module)
+        if cls.__name__ == "Linear" and cls.__module__.endswith("e3nn.o3._linear"):
+            return "e3nn_linear" if weight.dim() == 1 and module.internal_weights else None
+        if cls.__name__ == "ScalarLinearLayer" and cls.__module__.endswith("nequip.nn.mlp"):
+            return "e3nn_mlp" if weight.dim() == 2 else None
+        return None
+
     def atom_features(self, data) -> torch.Tensor:
         """Scalar node features ``(N, F)`` entering the per-atom energy readout (after the last interaction)."""
         from nequip.data import AtomicDataDict

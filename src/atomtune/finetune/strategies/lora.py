@@ -120,8 +120,11 @@ class LoRA(Strategy):
         Layers whose weight the backbone keeps fixed (``requires_grad=False``, e.g. CHGNet's ``AtomRef``) are left alone.
         """
         layers = []
+        # A backbone whose layers are copies of these classes (nequip's, loaded from a torch.package archive) names its
+        # own kinds with ``lora_layer_kind(module)``; every other backbone goes by the classes themselves.
+        kind_of = getattr(potential, "lora_layer_kind", layer_kind)
         for name, module in _named_python_modules(potential):
-            kind = layer_kind(module)
+            kind = kind_of(module)
             if kind in self.targets and module.weight.requires_grad:
                 layers.append((name, kind, module))
         return layers
