@@ -10,55 +10,18 @@ mattersim.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from atomtune.envs import build
+from family_env import FamilyEnvironment, check_socket_steps
 
 pytestmark = pytest.mark.slow
-TESTS = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def mattersim_python() -> str:
-    if not build.is_ready("mattersim"):
-        pytest.skip("the mattersim environment is not built: `atomtune env build mattersim`")
-    return str(build.environment_python("mattersim"))
-
-
-@pytest.fixture(scope="session")
-def tiny_mattersim_checkpoint(mattersim_python, pytestconfig) -> Path:
-    """The tiny checkpoint, built once per helper source and environment spec (cached under pytest's cache)."""
-    key = hashlib.sha256(
-        (TESTS / "mattersim_tiny.py").read_bytes() + (TESTS / "mace_tiny.py").read_bytes()
-        + build.family_spec("mattersim").fingerprint().encode()
-    ).hexdigest()[:12]
-    directory = Path(pytestconfig.cache.mkdir(f"mattersim-tiny-{key}"))
-    checkpoint = directory / "tiny-mattersim.pth"
-    if not checkpoint.is_file():
-        environment = dict(os.environ, OMP_NUM_THREADS="1")
-        subprocess.run([mattersim_python, str(TESTS / "mattersim_tiny.py"), str(directory)], check=True, timeout=1800,
-                       env=environment, capture_output=True)
-    return checkpoint
-
-
-@pytest.fixture(scope="session")
-def in_environment_result(mattersim_python, tiny_mattersim_checkpoint) -> dict:
-    environment = dict(os.environ, OMP_NUM_THREADS="1")
-    environment.pop("PYTHONPATH", None)
-    completed = subprocess.run(
-        [mattersim_python, str(TESTS / "models" / "mattersim_agreement.py"), str(tiny_mattersim_checkpoint)],
-        capture_output=True, text=True, timeout=1800, env=environment, check=False,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, completed.stdout[-2000:] + completed.stderr[-4000:]
-    return json.loads(lines[-1].removeprefix("RESULT "))
+MATTERSIM = FamilyEnvironment("mattersim", sources=("mattersim_tiny.py", "mace_tiny.py"), model="tiny-mattersim.pth")
+mattersim_python, tiny_mattersim_checkpoint, in_environment_result = MATTERSIM.fixtures(
+    tiny="tiny_mattersim_checkpoint"
+)
 
 
 def test_adapter_agrees_with_mattersims_own_calculator(in_environment_result):
@@ -98,12 +61,7 @@ def test_main_environment_uses_the_same_model_through_the_worker(tiny_mattersim_
     assert isinstance(model, WorkerModel)
     predicted = model.predict(structures, batch_size=3)
     assert [record["energy"] for record in predicted] == in_environment_result["energies"]  # bit for bit
-    with model:
-        atoms = structures[0].copy()
-        atoms.calc = model  # step by step over the i-PI socket
-        assert abs(atoms.get_potential_energy() - predicted[0]["energy"]) < 1e-6
-        np.testing.assert_allclose(atoms.get_forces(), predicted[0]["forces"], atol=1e-6)
-        np.testing.assert_allclose(atoms.get_stress(voigt=False), predicted[0]["stress"], atol=1e-6)
+    check_socket_steps(model, structures[0], predicted[0], energy_atol=1e-6, forces_atol=1e-6, stress_atol=1e-6)
 
 
 def test_bad_files_are_refused_with_their_own_errors(in_environment_result):

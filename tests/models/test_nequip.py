@@ -8,53 +8,14 @@ names it). All tests here are slow: every call into the environment starts a Pyt
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-from atomtune.envs import build
+from family_env import FamilyEnvironment, check_socket_steps
 
 pytestmark = pytest.mark.slow
-TESTS = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def nequip_python() -> str:
-    if not build.is_ready("nequip"):
-        pytest.skip("the nequip environment is not built: `atomtune env build nequip`")
-    return str(build.environment_python("nequip"))
-
-
-@pytest.fixture(scope="session")
-def tiny_nequip_package(nequip_python, pytestconfig) -> Path:
-    """The tiny package, built once per helper source and environment spec (cached under pytest's cache)."""
-    key = hashlib.sha256(
-        (TESTS / "nequip_tiny.py").read_bytes() + (TESTS / "nequip_tiny.yaml").read_bytes()
-        + build.family_spec("nequip").fingerprint().encode()
-    ).hexdigest()[:12]
-    directory = Path(pytestconfig.cache.mkdir(f"nequip-tiny-{key}"))
-    package = directory / "tiny.nequip.zip"
-    if not package.is_file():
-        subprocess.run([nequip_python, str(TESTS / "nequip_tiny.py"), str(directory)], check=True, timeout=1800)
-    return package
-
-
-@pytest.fixture(scope="session")
-def in_environment_result(nequip_python, tiny_nequip_package) -> dict:
-    environment = dict(os.environ, OMP_NUM_THREADS="1")
-    environment.pop("PYTHONPATH", None)
-    completed = subprocess.run(
-        [nequip_python, str(TESTS / "models" / "nequip_agreement.py"), str(tiny_nequip_package)],
-        capture_output=True, text=True, timeout=1800, env=environment, check=False,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, completed.stdout[-2000:] + completed.stderr[-4000:]
-    return json.loads(lines[-1].removeprefix("RESULT "))
+NEQUIP = FamilyEnvironment("nequip", sources=("nequip_tiny.py", "nequip_tiny.yaml"), model="tiny.nequip.zip")
+nequip_python, tiny_nequip_package, in_environment_result = NEQUIP.fixtures(tiny="tiny_nequip_package")
 
 
 def test_adapter_agrees_with_nequips_own_calculator(in_environment_result):
@@ -77,11 +38,7 @@ def test_main_environment_uses_the_same_model_through_the_worker(tiny_nequip_pac
     assert isinstance(model, WorkerModel)
     predicted = model.predict(structures, batch_size=3)
     assert [record["energy"] for record in predicted] == in_environment_result["energies"]  # bit for bit
-    with model:
-        atoms = structures[0].copy()
-        atoms.calc = model  # step by step over the i-PI socket
-        assert abs(atoms.get_potential_energy() - predicted[0]["energy"]) < 1e-8
-        np.testing.assert_allclose(atoms.get_forces(), predicted[0]["forces"], atol=1e-8)
+    check_socket_steps(model, structures[0], predicted[0], energy_atol=1e-8, forces_atol=1e-8)
 
 
 def test_untrusted_package_and_wrong_family_file_are_refused_with_their_own_errors(tiny_nequip_package, tmp_path):

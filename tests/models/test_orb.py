@@ -10,59 +10,21 @@ Python with torch and orb-models.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-from atomtune.envs import build
+from family_env import FamilyEnvironment, check_socket_steps
 
 pytestmark = pytest.mark.slow
-TESTS = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def orb_python() -> str:
-    if not build.is_ready("orb"):
-        pytest.skip("the orb environment is not built: `atomtune env build orb`")
-    return str(build.environment_python("orb"))
-
-
-@pytest.fixture(scope="session")
-def tiny_orb(orb_python, pytestconfig) -> tuple[Path, Path]:
-    """(architecture JSON, ORB checkpoint) of the small model, built once per helper source and environment spec."""
-    key = hashlib.sha256(
-        (TESTS / "orb_tiny.py").read_bytes() + build.family_spec("orb").fingerprint().encode()
-    ).hexdigest()[:12]
-    directory = Path(pytestconfig.cache.mkdir(f"orb-tiny-{key}"))
-    architecture, checkpoint = directory / "tiny-architecture.json", directory / "tiny.ckpt"
-    if not checkpoint.is_file():
-        environment = dict(os.environ, OMP_NUM_THREADS="1")
-        subprocess.run([orb_python, str(TESTS / "orb_tiny.py"), str(directory)], check=True, timeout=900, env=environment)
-    return architecture, checkpoint
+ORB = FamilyEnvironment("orb", sources=("orb_tiny.py",), model=("tiny-architecture.json", "tiny.ckpt"), timeout=900)
+orb_python, tiny_orb, in_environment_result = ORB.fixtures(tiny="tiny_orb")  # tiny_orb: (architecture JSON, checkpoint)
 
 
 @pytest.fixture(scope="session")
 def tiny_spec(tiny_orb) -> str:
     architecture, checkpoint = tiny_orb
     return f"orb:{architecture}@{checkpoint}"
-
-
-@pytest.fixture(scope="session")
-def in_environment_result(orb_python, tiny_orb) -> dict:
-    environment = dict(os.environ, OMP_NUM_THREADS="1")
-    environment.pop("PYTHONPATH", None)
-    completed = subprocess.run(
-        [orb_python, str(TESTS / "models" / "orb_agreement.py"), *map(str, tiny_orb)],
-        capture_output=True, text=True, timeout=900, env=environment, check=False,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, completed.stdout[-2000:] + completed.stderr[-4000:]
-    return json.loads(lines[-1].removeprefix("RESULT "))
 
 
 def test_adapter_agrees_with_orbs_own_calculator(in_environment_result):
@@ -81,9 +43,8 @@ def test_adapter_agrees_with_orbs_own_calculator(in_environment_result):
 
 
 def test_main_environment_uses_the_same_model_through_the_worker(tiny_spec, in_environment_result):
-    from mace_tiny import emt_training_structures
-
     from ase import Atoms
+    from mace_tiny import emt_training_structures
 
     from atomtune.envs.worker import WorkerModel
     from atomtune.exceptions import UnsupportedElementsError
@@ -97,20 +58,14 @@ def test_main_environment_uses_the_same_model_through_the_worker(tiny_spec, in_e
         model.check_elements([Atoms("FeNi", positions=[[0, 0, 0], [2, 0, 0]])])
     predicted = model.predict(structures, batch_size=3)
     assert [record["energy"] for record in predicted] == in_environment_result["energies"]  # bit for bit
-    with model:
-        atoms = structures[0].copy()
-        atoms.calc = model  # step by step over the i-PI socket
-        assert abs(atoms.get_potential_energy() - predicted[0]["energy"]) < 1e-8
-        np.testing.assert_allclose(atoms.get_forces(), predicted[0]["forces"], atol=1e-8)
+    check_socket_steps(model, structures[0], predicted[0], energy_atol=1e-8, forces_atol=1e-8)
 
 
-def test_public_names_route_to_the_orb_environment_and_unknown_ones_get_did_you_mean():
+def test_public_names_route_to_the_orb_environment_and_unknown_ones_get_did_you_mean(orb_python):
     from atomtune.envs.worker import WorkerModel, run_unit
     from atomtune.exceptions import AtomtuneError, ModelNotFoundError
     from atomtune.models.registry import load_potential
 
-    if not build.is_ready("orb"):
-        pytest.skip("the orb environment is not built: `atomtune env build orb`")
     model = load_potential("orb-v3-conservative-inf-omat")  # nothing downloads until the model is used
     assert isinstance(model, WorkerModel) and model.family == "orb"
     with pytest.raises(ModelNotFoundError, match="Did you mean orb:orb-v3-conservative-inf-omat"):

@@ -9,60 +9,23 @@ are slow: every call into the environment starts a Python with torch and metatra
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
-
-from atomtune.envs import build
+from family_env import FamilyEnvironment, check_socket_steps
 
 pytestmark = pytest.mark.slow
-TESTS = Path(__file__).resolve().parents[1]
 #: PET is not rotation invariant by construction (it learns invariance, from rotational augmentation in metatrain's
 #: trainer). The tiny test model changes its energy by 1.8 meV/atom under a random rotation (measured, the same through
 #: metatomic's calculator); a foundation PET is far better trained, but this model is what the test can check against.
 PET_ROTATION_TOLERANCE_EV_PER_ATOM = 5e-3
 
 
-@pytest.fixture(scope="session")
-def pet_python() -> str:
-    if not build.is_ready("pet"):
-        pytest.skip("the pet environment is not built: `atomtune env build pet`")
-    return str(build.environment_python("pet"))
-
-
-@pytest.fixture(scope="session")
-def tiny_pet_checkpoint(pet_python, pytestconfig) -> Path:
-    """The tiny checkpoint (and its export beside it), trained once per helper source and environment spec (cached
-    under pytest's cache)."""
-    key = hashlib.sha256(
-        (TESTS / "pet_tiny.py").read_bytes() + (TESTS / "pet_tiny.yaml").read_bytes()
-        + build.family_spec("pet").fingerprint().encode()
-    ).hexdigest()[:12]
-    directory = Path(pytestconfig.cache.mkdir(f"pet-tiny-{key}"))
-    checkpoint = directory / "tiny.ckpt"
-    if not (checkpoint.is_file() and checkpoint.with_suffix(".pt").is_file()):
-        subprocess.run([pet_python, str(TESTS / "pet_tiny.py"), str(directory)], check=True, timeout=1800,
-                       capture_output=True)
-    return checkpoint
-
-
-@pytest.fixture(scope="session")
-def in_environment_result(pet_python, tiny_pet_checkpoint) -> dict:
-    environment = dict(os.environ, OMP_NUM_THREADS="1")
-    environment.pop("PYTHONPATH", None)
-    completed = subprocess.run(
-        [pet_python, str(TESTS / "models" / "pet_agreement.py"), str(tiny_pet_checkpoint)],
-        capture_output=True, text=True, timeout=1800, env=environment, check=False,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, completed.stdout[-2000:] + completed.stderr[-4000:]
-    return json.loads(lines[-1].removeprefix("RESULT "))
+#: the tiny checkpoint (tests/pet_tiny.py trains it with ``mtt train``) and its export beside it
+PET = FamilyEnvironment("pet", sources=("pet_tiny.py", "pet_tiny.yaml"), model="tiny.ckpt", also=("tiny.pt",))
+pet_python, tiny_pet_checkpoint, in_environment_result = PET.fixtures(tiny="tiny_pet_checkpoint")
 
 
 def test_adapter_agrees_with_metatomics_own_calculator(in_environment_result):
@@ -93,11 +56,7 @@ def test_main_environment_uses_the_same_model_through_the_worker(tiny_pet_checkp
     assert isinstance(model, WorkerModel)
     predicted = model.predict(structures, batch_size=3)
     assert [record["energy"] for record in predicted] == in_environment_result["energies"]  # bit for bit
-    with model:
-        atoms = structures[0].copy()
-        atoms.calc = model  # step by step over the i-PI socket
-        assert abs(atoms.get_potential_energy() - predicted[0]["energy"]) < 1e-8
-        np.testing.assert_allclose(atoms.get_forces(), predicted[0]["forces"], atol=1e-8)
+    check_socket_steps(model, structures[0], predicted[0], energy_atol=1e-8, forces_atol=1e-8)
 
 
 def test_public_names_route_to_the_pet_environment():

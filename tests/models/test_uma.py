@@ -10,58 +10,21 @@ Python that imports fairchem (about 10 s of CPU on its own).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from atomtune.envs import build
+from family_env import FamilyEnvironment, check_socket_steps
 
 pytestmark = pytest.mark.slow
-TESTS = Path(__file__).resolve().parents[1]
 #: fairchem's UMA forward is not bit-reproducible from run to run on CPU (its own FAIRChemCalculator differs by ~1e-7 eV
 #: between two calls on the same structure, measured on the tiny model), so numbers from two processes agree to this.
 RUN_TO_RUN_EV = 1e-6
 
 
-@pytest.fixture(scope="session")
-def uma_python() -> str:
-    if not build.is_ready("uma"):
-        pytest.skip("the uma environment is not built: `atomtune env build uma`")
-    return str(build.environment_python("uma"))
-
-
-@pytest.fixture(scope="session")
-def tiny_uma(uma_python, pytestconfig) -> Path:
-    """The tiny UMA checkpoint, built once per helper source and environment spec (cached under pytest's cache)."""
-    key = hashlib.sha256(
-        (TESTS / "uma_tiny.py").read_bytes() + build.family_spec("uma").fingerprint().encode()
-    ).hexdigest()[:12]
-    directory = Path(pytestconfig.cache.mkdir(f"uma-tiny-{key}"))
-    checkpoint = directory / "tiny-uma.pt"
-    if not checkpoint.is_file():
-        environment = dict(os.environ, OMP_NUM_THREADS="1")
-        environment.pop("PYTHONPATH", None)
-        subprocess.run([uma_python, str(TESTS / "uma_tiny.py"), str(directory)], check=True, timeout=900,
-                       env=environment)
-    return checkpoint
-
-
-@pytest.fixture(scope="session")
-def in_environment_result(uma_python, tiny_uma) -> dict:
-    environment = dict(os.environ, OMP_NUM_THREADS="1")
-    environment.pop("PYTHONPATH", None)
-    completed = subprocess.run(
-        [uma_python, str(TESTS / "models" / "uma_agreement.py"), str(tiny_uma)],
-        capture_output=True, text=True, timeout=900, env=environment, check=False,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, completed.stdout[-2000:] + completed.stderr[-4000:]
-    return json.loads(lines[-1].removeprefix("RESULT "))
+UMA = FamilyEnvironment("uma", sources=("uma_tiny.py",), model="tiny-uma.pt", timeout=900)
+uma_python, tiny_uma, in_environment_result = UMA.fixtures(tiny="tiny_uma")
 
 
 def _agreement_structures():
@@ -142,12 +105,8 @@ def test_main_environment_uses_the_same_model_through_the_worker(tiny_uma, in_en
     predicted = model.predict(structures, batch_size=3)
     np.testing.assert_allclose([r["energy"] for r in predicted], in_environment_result["omat"]["energies"],
                                rtol=0, atol=RUN_TO_RUN_EV)
-    with model:
-        atoms = structures[0].copy()
-        atoms.calc = model  # step by step over the i-PI socket
-        assert abs(atoms.get_potential_energy() - predicted[0]["energy"]) < RUN_TO_RUN_EV
-        np.testing.assert_allclose(atoms.get_forces(), predicted[0]["forces"], atol=1e-5)
-        np.testing.assert_allclose(atoms.get_stress(voigt=False), predicted[0]["stress"], atol=1e-6)
+    check_socket_steps(model, structures[0], predicted[0], energy_atol=RUN_TO_RUN_EV, forces_atol=1e-5,
+                       stress_atol=1e-6)
 
 
 @pytest.mark.parametrize(
