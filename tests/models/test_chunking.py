@@ -62,6 +62,9 @@ def test_mace_chunks_equal_whole_cell(tiny_mace):
     assert chunked["chunking"]["receptive_field_angstrom"] == pytest.approx(2 * 4.5, abs=0.1)  # 2 layers × r_max
     assert np.abs(whole["stress"]).max() > 1e-3  # a strained cell: the stress comparison means something
     assert_same(chunked, whole, len(atoms))
+    energy_only = chunking.predict_chunked(tiny_mace, atoms, forces=False, stress=False, grid=(1, 2, 2))
+    assert set(energy_only) == {"energy", "chunking"}
+    assert abs(energy_only["energy"] - whole["energy"]) / len(atoms) < ENERGY_TOLERANCE
 
 
 def test_mace_per_atom_energies_sum_to_energy_and_weights_select_atoms(tiny_mace):

@@ -100,8 +100,9 @@ class ChunkPlan:
 
 # -- memory estimate ----------------------------------------------------------------------------------------------------
 def bytes_per_edge(potential) -> float:
-    """Peak bytes per directed edge of one energy + forces + stress pass (measured constants, see
-    :mod:`atomtune.lammps.memory`: CHGNet 56 kB, SevenNet 153 kB, tiny MACE 11 kB scaled by a MACE model's edge width)."""
+    """Peak bytes per directed edge of one energy + forces + stress pass (measured constants in float32, see
+    :mod:`atomtune.lammps.memory`: CHGNet 56 kB, SevenNet 153 kB, tiny MACE 11 kB scaled by a MACE model's edge width),
+    scaled by the model's float size."""
     from atomtune.lammps import memory
 
     per_edge = memory.BYTES_PER_EDGE.get(potential.backbone, max(memory.BYTES_PER_EDGE.values()))
@@ -111,6 +112,10 @@ def bytes_per_edge(potential) -> float:
             per_edge *= width / memory.MACE_REFERENCE_EDGE_WIDTH
         except AttributeError:
             pass
+    # measured in float32; float64 doubles it (tiny MACE at 10,976 atoms: 2.76 GiB float32, 5.38 GiB float64)
+    parameter = next(iter(potential.parameters()), None)
+    if parameter is not None and parameter.is_floating_point():
+        per_edge *= parameter.element_size() / 4.0
     return float(per_edge)
 
 
