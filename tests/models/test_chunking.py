@@ -140,6 +140,13 @@ def test_cell_too_large_even_for_one_chunk_is_refused_with_the_estimate(tiny_mac
     assert "smaller cell" in message and "LAMMPS" in message
 
 
+def test_budget_from_the_environment(tiny_mace, monkeypatch):
+    monkeypatch.setenv("ATOMTUNE_MEMORY_BUDGET_GIB", "0.5")
+    assert chunking.memory_budget_bytes(tiny_mace) == 0.5 * 2**30
+    tiny_mace.memory_budget = 1e6  # the potential's own setting wins
+    assert chunking.memory_budget_bytes(tiny_mace) == 1e6
+
+
 def test_large_non_periodic_structure_is_refused_not_chunked(tiny_mace):
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((8, 8, 8))
     atoms.pbc = False
@@ -177,7 +184,8 @@ def sevennet_float64():
 
     potential = load_potential("sevennet-0")
     potential.model.double()
-    return potential
+    yield potential
+    potential.model.float()
 
 
 @pytest.mark.parametrize("name", ["chgnet_float64", "sevennet_float64"])

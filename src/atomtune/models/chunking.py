@@ -35,6 +35,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 
@@ -46,6 +47,8 @@ from atomtune.exceptions import AtomtuneError
 
 logger = logging.getLogger(__name__)
 
+#: Environment variable with the memory budget in GiB (when ``potential.memory_budget`` is not set).
+BUDGET_VARIABLE = "ATOMTUNE_MEMORY_BUDGET_GIB"
 #: Fraction of ``MemAvailable`` that one evaluation may plan to use when no budget is set.
 DEFAULT_BUDGET_FRACTION = 0.6
 #: Margin (Å) added to the receptive field when collecting halo atoms: including a few atoms too many costs time only.
@@ -136,11 +139,13 @@ def estimate_bytes(potential, n_atoms: float, density: float) -> float:
 
 
 def memory_budget_bytes(potential=None) -> float:
-    """The memory one evaluation may use: ``potential.memory_budget`` when set (bytes), else
-    ``DEFAULT_BUDGET_FRACTION`` of this machine's MemAvailable (/proc/meminfo, or psutil), else unlimited."""
+    """The memory one evaluation may use: ``potential.memory_budget`` when set (bytes), else the environment variable
+    ``ATOMTUNE_MEMORY_BUDGET_GIB`` (GiB; reaches command-line runs), else ``DEFAULT_BUDGET_FRACTION`` of this machine's MemAvailable (/proc/meminfo, or psutil), else unlimited."""
     budget = getattr(potential, "memory_budget", None)
     if budget is not None:
         return float(budget)
+    if os.environ.get(BUDGET_VARIABLE):
+        return float(os.environ[BUDGET_VARIABLE]) * 2**30
     from atomtune.lammps import memory
 
     available = memory.available_memory_bytes()
