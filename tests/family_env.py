@@ -28,10 +28,11 @@ TESTS = Path(__file__).resolve().parent
 class FamilyEnvironment:
     """One family's environment as its tests use it.
 
-    ``sources``: the files under tests/ the tiny model is built from, the helper script first (``python SCRIPT OUT``
-    writes the model into OUT); they and the environment spec's fingerprint key the cache. ``model``: the file name (or
-    names) the tests are handed, each a path in OUT, and what the agreement script is given; ``also``: other files the
-    helper writes that must be there. ``timeout``: seconds for building the model and for the agreement script each.
+    ``sources``: the files under tests/ the tiny model is built from, the helper script first (``python SCRIPT OUT
+    *build_arguments`` writes the model into OUT); they and the environment spec's fingerprint key the cache folder
+    ``<name>-tiny-<key>`` (``name``: the family unless given, for a second model of the family). ``model``: the file name
+    (or names) the tests are handed, each a path in OUT, and what the agreement script is given; ``also``: other files
+    the helper writes that must be there. ``timeout``: seconds for building the model and for each script run.
     """
 
     family: str
@@ -39,6 +40,8 @@ class FamilyEnvironment:
     model: str | tuple[str, ...]
     also: tuple[str, ...] = ()
     timeout: int = 1800
+    name: str | None = None
+    build_arguments: tuple[str, ...] = ()
 
     def python(self) -> str:
         """The environment's interpreter; the test is skipped, with the build command, where it is not built."""
@@ -58,10 +61,10 @@ class FamilyEnvironment:
             b"".join((TESTS / name).read_bytes() for name in self.sources)
             + build.family_spec(self.family).fingerprint().encode()
         ).hexdigest()[:12]
-        directory = Path(pytestconfig.cache.mkdir(f"{self.family}-tiny-{key}"))
+        directory = Path(pytestconfig.cache.mkdir(f"{self.name or self.family}-tiny-{key}"))
         names = (self.model,) if isinstance(self.model, str) else self.model
         if not all((directory / name).is_file() for name in (*names, *self.also)):
-            completed = self._run(python, TESTS / self.sources[0], directory)
+            completed = self._run(python, TESTS / self.sources[0], directory, *self.build_arguments)
             if completed.returncode != 0:
                 pytest.fail(f"{self.sources[0]} failed:\n{completed.stdout[-2000:]}{completed.stderr[-4000:]}")
         paths = tuple(directory / name for name in names)
@@ -69,8 +72,11 @@ class FamilyEnvironment:
 
     def agreement(self, model: Path | tuple[Path, ...]) -> dict:
         """The ``RESULT`` record of ``tests/models/<family>_agreement.py`` run in the environment on ``model``."""
-        completed = self._run(self.python(), TESTS / "models" / f"{self.family}_agreement.py",
-                              *((model,) if isinstance(model, Path) else model))
+        return self.result(f"{self.family}_agreement.py", *((model,) if isinstance(model, Path) else model))
+
+    def result(self, script: str, *arguments) -> dict:
+        """Run ``tests/models/<script> arguments…`` in the environment; its last ``RESULT {json}`` line, parsed."""
+        completed = self._run(self.python(), TESTS / "models" / script, *arguments)
         lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
         assert lines, completed.stdout[-2000:] + completed.stderr[-4000:]
         return json.loads(lines[-1].removeprefix("RESULT "))
@@ -115,3 +121,28 @@ def check_socket_steps(model, atoms, record: dict, energy_atol: float, forces_at
         np.testing.assert_allclose(atoms.get_forces(), record["forces"], atol=forces_atol)
         if stress_atol is not None:
             np.testing.assert_allclose(atoms.get_stress(voigt=False), record["stress"], atol=stress_atol)
+
+
+def finetune_in_environment(family: str, model: str, structures, spec: dict, out: Path, trust: bool = False) -> dict:
+    """``run_unit("finetune")`` from the main environment: two epochs of ``spec`` on ``structures`` (the first 7 train,
+    the rest validate), saved to ``out``; checks it saved there after epoch 2 and returns the unit's result."""
+    from atomtune.envs.worker import run_unit
+
+    result = run_unit(
+        "finetune", family=family, model=model, train=structures[:7], valid=structures[7:], out=str(out),
+        spec={**spec, "epochs": 2}, trust=trust,
+    )
+    assert Path(result["out"]) == out and result["history"][-1]["epoch"] == 2  # epoch 0: the model before training
+    return result
+
+
+#: full, freeze (with E0 re-estimation) and LoRA fine-tuning, as ``spec`` of a parametrized test
+EVERY_STRATEGY = pytest.mark.parametrize(
+    "spec",
+    [
+        {"strategy": "full"},
+        {"strategy": "freeze", "freeze_depth": 1, "e0": True},
+        {"strategy": "lora", "lora_rank": 4},
+    ],
+    ids=["full", "freeze+e0", "lora"],
+)

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import pytest
-from family_env import FamilyEnvironment, check_socket_steps
+from family_env import (
+    EVERY_STRATEGY,
+    FamilyEnvironment,
+    check_socket_steps,
+    finetune_in_environment,
+)
 
 pytestmark = pytest.mark.slow
 ORB = FamilyEnvironment("orb", sources=("orb_tiny.py",), model=("tiny-architecture.json", "tiny.ckpt"), timeout=900)
@@ -107,28 +111,15 @@ def _agreement_structures():
     return emt_training_structures(count=8, seed=21)
 
 
-@pytest.mark.parametrize(
-    "spec",
-    [
-        {"strategy": "full"},
-        {"strategy": "freeze", "freeze_depth": 1, "e0": True},
-        {"strategy": "lora", "lora_rank": 4},
-    ],
-    ids=["full", "freeze+e0", "lora"],
-)
+@EVERY_STRATEGY
 def test_finetune_runs_in_the_environment_through_the_one_trainer(tiny_spec, in_environment_result, spec, tmp_path):
     from mace_tiny import emt_training_structures
 
-    from atomtune.envs.worker import WorkerModel, run_unit
+    from atomtune.envs.worker import WorkerModel
     from atomtune.models.registry import load_potential
 
-    structures = emt_training_structures(count=10, seed=5)
     out = tmp_path / f"ft-{spec['strategy']}"
-    result = run_unit(
-        "finetune", family="orb", model=tiny_spec, train=structures[:7], valid=structures[7:], out=str(out),
-        spec={**spec, "epochs": 2},
-    )
-    assert Path(result["out"]) == out and result["history"][-1]["epoch"] == 2  # epoch 0: the model before training
+    finetune_in_environment("orb", tiny_spec, emt_training_structures(count=10, seed=5), spec, out)
     saved = json.loads((out / "atomtune.json").read_text())
     assert saved["backbone"] == "orb" and saved["weights"]["architecture"]["builder"] == "orb_v3_conservative_architecture"
     if spec.get("e0"):
