@@ -151,3 +151,17 @@ def test_sevennet_tries_lora_first_and_other_backbones_keep_the_order():
     assert [c.name for c in prefer_for_backbone(candidates, "sevennet")][:2] == ["lora-8", "full"]
     assert prefer_for_backbone(candidates, "chgnet") == candidates
     assert prefer_for_backbone(candidates, None) == candidates
+
+
+def test_a_tiny_validation_set_gets_a_warning(toy_model, emt_split, tmp_path, monkeypatch):
+    from atomtune.finetune.auto import SMALL_VALIDATION
+
+    def fake_probe(self, model, train, valid, device, trust, budget, state, out):
+        raise BudgetError("stop after the warning")
+
+    monkeypatch.setattr(AutoSearch, "_probe", fake_probe)
+    train, valid = emt_split
+    with pytest.warns(UserWarning, match="validation set has 2 structure"), pytest.raises(BudgetError):
+        AutoSearch(FinetuneSpec(strategy="auto", budget=60)).fit(toy_model, train, valid[:2], tmp_path / "a",
+                                                                 log=lambda message: None)
+    assert SMALL_VALIDATION > 2
