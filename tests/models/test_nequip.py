@@ -76,17 +76,127 @@ def test_finetune_runs_in_the_environment_through_the_one_trainer(tiny_nequip_pa
     assert any(a["energy"] != b["energy"] for a, b in zip(before, after))
 
 
-def test_lora_on_nequip_says_which_strategy_to_use(tiny_nequip_package, tmp_path):
-    """nequip's layers are its own classes (loaded from the package by torch.package), not e3nn's or torch's Linear,
-    so atomtune's LoRA finds nothing to adapt yet; that must be one clear error, not a silent full fine-tune."""
+def _rotated(atoms, rotation):
+    rotated = atoms.copy()
+    rotated.set_cell(atoms.cell.array @ rotation.T, scale_atoms=False)
+    rotated.positions = atoms.positions @ rotation.T
+    return rotated
+
+
+def _in_environment(python: str, script: str, *arguments: str) -> dict:
+    """Run tests/models/SCRIPT in the nequip environment; its ``RESULT {json}`` line."""
+    import json
+    import os
+    import subprocess
+
+    import atomtune
+
+    # this checkout's atomtune, as the worker gives it (the environment's own copy may be another checkout's)
+    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(atomtune.__file__).resolve().parents[1]))
+    completed = subprocess.run(
+        [python, str(Path(__file__).resolve().parent / script), *arguments],
+        capture_output=True, text=True, timeout=1800, env=environment, check=False,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, completed.stdout[-2000:] + completed.stderr[-4000:]
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+#: a tiny Allegro (tests/allegro_tiny.yaml: allegro 0.8's AllegroModel) trained by nequip-train and packaged
+ALLEGRO = FamilyEnvironment(
+    "nequip", sources=("nequip_tiny.py", "allegro_tiny.yaml"), model="tiny.nequip.zip", name="allegro",
+    build_arguments=("allegro_tiny.yaml",),
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_allegro_package(nequip_python, pytestconfig) -> Path:
+    return ALLEGRO.tiny_model(pytestconfig)
+
+
+def test_lora_finetune_on_nequip_runs_through_the_one_trainer(tiny_nequip_package, tmp_path):
+    """LoRA (e3nn Linear paths + scalar MLPs) in the environment: few trainable parameters, the forces move (an E0
+    shift cannot do that), the merged save reloads from the main environment with the Trainer's own final errors, and
+    the tuned model stays rotation-invariant / -equivariant (float64)."""
+    import numpy as np
+    from mace_tiny import emt_training_structures
+
+    from atomtune.envs.worker import WorkerModel, run_unit
+    from atomtune.models.registry import load_potential
+
+    structures = emt_training_structures(count=10, seed=5)
+    base = f"nequip:{tiny_nequip_package}"
+    out = tmp_path / "ft-lora"
+    result = run_unit(
+        "finetune", family="nequip", model=base, train=structures[:7], valid=structures[7:], out=str(out),
+        spec={"strategy": "lora", "lora_rank": 2, "epochs": 2}, trust=True,
+    )
+    counts = result["metrics"]["parameters"]
+    assert 0 < counts["trainable"] < counts["total"] / 4
+    assert result["history"][-1]["epoch"] == 2
+    tuned = load_potential(str(out), trust=True)
+    assert isinstance(tuned, WorkerModel)
+    valid = structures[7:]
+    before = load_potential(base, trust=True).predict(valid)
+    after = tuned.predict(valid)
+    assert max(float(np.abs(a["forces"] - b["forces"]).max()) for a, b in zip(before, after)) > 1e-6
+    energy_mae = np.mean([abs(r["energy"] - s.get_potential_energy()) / len(s) for r, s in zip(after, valid)]) * 1e3
+    final = result["metrics"]["final"]["valid"]["energy_mae_mev_per_atom"]
+    assert energy_mae == pytest.approx(final, rel=1e-9, abs=1e-9)  # the merged save = the model the Trainer scored
+    rotation = np.linalg.qr(np.random.default_rng(2).normal(size=(3, 3)))[0]
+    rotation *= np.sign(np.linalg.det(rotation))
+    rotated = tuned.predict([_rotated(atoms, rotation) for atoms in valid])
+    for plain, turned, atoms in zip(after, rotated, valid):
+        assert abs(plain["energy"] - turned["energy"]) / len(atoms) <= 1e-5
+        np.testing.assert_allclose(plain["forces"] @ rotation.T, turned["forces"], atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["nequip", "allegro"])
+def test_lora_stays_equivariant_and_merges_into_a_plain_nequip_model(family, nequip_python, request):
+    """Adapters set to a large random update (not zero): energy invariant, forces and stress rotate with the cell to
+    1e-5 in float64, while the update and the rotation each change the predictions; merge leaves no parametrization and
+    the saved model reloads with the same numbers."""
+    package = request.getfixturevalue("tiny_nequip_package" if family == "nequip" else "tiny_allegro_package")
+    result = _in_environment(nequip_python, "nequip_lora.py", str(package))
+    # NequIP: e3nn Linear paths and scalar MLPs; Allegro: its scalar MLPs (its tensor track has no e3nn Linear)
+    assert result["kinds"] == (["e3nn_linear", "e3nn_mlp"] if family == "nequip" else ["e3nn_mlp"])
+    assert 0 < result["trainable"] < result["total"] / 4 and result["dtype"] == "torch.float64"
+    assert result["lora_changed_energy_ev"] > 1e-3 and result["rotation_changed_forces"] > 1e-3
+    assert result["energy_rotation_error_ev_per_atom"] <= 1e-5
+    assert result["force_rotation_error_ev_per_a"] <= 1e-5
+    assert result["stress_rotation_error_ev_per_a3"] <= 1e-5
+    assert result["merged_plain"]
+    assert result["reload_energy_error_ev"] <= 1e-10 and result["reload_force_error_ev_per_a"] <= 1e-10
+
+
+def test_allegro_adapter_agrees_with_nequips_own_calculator(nequip_python, tiny_allegro_package):
+    result = _in_environment(nequip_python, "nequip_agreement.py", str(tiny_allegro_package))
+    assert result["energy_error_ev_per_atom"] <= 1e-5
+    assert result["force_error_ev_per_a"] <= 1e-4
+    assert result["stress_error_ev_per_a3"] <= 1e-5
+    assert result["blocks"] == ["embedding", "interaction_0", "readout"]  # Allegro's layers are one module
+    assert result["all_parameters_in_blocks"] and result["reload_identical"]
+
+
+@pytest.mark.parametrize("strategy", ["full", "freeze", "lora"])
+def test_finetune_runs_on_allegro(tiny_allegro_package, strategy, tmp_path):
+    import numpy as np
     from mace_tiny import emt_training_structures
 
     from atomtune.envs.worker import run_unit
-    from atomtune.exceptions import AtomtuneError
+    from atomtune.models.registry import load_potential
 
-    structures = emt_training_structures(count=4, seed=5)
-    with pytest.raises(AtomtuneError, match="LoRA found no layer.*use --strategy freeze"):
-        run_unit(
-            "finetune", family="nequip", model=f"nequip:{tiny_nequip_package}", train=structures[:3],
-            valid=structures[3:], out=str(tmp_path / "ft-lora"), spec={"strategy": "lora", "epochs": 1}, trust=True,
-        )
+    structures = emt_training_structures(count=8, seed=6)
+    base = f"nequip:{tiny_allegro_package}"
+    out = tmp_path / f"allegro-{strategy}"
+    result = run_unit(
+        "finetune", family="nequip", model=base, train=structures[:5], valid=structures[5:], out=str(out),
+        spec={"strategy": strategy, "epochs": 2, "freeze_depth": 1, "lora_rank": 2, "e0": False}, trust=True,
+    )  # no E0 refit: the validation loss and forces move only if the trained weights do
+    counts = result["metrics"]["parameters"]
+    assert result["history"][-1]["epoch"] == 2 and 0 < counts["trainable"] <= counts["total"]
+    assert result["history"][-1]["valid_loss"] < result["history"][0]["valid_loss"]
+    if strategy != "full":
+        assert counts["trainable"] < counts["total"]
+    after = load_potential(str(out), trust=True).predict(structures[5:])  # the saved model, from the main environment
+    assert len(after) == 3 and all(np.isfinite(record["forces"]).all() for record in after)
