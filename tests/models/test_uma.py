@@ -11,11 +11,15 @@ Python that imports fairchem (about 10 s of CPU on its own).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from family_env import FamilyEnvironment, check_socket_steps
+from family_env import (
+    EVERY_STRATEGY,
+    FamilyEnvironment,
+    check_socket_steps,
+    finetune_in_environment,
+)
 
 pytestmark = pytest.mark.slow
 #: fairchem's UMA forward is not bit-reproducible from run to run on CPU (its own FAIRChemCalculator differs by ~1e-7 eV
@@ -109,28 +113,16 @@ def test_main_environment_uses_the_same_model_through_the_worker(tiny_uma, in_en
                        stress_atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    "spec",
-    [
-        {"strategy": "full"},
-        {"strategy": "freeze", "freeze_depth": 1, "e0": True},
-        {"strategy": "lora", "lora_rank": 4},
-    ],
-    ids=["full", "freeze+e0", "lora"],
-)
+@EVERY_STRATEGY
 def test_finetune_runs_in_the_environment_through_the_one_trainer(tiny_uma, in_environment_result, spec, tmp_path):
     from mace_tiny import emt_training_structures
 
-    from atomtune.envs.worker import WorkerModel, run_unit
+    from atomtune.envs.worker import WorkerModel
     from atomtune.models.registry import load_potential
 
-    structures = emt_training_structures(count=10, seed=5)
     out = tmp_path / f"ft-{spec['strategy']}"
-    result = run_unit(
-        "finetune", family="uma", model=f"uma:{tiny_uma}", train=structures[:7], valid=structures[7:], out=str(out),
-        spec={**spec, "epochs": 2}, trust=True,
-    )
-    assert Path(result["out"]) == out and result["history"][-1]["epoch"] == 2  # epoch 0: the model before training
+    structures = emt_training_structures(count=10, seed=5)
+    result = finetune_in_environment("uma", f"uma:{tiny_uma}", structures, spec, out, trust=True)
     saved = json.loads((out / "atomtune.json").read_text())
     assert saved["backbone"] == "uma" and saved["weights"]["task"] == "omat"
     assert (out / "architecture.json").is_file() and (out / "weights.pt").is_file()
