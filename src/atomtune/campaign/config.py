@@ -277,11 +277,13 @@ def _check_references(campaign: Campaign, path: Path, root) -> list[str]:
         if not any(campaign.resolve(p).exists() for p in _glob_or_path(campaign, source.path)):
             line = line_of(root, ["data", "sources", k, "path"])
             problems.append(f"{path}:{line}: data file {source.path!r} not found (looked in {campaign.base_dir}).")
+    from atomtune.envs.worker import environment_route
+
     names = [info.name for info in CHECKPOINTS] + list(ALIASES)
     for k, model in enumerate(campaign.models):
         as_path = campaign.resolve(model)
-        if model in names or as_path.exists():
-            continue
+        if model in names or as_path.exists() or environment_route(model) is not None:
+            continue  # a named checkpoint, a file or directory, or a model of a family environment (nequip:PATH, …)
         line = line_of(root, ["models", k])
         close = difflib.get_close_matches(model, names, n=2)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""

@@ -229,6 +229,26 @@ def _model_spec(model: str | None, inputs: dict) -> str:
     raise AtomtuneError("no model to evaluate: the fine-tuning step produced no model directory.")
 
 
+def _close_worker(model) -> None:
+    """Stop the worker of a model from a family environment (:class:`atomtune.envs.worker.WorkerModel`) at the end of
+    its step, instead of whenever the garbage collector gets to it."""
+    if hasattr(model, "worker_failures"):
+        model.close()
+
+
+def _fail_if_worker_died(model, label: str) -> None:
+    """A task records per-structure errors and goes on; a dead worker is not a property of the structure, so the step
+    fails (it is not cached, and the next run of the campaign computes it again)."""
+    failures = getattr(model, "worker_failures", None)
+    if failures:
+        from atomtune.envs.worker import WorkerDiedError
+
+        raise WorkerDiedError(
+            f"{label}: its worker died during the step, so the step's records are incomplete; rerun the campaign to "
+            f"compute it again. {failures[0]}"
+        )
+
+
 def evaluate_errors(directory: Path, inputs: dict, model: str | None, label: str, device: str,
                     trust: bool = False, energy_only: bool = False) -> dict:
     """Error benchmark of one model on the test split (with the per-element E0-aligned numbers). ``energy_only``: the
@@ -245,7 +265,11 @@ def evaluate_errors(directory: Path, inputs: dict, model: str | None, label: str
         from atomtune.models import load_potential
 
         potential = load_potential(_model_spec(model, inputs), device=device, trust=trust)
-        records = errors.run(list(test), potential, progress=False)
+        try:
+            records = errors.run(list(test), potential, progress=False)
+        finally:
+            _close_worker(potential)
+        _fail_if_worker_died(potential, label)
     atomic_write_json(directory / "records.json", records, indent=None)
     metrics = errors.metrics(records, align_e0=True)
     plots = errors.plot({label: records}, directory)
@@ -287,7 +311,11 @@ def run_task(
         from atomtune.models import load_potential
 
         target = load_potential(_model_spec(model, inputs), device=device, trust=trust)
-    records = task_run.run(data, target, progress=False)
+    try:
+        records = task_run.run(data, target, progress=False)
+    finally:
+        _close_worker(target)
+    _fail_if_worker_died(target, label)
     atomic_write_json(directory / "records.json", records, indent=None)
     return TaskRecord(label=label, records=records).to_dict()
 

@@ -44,6 +44,9 @@ from atomtune.exceptions import AtomtuneError
 
 #: Set in a worker's environment: the family whose environment it runs in ("main" for atomtune's own).
 FAMILY_VARIABLE = "ATOMTUNE_ENVIRONMENT"
+#: Test hook (tests/campaign/test_worker_killed.py): a file path; the first worker that finds it unset writes its
+#: process id there once its work has started and then waits, so that a test can kill it mid-task deterministically.
+HOLD_VARIABLE = "ATOMTUNE_WORKER_TEST_HOLD"
 LOG_TAIL_LINES = 15
 
 
@@ -320,6 +323,9 @@ class WorkerCalculator(SocketIOCalculator):
         self.log_path = self._scratch / "worker.log"
         self._log_handle = None
         self._system: tuple | None = None
+        #: every worker death seen by this calculator: a task that records per-structure errors and goes on still
+        #: leaves a trace here, so that a campaign does not cache its incomplete result (campaign/steps.py)
+        self.worker_failures: list[str] = []
         super().__init__(unixsocket=f"atomtune-{uuid.uuid4().hex[:12]}", timeout=timeout, launch_client=self._launch)
 
     def _launch(self, atoms, properties=None, port=None, unixsocket=None):
@@ -391,10 +397,12 @@ class WorkerCalculator(SocketIOCalculator):
         if error_file is not None and error_file.exists():
             raise_worker_error(json.loads(error_file.read_text()), f"socket worker for {self.model}")
         exit_state = _describe_exit(process.returncode if process is not None else None)
-        raise WorkerDiedError(
+        message = (
             f"the {self.family or 'main'} worker for {self.model} died ({exit_state}; {type(error).__name__}: "
             f"{error}). Log: {self.log_path}. Last lines:\n  {_log_tail(self.log_path)}"
-        ) from None
+        )
+        self.worker_failures.append(message)
+        raise WorkerDiedError(message) from None
 
     def _stop_worker(self):
         if self.server is not None:
@@ -438,9 +446,16 @@ class WorkerModel(WorkerCalculator):
 
     def _description(self) -> dict:
         if getattr(self, "_described", None) is None:
-            self._described = run_unit("describe", family=self.family, model=self.model, trust=self.trust,
-                                       timeout=self.timeout)
+            self._described = self._unit("describe", trust=self.trust)
         return self._described
+
+    def _unit(self, unit: str, **arguments):
+        """:func:`run_unit` for this model; a worker death is also kept in :attr:`worker_failures`."""
+        try:
+            return run_unit(unit, family=self.family, model=self.model, timeout=self.timeout, **arguments)
+        except WorkerDiedError as error:
+            self.worker_failures.append(str(error))
+            raise
 
     @property
     def supported_elements(self) -> frozenset[str]:
@@ -467,9 +482,8 @@ class WorkerModel(WorkerCalculator):
     def predict(self, structures, batch_size: int | None = None, forces: bool = True, stress: bool = True,
                 progress: bool = False) -> list[dict]:
         """Batched inference in the family's environment: per structure energy eV, forces eV/Å, stress 3×3 eV/Å³."""
-        return run_unit("predict", family=self.family, model=self.model, structures=list(structures),
-                        batch_size=batch_size, forces=forces, stress=stress, dtype=self.dtype, threads=self.threads,
-                        trust=self.trust, timeout=self.timeout)
+        return self._unit("predict", structures=list(structures), batch_size=batch_size, forces=forces, stress=stress,
+                          dtype=self.dtype, threads=self.threads, trust=self.trust)
 
 
 def environment_route(spec: str) -> tuple[str, str] | None:
@@ -545,6 +559,7 @@ def _serve_socket(arguments) -> int:
         potential = load_potential(arguments.model, dtype=arguments.dtype, trust=arguments.trust_model)
         potential.check_elements([atoms])
         atoms.calc = potential.calculator()
+        _hold_for_test()
         client = SocketClient(unixsocket=arguments.unixsocket)
     except Exception as error:  # noqa: BLE001 — any failure is reported to the main process through the error file
         Path(arguments.error_file).write_text(json.dumps(_error_record(error)))
@@ -597,9 +612,23 @@ def _answer_positions(protocol, atoms, potential, stress: bool) -> None:
             raise AtomtuneError(f"unexpected i-PI message {message!r} from the main process")
 
 
+def _hold_for_test() -> None:
+    """The :data:`HOLD_VARIABLE` hook: nothing unless a test set it (and only the first worker to get there holds)."""
+    hold = os.environ.get(HOLD_VARIABLE)
+    if not hold or Path(hold).exists():
+        return
+    partial = Path(f"{hold}.{os.getpid()}")
+    partial.write_text(str(os.getpid()))
+    os.replace(partial, hold)
+    import time
+
+    time.sleep(600)
+
+
 def _serve_unit(request_path: str, response_path: str) -> int:
     try:
         request = jsonio.decode(Path(request_path).read_text())
+        _hold_for_test()
         result = UNITS[request["unit"]](**request["arguments"])
         answer = {"result": result}
     except Exception as error:  # noqa: BLE001 — every failure of a unit goes back to the caller as its answer
