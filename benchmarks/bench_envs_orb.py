@@ -13,28 +13,25 @@ machine. Results go to ``benchmarks/results/envs_orb.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
+from env_benchmark import (
+    alternating_rounds,
+    environment_arguments,
+    machine_load,
+    write_and_print,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "models"))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = environment_arguments(__doc__.split("\n\n")[0], "envs_orb", batch_sizes="1,2,4,8")
     parser.add_argument("--architecture", required=True)
     parser.add_argument("--weights", required=True)
-    parser.add_argument("--structures", type=int, default=60)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch-sizes", default="1,2,4,8")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "envs_orb.json"))
     arguments = parser.parse_args()
 
     import torch
@@ -56,34 +53,10 @@ def main() -> None:
     native = ORBCalculator(model, device="cpu")
     torch.set_default_dtype(torch.float32)
     potential = load_potential(f"orb:{arguments.architecture}@{arguments.weights}")
-    batch_sizes = [int(size) for size in arguments.batch_sizes.split(",")]
-    seconds = {"orb_calculator_loop": 0.0, **{f"atomtune_predict_batch_{size}": 0.0 for size in batch_sizes}}
-    for _ in range(arguments.rounds):
-        started = time.perf_counter()
-        reference = []
-        for atoms in structures:
-            atoms = atoms.copy()
-            atoms.calc = native
-            reference.append((atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()))
-        seconds["orb_calculator_loop"] += time.perf_counter() - started
-        for size in batch_sizes:
-            started = time.perf_counter()
-            predicted = potential.predict(structures, batch_size=size)
-            seconds[f"atomtune_predict_batch_{size}"] += time.perf_counter() - started
-    largest_energy_difference = max(abs(p["energy"] - r[0]) for p, r in zip(predicted, reference))
-    result = {
-        "structures": len(structures),
-        "atoms_mean": float(np.mean([len(a) for a in structures])),
-        "rounds": arguments.rounds,
-        "default_batch_size": potential.cpu_batch_size,
-        "seconds": seconds,
-        "speedup": {key: seconds["orb_calculator_loop"] / value for key, value in seconds.items() if key.startswith("atomtune")},
-        "largest_energy_difference_ev": largest_energy_difference,
-        "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (shared)",
-    }
-    Path(arguments.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-
+    timing = alternating_rounds(potential, native, structures, arguments.batch_sizes, arguments.rounds,
+                                "orb_calculator_loop", calculator_first=True)
+    result = {**timing.summary(), "default_batch_size": potential.cpu_batch_size, "machine": machine_load()}
+    write_and_print(result, arguments.out)
 
 if __name__ == "__main__":
     main()

@@ -17,34 +17,31 @@ see the same load on a shared machine. Results go to ``benchmarks/results/envs_u
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from env_benchmark import (
+    alternating_rounds,
+    environment_arguments,
+    machine_load,
+    write_and_print,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = environment_arguments(__doc__.split("\n\n")[0], "envs_uma", batch_sizes="1,2,4,8")
     parser.add_argument("--checkpoint", required=True,
                         help="a fairchem inference checkpoint (.pt); with --random-uma-s-size, where to write one")
     parser.add_argument("--random-uma-s-size", action="store_true",
                         help="write a RANDOM-weight UMA at UMA-S's size (128 channels, 4 layers, 32 experts) first")
     parser.add_argument("--task", default="omat")
-    parser.add_argument("--structures", type=int, default=60)
     parser.add_argument("--supercell", type=int, default=1, help="repeat each test cell n×n×n (larger cells)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch-sizes", default="1,2,4,8")
     parser.add_argument("--calculator-settings", choices=("batch", "atomtune"), default="batch",
                         help="fairchem's 'batch' preset, or the adapter's own settings (no activation checkpointing)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "envs_uma.json"))
     arguments = parser.parse_args()
 
     from fairchem.core import FAIRChemCalculator
@@ -68,43 +65,24 @@ def main() -> None:
         load_predict_unit(arguments.checkpoint, inference_settings=settings, device="cpu"), task_name=arguments.task
     )
     potential = load_potential(f"uma:{arguments.checkpoint}:{arguments.task}", trust=True)
-    batch_sizes = [int(size) for size in arguments.batch_sizes.split(",")]
-    seconds = {"fairchem_calculator_loop": 0.0, **{f"atomtune_predict_batch_{size}": 0.0 for size in batch_sizes}}
-    for _ in range(arguments.rounds):
-        started = time.perf_counter()
-        reference = []
-        for atoms in structures:
-            atoms = atoms.copy()
-            atoms.calc = native
-            reference.append((atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()))
-        seconds["fairchem_calculator_loop"] += time.perf_counter() - started
-        for size in batch_sizes:
-            started = time.perf_counter()
-            predicted = potential.predict(structures, batch_size=size)
-            seconds[f"atomtune_predict_batch_{size}"] += time.perf_counter() - started
+    timing = alternating_rounds(potential, native, structures, arguments.batch_sizes, arguments.rounds,
+                                "fairchem_calculator_loop", calculator_first=True)
+    predicted, reference = timing.predicted, timing.reference
     result = {
         "checkpoint": arguments.checkpoint,
-        "structures": len(structures),
-        "atoms_mean": float(np.mean([len(a) for a in structures])),
-        "rounds": arguments.rounds,
+        **timing.summary(),
         "threads": arguments.threads,
         "calculator_settings": arguments.calculator_settings,
         "default_batch_size": potential.cpu_batch_size,
-        "seconds": seconds,
-        "speedup": {
-            key: seconds["fairchem_calculator_loop"] / value for key, value in seconds.items() if key.startswith("atomtune")
-        },
         "largest_energy_difference_ev_per_atom": max(
             abs(p["energy"] - r[0]) / len(a) for p, r, a in zip(predicted, reference, structures)
         ),
         "largest_force_difference_ev_per_a": max(
             float(np.abs(p["forces"] - r[1]).max()) for p, r in zip(predicted, reference)
         ),
-        "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (shared)",
+        "machine": machine_load(),
     }
-    Path(arguments.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(arguments.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_and_print(result, arguments.out)
 
 
 def write_random_uma_s_size(path: Path) -> None:
