@@ -85,7 +85,7 @@ def test_killed_worker_fails_only_its_model_and_the_rerun_recomputes_only_that(c
     first_run_s = time.perf_counter() - started
 
     assert len(killed) == 1, "no worker reached the hook"
-    pid, command = killed[0]
+    _pid, command = killed[0]
     assert "atomtune.envs.worker" in command and "nequip" in command
     results = json.loads((workdir / "results.json").read_text())
     failures = {failure["step"]: failure["error"] for failure in results["failures"]}
