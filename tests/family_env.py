@@ -30,9 +30,9 @@ class FamilyEnvironment:
 
     ``sources``: the files under tests/ the tiny model is built from, the helper script first (``python SCRIPT OUT
     *build_arguments`` writes the model into OUT); they and the environment spec's fingerprint key the cache folder
-    ``<name>-tiny-<key>`` (``name``: the family unless given, for a second model of the family). ``model``: the file name
-    (or names) the tests are handed, each a path in OUT, and what the agreement script is given; ``also``: other files
-    the helper writes that must be there. ``timeout``: seconds for building the model and for each script run.
+    ``<name>-tiny-<key>`` (``name``: the family unless given, for a second model of the family). ``model``: the file
+    name (or names) the tests are handed, each a path in OUT, and what the agreement script is given; ``also``: other
+    files the helper writes that must be there. ``timeout``: seconds for building the model and for each script run.
     """
 
     family: str
@@ -103,9 +103,12 @@ class FamilyEnvironment:
         return python_fixture, tiny_fixture, result_fixture
 
     def _run(self, python: str, script: Path, *arguments) -> subprocess.CompletedProcess:
-        """``python script arguments…`` with one thread and without the main environment's PYTHONPATH."""
-        environment = dict(os.environ, OMP_NUM_THREADS="1")
-        environment.pop("PYTHONPATH", None)
+        """``python script arguments…`` with one thread and this checkout's atomtune first on the path, as the worker
+        runs it (the environment's own editable atomtune may be another checkout's)."""
+        import atomtune
+
+        source = str(Path(atomtune.__file__).resolve().parents[1])
+        environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=source)
         return subprocess.run([python, str(script), *map(str, arguments)], capture_output=True, text=True,
                               timeout=self.timeout, env=environment, check=False)
 
