@@ -131,10 +131,14 @@ class NequipPotential(Potential):
         return super().to(device=device, non_blocking=non_blocking) if device is not None else self
 
     def featurize(self, atoms: Atoms):
-        """nequip's AtomicDataDict for one structure through nequip's own transforms (type mapping, neighbour list)."""
+        """nequip's AtomicDataDict for one structure through nequip's own transforms (type mapping, neighbour list).
+
+        Only species, positions, cell and pbc go in: ``from_ase`` would also copy any energy / forces / stress the
+        structure carries (its calculator's results), and nequip refuses to batch labelled with unlabelled structures.
+        """
         from nequip.data import from_ase
 
-        data = from_ase(atoms)
+        data = from_ase(Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc))
         for transform in self._transforms:
             data = transform(data)
         return data
