@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from family_env import FamilyEnvironment, check_socket_steps
+from family_env import FamilyEnvironment, check_socket_steps, finetune_in_environment
 
 pytestmark = pytest.mark.slow
 NEQUIP = FamilyEnvironment("nequip", sources=("nequip_tiny.py", "nequip_tiny.yaml"), model="tiny.nequip.zip")
@@ -58,17 +58,13 @@ def test_untrusted_package_and_wrong_family_file_are_refused_with_their_own_erro
 def test_finetune_runs_in_the_environment_through_the_one_trainer(tiny_nequip_package, strategy, tmp_path):
     from mace_tiny import emt_training_structures
 
-    from atomtune.envs.worker import WorkerModel, run_unit
+    from atomtune.envs.worker import WorkerModel
     from atomtune.models.registry import load_potential
 
     structures = emt_training_structures(count=10, seed=5)
     base = f"nequip:{tiny_nequip_package}"
     out = tmp_path / f"ft-{strategy}"
-    result = run_unit(
-        "finetune", family="nequip", model=base, train=structures[:7], valid=structures[7:], out=str(out),
-        spec={"strategy": strategy, "epochs": 2, "freeze_depth": 1}, trust=True,
-    )
-    assert Path(result["out"]) == out and result["history"][-1]["epoch"] == 2  # epoch 0: the model before training
+    finetune_in_environment("nequip", base, structures, {"strategy": strategy, "freeze_depth": 1}, out, trust=True)
     tuned = load_potential(str(out), trust=True)  # a saved nequip directory, seen from the main environment
     assert isinstance(tuned, WorkerModel)
     before = load_potential(base, trust=True).predict(structures[7:])
@@ -81,25 +77,6 @@ def _rotated(atoms, rotation):
     rotated.set_cell(atoms.cell.array @ rotation.T, scale_atoms=False)
     rotated.positions = atoms.positions @ rotation.T
     return rotated
-
-
-def _in_environment(python: str, script: str, *arguments: str) -> dict:
-    """Run tests/models/SCRIPT in the nequip environment; its ``RESULT {json}`` line."""
-    import json
-    import os
-    import subprocess
-
-    import atomtune
-
-    # this checkout's atomtune, as the worker gives it (the environment's own copy may be another checkout's)
-    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(atomtune.__file__).resolve().parents[1]))
-    completed = subprocess.run(
-        [python, str(Path(__file__).resolve().parent / script), *arguments],
-        capture_output=True, text=True, timeout=1800, env=environment, check=False,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, completed.stdout[-2000:] + completed.stderr[-4000:]
-    return json.loads(lines[-1].removeprefix("RESULT "))
 
 
 #: a tiny Allegro (tests/allegro_tiny.yaml: allegro 0.8's AllegroModel) trained by nequip-train and packaged
@@ -121,19 +98,15 @@ def test_lora_finetune_on_nequip_runs_through_the_one_trainer(tiny_nequip_packag
     import numpy as np
     from mace_tiny import emt_training_structures
 
-    from atomtune.envs.worker import WorkerModel, run_unit
+    from atomtune.envs.worker import WorkerModel
     from atomtune.models.registry import load_potential
 
     structures = emt_training_structures(count=10, seed=5)
     base = f"nequip:{tiny_nequip_package}"
     out = tmp_path / "ft-lora"
-    result = run_unit(
-        "finetune", family="nequip", model=base, train=structures[:7], valid=structures[7:], out=str(out),
-        spec={"strategy": "lora", "lora_rank": 2, "epochs": 2}, trust=True,
-    )
+    result = finetune_in_environment("nequip", base, structures, {"strategy": "lora", "lora_rank": 2}, out, trust=True)
     counts = result["metrics"]["parameters"]
     assert 0 < counts["trainable"] < counts["total"] / 4
-    assert result["history"][-1]["epoch"] == 2
     tuned = load_potential(str(out), trust=True)
     assert isinstance(tuned, WorkerModel)
     valid = structures[7:]
@@ -157,7 +130,7 @@ def test_lora_stays_equivariant_and_merges_into_a_plain_nequip_model(family, neq
     1e-5 in float64, while the update and the rotation each change the predictions; merge leaves no parametrization and
     the saved model reloads with the same numbers."""
     package = request.getfixturevalue("tiny_nequip_package" if family == "nequip" else "tiny_allegro_package")
-    result = _in_environment(nequip_python, "nequip_lora.py", str(package))
+    result = NEQUIP.result("nequip_lora.py", package)
     # NequIP: e3nn Linear paths and scalar MLPs; Allegro: its scalar MLPs (its tensor track has no e3nn Linear)
     assert result["kinds"] == (["e3nn_linear", "e3nn_mlp"] if family == "nequip" else ["e3nn_mlp"])
     assert 0 < result["trainable"] < result["total"] / 4 and result["dtype"] == "torch.float64"
@@ -170,7 +143,7 @@ def test_lora_stays_equivariant_and_merges_into_a_plain_nequip_model(family, neq
 
 
 def test_allegro_adapter_agrees_with_nequips_own_calculator(nequip_python, tiny_allegro_package):
-    result = _in_environment(nequip_python, "nequip_agreement.py", str(tiny_allegro_package))
+    result = ALLEGRO.agreement(tiny_allegro_package)
     assert result["energy_error_ev_per_atom"] <= 1e-5
     assert result["force_error_ev_per_a"] <= 1e-4
     assert result["stress_error_ev_per_a3"] <= 1e-5
