@@ -110,15 +110,15 @@ def test_lora_finetune_on_nequip_runs_through_the_one_trainer(tiny_nequip_packag
     tuned = load_potential(str(out), trust=True)
     assert isinstance(tuned, WorkerModel)
     valid = structures[7:]
+    rotation = np.linalg.qr(np.random.default_rng(2).normal(size=(3, 3)))[0]
+    rotation *= np.sign(np.linalg.det(rotation))
     before = load_potential(base, trust=True).predict(valid)
-    after = tuned.predict(valid)
+    predicted = tuned.predict(valid + [_rotated(atoms, rotation) for atoms in valid])  # one worker start
+    after, rotated = predicted[: len(valid)], predicted[len(valid) :]
     assert max(float(np.abs(a["forces"] - b["forces"]).max()) for a, b in zip(before, after)) > 1e-6
     energy_mae = np.mean([abs(r["energy"] - s.get_potential_energy()) / len(s) for r, s in zip(after, valid)]) * 1e3
     final = result["metrics"]["final"]["valid"]["energy_mae_mev_per_atom"]
     assert energy_mae == pytest.approx(final, rel=1e-9, abs=1e-9)  # the merged save = the model the Trainer scored
-    rotation = np.linalg.qr(np.random.default_rng(2).normal(size=(3, 3)))[0]
-    rotation *= np.sign(np.linalg.det(rotation))
-    rotated = tuned.predict([_rotated(atoms, rotation) for atoms in valid])
     for plain, turned, atoms in zip(after, rotated, valid):
         assert abs(plain["energy"] - turned["energy"]) / len(atoms) <= 1e-5
         np.testing.assert_allclose(plain["forces"] @ rotation.T, turned["forces"], atol=1e-5)
