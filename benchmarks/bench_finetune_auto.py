@@ -17,7 +17,7 @@ import os
 import platform
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +79,7 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     record = {
-        "benchmark": "finetune_auto", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "finetune_auto", "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg()},
         "data": {"file": str(args.data), "train": len(train), "valid": len(valid), "test": len(test)},
         "settings": vars(args), "rows": rows,

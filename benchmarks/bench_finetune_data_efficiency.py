@@ -23,7 +23,7 @@ import os
 import platform
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -64,10 +64,10 @@ def main() -> None:
 
     configure_threads(args.threads)
     from atomtune.data.dataset import Dataset
-    from atomtune.finetune.spec import FinetuneSpec
     from atomtune.finetune.e0 import reestimate_element_energies
     from atomtune.finetune.featurized import FeaturizedSet
     from atomtune.finetune.metrics import errors
+    from atomtune.finetune.spec import FinetuneSpec
     from atomtune.models import load_potential
 
     data = Dataset.read(args.data)
@@ -126,7 +126,7 @@ def main() -> None:
             print(f"N={size:3d} {name:24s} F RMSE {row['forces_rmse']:.4f} eV/Å, E MAE "
                   f"{row['energy_mae_mev_per_atom']:.1f} meV/atom, S RMSE {row.get('stress_rmse_gpa', float('nan')):.3f} "
                   f"GPa, best epoch {row['best_epoch']}, {row['seconds']:.0f} s", flush=True)
-            record["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            record["date"] = datetime.now(UTC).isoformat(timespec="seconds")
             record["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                                  "load_average": os.getloadavg()}
             record_path.write_text(json.dumps(record, indent=2))  # after every run: a killed benchmark loses one run
