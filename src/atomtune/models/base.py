@@ -203,6 +203,20 @@ class Potential(torch.nn.Module, ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} gives no per-atom energies")
 
+    def atom_energies_result(
+        self, energies: torch.Tensor, positions: torch.Tensor, weights: torch.Tensor | None, forces: bool
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`compute_atoms`' result from per-atom ``energies`` computed from the leaf ``positions``: the forces
+        are −∂(Σ_i w_i e_i)/∂r by autograd (a graph kept while training)."""
+        result = {"energies": energies}
+        if forces:
+            weighted = energies if weights is None else energies * weights.to(energies.dtype)
+            (gradient,) = torch.autograd.grad(
+                weighted.sum(), [positions], create_graph=self.training, allow_unused=True, materialize_grads=True
+            )
+            result["forces"] = -gradient
+        return result
+
     # -- shared machinery ------------------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:

@@ -227,14 +227,7 @@ class ChgnetPotential(Potential):
         energies = model.mlp(atom_features).view(-1)
         if model.composition_model is not None:
             energies = energies + model.composition_model.fc.weight.view(-1)[data.atomic_numbers - 1].to(energies.dtype)
-        result = {"energies": energies}
-        if forces:
-            weighted = energies if weights is None else energies * weights.to(energies.dtype)
-            (gradient,) = torch.autograd.grad(
-                weighted.sum(), [positions], create_graph=self.training, allow_unused=True, materialize_grads=True
-            )
-            result["forces"] = -gradient
-        return result
+        return self.atom_energies_result(energies, positions, weights, forces)
 
     def run_trunk(self, data: ChgnetGraphBatch, forces: bool = True, stress: bool = True) -> TrunkPass:
         """:meth:`compute` up to the readout block: atom features after the last interaction (features are

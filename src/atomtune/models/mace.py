@@ -215,14 +215,7 @@ class MacePotential(Potential):
         inputs["positions"] = positions
         output = self.model(inputs, training=self.training, compute_force=False, compute_stress=False)
         energies = output["node_energy"]
-        result = {"energies": energies}
-        if forces:
-            weighted = energies if weights is None else energies * weights.to(energies.dtype)
-            (gradient,) = torch.autograd.grad(
-                weighted.sum(), [positions], create_graph=self.training, allow_unused=True, materialize_grads=True
-            )
-            result["forces"] = -gradient
-        return result
+        return self.atom_energies_result(energies, positions, weights, forces)
 
     def run_trunk(self, data: dict, forces: bool = True, stress: bool = True) -> TrunkPass | None:
         """:meth:`compute` up to the readout block (the last readout): mace's own forward with that readout's output

@@ -10,9 +10,11 @@ task's own plots), and the order–disorder temperature per model.
 
 from __future__ import annotations
 
-import html
 import math
 from types import ModuleType
+
+# the report's own cell formatting and escaping (html.py imports this module only inside a function: no cycle)
+from atomtune.report.html import _e, _fmt
 
 #: Task module names whose comparisons go to this section instead of the property tasks.
 PHASE_DIAGRAM_TASKS = ("cluster_expansion", "monte_carlo")
@@ -193,19 +195,3 @@ def _structure(record_id) -> str:
 
 def _order_name(order: int) -> str:
     return {2: "pair", 3: "triplet", 4: "quadruplet"}.get(order, f"{order}-body")
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.3g}" if math.isfinite(value) and abs(value) < 1e4 else (f"{value:.4g}" if math.isfinite(value) else "–")
-    return str(value)
-
-
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
