@@ -3,8 +3,9 @@ wall-time budget by successive halving, then train the winner for the rest of th
 
 Synchronous successive halving (Jamieson & Talwalkar, AISTATS 2016; the building block of Hyperband): every candidate
 trains for a short slice of time, the best third (by the balanced validation score, :func:`~atomtune.finetune.loop.
-selection_score`) continue from where they stopped with three times the time, until one is left; it then trains on for
-what remains of the budget. Each slice is an ordinary checkpointed fine-tuning run in ``OUT/search/<candidate>/rung-k``,
+selection_score`) continue from where they stopped with three times the time, until one is left; it then trains afresh
+from the foundation model with its defaults for what remains of the budget (the best slice is kept when that run ends
+worse on validation); a budget that holds fewer than three trials trains the first candidate without a search. Each slice is an ordinary checkpointed fine-tuning run in ``OUT/search/<candidate>/rung-k``,
 so a killed search resumes: finished slices are read back, the interrupted one continues from its checkpoint.
 
 Hand-written rather than Optuna: the candidates are a handful of discrete settings and the rungs are wall-time slices of
@@ -115,7 +116,7 @@ class AutoSearch:
         search_seconds = budget * SEARCH_FRACTION - state["probe_seconds"]
         # A candidate costs loading, featurizing and validation in every slice (about 1.5 slices per candidate over the
         # rungs; counted twice, since the probe sees a 4-structure set) plus at least one epoch of training: keep as
-        # many candidates (most promising first) as the search time holds, at least two.
+        # many candidates (most promising first) as the search time holds; fewer than ETA: no search (below).
         overhead = max(state["run_seconds"] - state["step_seconds"], 1e-3)
         epoch_seconds = state["step_seconds"] * math.ceil(len(train) / self.spec.batch_size)
         per_candidate = 3.0 * overhead + epoch_seconds
