@@ -117,25 +117,36 @@ def _spec(cls, values: dict, where: str):
     return cls(**values)
 
 
+def _read_splits(train: Path, valid, test) -> dict:
+    """The from-scratch baselines' train / valid / test files read (None where not given)."""
+    from atomtune.data.dataset import Dataset
+
+    return {name: Dataset.read(path) if path else None for name, path in (("train", train), ("valid", valid),
+                                                                          ("test", test))}
+
+
+def _print_split_errors(console, result) -> None:
+    """A from-scratch baseline's validation and test errors, one line each."""
+    for name, errors in (("valid", result.valid_errors), ("test", result.test_errors)):
+        if errors:
+            console.print(f"{name}: E MAE {errors['energy_mae_mev_per_atom']:.2f} meV/atom, F MAE "
+                          f"{errors.get('force_mae_mev_per_a', float('nan')):.1f} meV/Å")
+
+
 def _mace_scratch(train: Path, valid, test, out: Path, values: dict, threads: int, progress: bool) -> None:
     from rich.console import Console
 
     from atomtune.baselines.mace_scratch import MaceScratchSpec
     from atomtune.baselines.mace_scratch import train as train_mace
-    from atomtune.data.dataset import Dataset
 
     console = Console()
     spec = _spec(MaceScratchSpec, values, "mace-scratch settings")
-    splits = {name: Dataset.read(path) if path else None for name, path in (("train", train), ("valid", valid),
-                                                                            ("test", test))}
+    splits = _read_splits(train, valid, test)
     console.print(f"mace_run_train from scratch: {len(splits['train'])} training structures, hidden irreps "
                   f"{spec.hidden_irreps}, ≤ {spec.max_num_epochs} epochs, {threads} thread(s)")
     result = train_mace(splits["train"], out, spec, valid_data=splits["valid"], test_data=splits["test"],
                         threads=threads, progress=progress)
-    for name, errors in (("valid", result.valid_errors), ("test", result.test_errors)):
-        if errors:
-            console.print(f"{name}: E MAE {errors['energy_mae_mev_per_atom']:.2f} meV/atom, F MAE "
-                          f"{errors.get('force_mae_mev_per_a', float('nan')):.1f} meV/Å")
+    _print_split_errors(console, result)
     console.print(f"{result.wall_seconds:.0f} s, {result.epochs_run} epochs (best {result.best_epoch}); model in {out} "
                   f"(use --model {out})")
 
@@ -145,21 +156,16 @@ def _nequip_scratch(train: Path, valid, test, out: Path, values: dict, threads: 
 
     from atomtune.baselines.nequip_scratch import NequipScratchSpec
     from atomtune.baselines.nequip_scratch import train as train_nequip
-    from atomtune.data.dataset import Dataset
 
     console = Console()
     spec = _spec(NequipScratchSpec, values, "nequip-scratch settings")
-    splits = {name: Dataset.read(path) if path else None for name, path in (("train", train), ("valid", valid),
-                                                                            ("test", test))}
+    splits = _read_splits(train, valid, test)
     console.print(f"nequip-train from scratch: {len(splits['train'])} training structures, {spec.num_features} "
                   f"features, l_max {spec.l_max}, {spec.num_layers} layers, ≤ {spec.max_epochs} epochs, {threads} "
                   f"thread(s)")
     result = train_nequip(splits["train"], out, spec, valid_data=splits["valid"], test_data=splits["test"],
                           threads=threads, progress=progress)
-    for name, errors in (("valid", result.valid_errors), ("test", result.test_errors)):
-        if errors:
-            console.print(f"{name}: E MAE {errors['energy_mae_mev_per_atom']:.2f} meV/atom, F MAE "
-                          f"{errors.get('force_mae_mev_per_a', float('nan')):.1f} meV/Å")
+    _print_split_errors(console, result)
     console.print(f"{result.wall_seconds:.0f} s, {result.epochs_run} epochs (kept {result.best_epoch}); package "
                   f"{result.model_file} (use --model nequip:{result.model_file} --trust-model: a nequip package is a "
                   f"pickle by design)")
