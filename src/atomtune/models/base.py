@@ -203,6 +203,26 @@ class Potential(torch.nn.Module, ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} gives no per-atom energies")
 
+    def energy_derivatives(
+        self, energy: torch.Tensor, positions: torch.Tensor, strain: torch.Tensor | None, cells: torch.Tensor,
+        forces: bool, stress: bool,
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`compute`'s result from a batch ``energy`` (B,) computed from the leaf ``positions`` (N, 3) and, for
+        stress, a strain leaf ``strain`` (B, 3, 3) applied to ``cells`` (B, 3, 3): forces −∂E/∂r (eV/Å), stress
+        (1/V) ∂E/∂ε (eV/Å³, ASE's sign), by one autograd call (a graph kept while training)."""
+        output = {"energy": energy}
+        inputs = [tensor for tensor, wanted in ((positions, forces), (strain, stress)) if wanted]
+        if inputs:
+            gradients = torch.autograd.grad(
+                energy.sum(), inputs, create_graph=self.training, allow_unused=True, materialize_grads=True
+            )
+            if forces:
+                output["forces"] = -gradients[0]
+            if stress:
+                volumes = torch.linalg.det(cells).abs()
+                output["stress"] = gradients[-1] / volumes[:, None, None]
+        return output
+
     def atom_energies_result(
         self, energies: torch.Tensor, positions: torch.Tensor, weights: torch.Tensor | None, forces: bool
     ) -> dict[str, torch.Tensor]:

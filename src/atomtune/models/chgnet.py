@@ -285,18 +285,7 @@ class ChgnetPotential(Potential):
         positions, strain, strained_positions, lattices = self._differentiable_geometry(data, forces, stress)
         atom_features = self._atom_features(data, strained_positions, lattices)
         energy = self._energy(data, atom_features)
-        output = {"energy": energy}
-        inputs = [tensor for tensor, wanted in ((positions, forces), (strain, stress)) if wanted]
-        if inputs:
-            gradients = torch.autograd.grad(
-                energy.sum(), inputs, create_graph=self.training, allow_unused=True, materialize_grads=True
-            )
-            if forces:
-                output["forces"] = -gradients[0]
-            if stress:
-                volumes = torch.linalg.det(data.lattices).abs()
-                output["stress"] = gradients[-1] / volumes[:, None, None]
-        return output
+        return self.energy_derivatives(energy, positions, strain, data.lattices, forces, stress)
 
     def blocks(self) -> list[tuple[str, torch.nn.Module]]:
         """Named blocks from the composition reference and embeddings to the readout (magmom head included there)."""

@@ -166,19 +166,8 @@ class MattersimPotential(Potential):
         else:
             inputs["atom_pos"] = positions
         energy = self.model(inputs)
-        output = {"energy": energy}
-        wanted = [tensor for tensor, want in ((positions, forces), (strain, stress)) if want]
-        if wanted:
-            gradients = torch.autograd.grad(
-                energy.sum(), wanted, create_graph=self.training, allow_unused=True, materialize_grads=True
-            )
-            if forces:
-                output["forces"] = -gradients[0]
-            if stress:
-                # (1/V) ∂E/∂ε in eV/Å³ (mattersim's own forward divides this by ase.units.GPa to report GPa)
-                volume = torch.linalg.det(cell).abs()
-                output["stress"] = gradients[-1] / volume[:, None, None]
-        return output
+        # (1/V) ∂E/∂ε in eV/Å³ (mattersim's own forward divides this by ase.units.GPa to report GPa)
+        return self.energy_derivatives(energy, positions, strain, cell, forces, stress)
 
     def blocks(self) -> list[tuple[str, torch.nn.Module]]:
         """``embedding``, ``interaction_0`` … ``interaction_{L-1}`` (M3GNet main blocks), ``readout``."""
