@@ -111,3 +111,32 @@ def test_replay_without_data_is_refused_with_the_line(folder):
     text = GOOD.replace("{name: lora, strategy: lora, lora_rank: 4}", "{name: r, strategy: replay}")
     with pytest.raises(CampaignError, match=r"campaign.yaml:7: .*strategy 'replay' needs replay_data"):
         load_campaign(_write(folder, text))
+
+
+def test_family_model_paths_resolve_against_the_campaign_folder(folder, tmp_path_factory, monkeypatch):
+    """A relative file inside a family spec (nequip:./m.nequip.zip, orb:ARCH@./w.ckpt) is found next to the campaign
+    file, like every other path in it, not in the folder the user happens to run from."""
+    (folder / "models").mkdir()
+    (folder / "models" / "m.nequip.zip").write_bytes(b"zip")
+    (folder / "w.ckpt").write_bytes(b"ckpt")
+    text = GOOD.replace("models: [chgnet-0.3.0]",
+                        "models: [chgnet-0.3.0, 'nequip:./models/m.nequip.zip', 'orb:orb-v3-direct-20-omat@w.ckpt']")
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    campaign = load_campaign(_write(folder, text))
+    assert campaign.resolve_model("nequip:./models/m.nequip.zip") == f"nequip:{folder / 'models' / 'm.nequip.zip'}"
+    assert campaign.resolve_model("orb:orb-v3-direct-20-omat@w.ckpt") == f"orb:orb-v3-direct-20-omat@{folder / 'w.ckpt'}"
+    assert campaign.resolve_model("chgnet-0.3.0") == "chgnet-0.3.0"
+    assert campaign.resolve_model("uma:uma-s-1p1") == "uma:uma-s-1p1"
+
+    from atomtune.campaign.runner import plan
+
+    steps, _ = plan(campaign, tmp_path_factory.mktemp("work"))
+    specs = {step.settings.get("model") for step in steps if step.kind == "finetune"}
+    assert f"nequip:{folder / 'models' / 'm.nequip.zip'}" in specs
+
+
+def test_missing_family_model_file_names_line_and_folder(folder):
+    text = GOOD.replace("models: [chgnet-0.3.0]", "models: [chgnet-0.3.0, 'nequip:./models/missing.nequip.zip']")
+    with pytest.raises(CampaignError, match=r"campaign.yaml:5: model file './models/missing.nequip.zip' of "
+                                            r"'nequip:./models/missing.nequip.zip' not found \(looked in "):
+        load_campaign(_write(folder, text))

@@ -199,6 +199,44 @@ class Campaign(Strict):
             candidate = self.base_dir / candidate
         return candidate
 
+    def resolve_model(self, spec: str) -> str:
+        """A model spec from the file with its file path made absolute against the campaign file's folder, like every
+        other path in the file: a plain path (a ``.model`` file, a fine-tuned directory) or the path part of a family
+        spec (``nequip:./m.nequip.zip``, ``orb:ARCHITECTURE@./w.ckpt``). A spec whose path does not exist there, and a
+        named checkpoint, pass unchanged (the registry then reports it)."""
+        from atomtune.envs.specs import SPECS
+
+        resolved = self.resolve(spec)
+        if resolved.exists():
+            return str(resolved)
+        prefix, separator, rest = spec.partition(":")
+        if not (separator and prefix in SPECS and rest):
+            return spec
+        head, at, tail = rest.rpartition("@")
+        candidate = self.resolve(tail if at else rest)
+        if not candidate.exists() or Path(tail if at else rest).expanduser().is_absolute():
+            return spec
+        return f"{prefix}:{head}@{candidate}" if at else f"{prefix}:{candidate}"
+
+
+_MODEL_FILE_SUFFIXES = (".zip", ".pt", ".pth", ".ckpt", ".model", ".json", ".yaml")
+
+
+def _missing_family_file(campaign: Campaign, spec: str) -> str | None:
+    """The path part of a family spec (``nequip:./m.nequip.zip``, ``orb:ARCH@./w.ckpt``) when it names a file (a folder
+    in it or a model-file suffix) that exists neither next to the campaign file nor as given; None otherwise (a
+    checkpoint name such as ``uma:uma-s-1p1``, or a file that exists)."""
+    from atomtune.envs.specs import SPECS
+
+    prefix, separator, rest = spec.partition(":")
+    if not (separator and prefix in SPECS and rest):
+        return None
+    target = rest.rpartition("@")[2]
+    looks_like_file = ":" not in target and ("/" in target or target.endswith(_MODEL_FILE_SUFFIXES))
+    if not looks_like_file or campaign.resolve(target).exists() or Path(target).expanduser().exists():
+        return None
+    return target
+
 
 def load_campaign(path: str | Path, check_files: bool = True) -> Campaign:
     """Read and validate a campaign file; raise :class:`CampaignError` with ``file:line`` and the fix."""
@@ -281,9 +319,15 @@ def _check_references(campaign: Campaign, path: Path, root) -> list[str]:
 
     names = [info.name for info in CHECKPOINTS] + list(ALIASES)
     for k, model in enumerate(campaign.models):
-        as_path = campaign.resolve(model)
-        if model in names or as_path.exists() or environment_route(model) is not None:
-            continue  # a named checkpoint, a file or directory, or a model of a family environment (nequip:PATH, …)
+        if model in names or Path(campaign.resolve_model(model)).exists():
+            continue  # a named checkpoint, a file or a directory
+        missing = _missing_family_file(campaign, model)
+        if missing is not None:
+            problems.append(f"{path}:{line_of(root, ['models', k])}: model file {missing!r} of {model!r} not found "
+                            f"(looked in {campaign.base_dir}). Give a path relative to the campaign file or absolute.")
+            continue
+        if environment_route(model) is not None:
+            continue  # a model of a family environment (nequip:PATH, a public checkpoint of the family, …)
         line = line_of(root, ["models", k])
         close = difflib.get_close_matches(model, names, n=2)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""

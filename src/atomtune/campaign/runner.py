@@ -69,9 +69,7 @@ def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]
 
     models: dict[str, dict] = {}  # label → {"spec" or "from_step", "kind", …}
     for spec in campaign.models:
-        resolved = campaign.resolve(spec)
-        spec_value = str(resolved) if resolved.exists() else spec
-        models[model_label(spec)] = {"spec": spec_value, "kind": "zero-shot", "backbone_spec": spec}
+        models[model_label(spec)] = {"spec": campaign.resolve_model(spec), "kind": "zero-shot", "backbone_spec": spec}
     for run in campaign.finetune:
         resolved = {"replay_data": str(campaign.resolve(run.replay_data))} if run.replay_data else {}
         variations = [{}]
@@ -105,7 +103,7 @@ def plan(campaign: Campaign, workdir: Path) -> tuple[list[Step], dict[str, dict]
         base = campaign.models[0] if run.model is None else run.model
         label_ = model_label(base, f"al:{run.name}")
         settings = {"settings": run.learn_settings(models[model_label(base)]["spec"] if model_label(base) in models
-                                                   else str(campaign.resolve(base)), "", None),
+                                                   else campaign.resolve_model(base), "", None),
                     "label": label_}
         steps.append(Step(f"active_learning {label_}", "active_learning", step_functions.active_learning, settings,
                           ["split"], label=label_))
