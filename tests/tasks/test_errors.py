@@ -196,3 +196,38 @@ def test_errors_cli_prints_why_stress_rows_are_partial(emt_dataset, tmp_path, to
     assert "σ MAE" in result.output and "water" in result.output and "not periodic" in result.output
     record = json.loads((out / "errors.json").read_text())
     assert record["models"]["toy-1"]["n_structures_stress"] == 3
+
+
+def test_worker_model_predicts_the_set_as_one_unit(emt_dataset):
+    """A model in another environment (WorkerModel) goes through its batched ``predict`` (one worker unit), not one
+    socket calculation per structure; the records equal EMT's own."""
+    from atomtune.envs.worker import WorkerModel
+
+    calls = []
+
+    class Worker(WorkerModel):
+        def __init__(self):  # no worker process: predict is answered here with EMT
+            self.backbone, self.model, self.dtype = "fake", "emt", "float32"
+
+        def predict(self, structures, batch_size=None, forces=True, stress=True, progress=False):
+            calls.append(len(structures))
+            out = []
+            for atoms in structures:
+                work = atoms.copy()
+                work.calc = EMT()
+                record = {"energy": work.get_potential_energy(), "forces": work.get_forces()}
+                if stress:
+                    record["stress"] = work.get_stress(voigt=False)
+                out.append(record)
+            return out
+
+        def get_potential_energy(self, *args, **kwargs):
+            raise AssertionError("stepped through the socket calculator")
+
+    structures = list(emt_dataset)
+    records = errors.run(structures, Worker(), progress=False)
+    assert sum(calls) == len(structures) and len(calls) <= 2  # one unit per stress group
+    reference = errors.run(structures, EMT(), progress=False)
+    for got, want in zip(records, reference):
+        assert got["energy_pred"] == pytest.approx(want["energy_pred"])
+        np.testing.assert_allclose(got["stress_pred"], want["stress_pred"], atol=1e-12)

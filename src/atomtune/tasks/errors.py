@@ -84,7 +84,11 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
             f"(`atomtune errors --energy-key … --forces-key … --stress-key …`)."
         )
     skipped = [stress_skipped(atoms, lab) for atoms, lab in zip(structures, references)]
-    if isinstance(calculator, Potential):
+    from atomtune.envs.worker import WorkerModel
+
+    # A model of a family environment predicts the whole set as one worker unit (batched there), not one structure
+    # at a time over the socket.
+    if isinstance(calculator, (Potential, WorkerModel)):
         predictions: list[dict | None] = [None] * len(structures)
         for with_stress in (True, False):  # one batched pass per group: stress where defined, none elsewhere
             indices = [i for i, reason in enumerate(skipped) if (reason is None) == with_stress]
