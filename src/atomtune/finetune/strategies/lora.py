@@ -5,8 +5,9 @@ zero, so training starts from the foundation model exactly. Three kinds of layer
 
 - ``torch.nn.Linear`` (CHGNet's MLPs, readouts, radial networks): ``ΔW = B·A`` on the (out × in) matrix;
 - e3nn ``o3.Linear`` (SevenNet and MACE node updates): the weight is a flat vector of one (mul_in × mul_out) block per path
-  between *equal* irreps; each block gets its own ``A·B``, which only mixes channels of the same irrep, so the update is
-  equivariant (a low-rank update across the whole flat vector would not be);
+  between *equal* irreps, and the layer is equivariant for any values of it, so every update is. Each block gets its own
+  ``A·B``: "rank" is then a property of each path's channel-mixing matrix, which is what the low-rank hypothesis is about
+  (the flat vector has no matrix structure to be low-rank in);
 - e3nn ``nn.FullyConnectedNet`` layers (radial MLPs acting on invariant scalars): ``ΔW = A·B`` on the (in × out) matrix.
 
 The scale is α over the *effective* rank of each update, ``r_eff = min(r, rows, cols)``, not over the requested ``r``:
