@@ -90,3 +90,28 @@ def test_non_periodic_molecule_energy_and_forces(toy_potential):
     water = molecule("H2O")
     record = toy_potential.predict([water], stress=False)[0]
     assert np.isfinite(record["energy"]) and record["forces"].shape == (3, 3)
+
+
+def test_cell_relaxation_evaluates_the_model_once_per_step(toy_potential):
+    """A cell filter asks forces, then stress, of every new state: the calculator computes stress with the forces once
+    it has been asked for, instead of evaluating the model a second time for the stress."""
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import FIRE
+
+    calls = []
+    potential = toy_potential.double()
+    predict = potential.predict
+
+    def counting(structures, **kwargs):
+        calls.append(kwargs.get("stress"))
+        return predict(structures, **kwargs)
+
+    potential.predict = counting
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
+    atoms.rattle(0.05, seed=2)
+    atoms.calc = potential.calculator()
+    optimizer = FIRE(FrechetCellFilter(atoms), logfile=None)
+    optimizer.run(fmax=1e-3, steps=5)
+    states = optimizer.nsteps + 1
+    assert len(calls) <= states + 1  # the first state may be computed twice (forces first, stress asked after)
+    assert all(calls[1:])

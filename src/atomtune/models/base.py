@@ -408,10 +408,15 @@ class PotentialCalculator(Calculator):
     def __init__(self, potential: Potential, **kwargs):
         super().__init__(**kwargs)
         self.potential = potential
+        # Stress costs extra (a strain derivative), so it is computed only once something has asked for it; from then on
+        # it comes with every evaluation. A cell filter asks forces and then stress for each new state: without this,
+        # every relaxation step evaluated the model twice.
+        self._stress_asked = False
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        want_stress = "stress" in properties and bool(self.atoms.pbc.all())
+        self._stress_asked = self._stress_asked or "stress" in properties
+        want_stress = self._stress_asked and bool(self.atoms.pbc.all())
         (record,) = self.potential.predict([self.atoms], batch_size=1, forces=True, stress=want_stress)
         self.results["energy"] = record["energy"]
         self.results["free_energy"] = record["energy"]
