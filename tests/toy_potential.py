@@ -119,7 +119,10 @@ class ToyPotential(Potential):
     def load_weights(cls, directory: Path, metadata: dict, trust: bool = False):
         weights = metadata["weights"]
         potential = cls(metadata["checkpoint"], width=weights["width"], cutoff=weights["cutoff"])
-        potential.load_state_dict(torch.load(directory / weights["file"]))
+        state = torch.load(directory / weights["file"], weights_only=True)
+        if any(t.dtype == torch.float64 for t in state.values()):
+            potential = potential.double()  # load float64 weights without rounding them through float32
+        potential.load_state_dict(state)
         return potential
 
     @classmethod

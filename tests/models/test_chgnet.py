@@ -263,6 +263,17 @@ def test_save_load_round_trip_and_native_file(potential, tmp_path):
         assert native.results["energy"] / len(atoms) == pytest.approx(prediction["energy"] / len(atoms), abs=1e-4)
 
 
+def test_float64_fine_tune_reloads_without_rounding(potential_float64, tmp_path):
+    from atomtune.models.registry import load_potential
+
+    tuned = copy.deepcopy(potential_float64)
+    with torch.no_grad():
+        tuned.model.mlp.layers[-1].bias.add_(1e-12)  # a float64 update float32 cannot hold
+    loaded = load_potential(str(tuned.save(tmp_path / "model")), dtype="float64")
+    for (name, a), b in zip(tuned.model.state_dict().items(), loaded.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_registry_names_and_availability():
     from atomtune.models.chgnet import ChgnetPotential
     from atomtune.models.registry import available_models, backbones_covering

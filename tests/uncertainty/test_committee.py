@@ -107,6 +107,23 @@ def test_save_and_load_round_trip_without_unpickling(kind, tmp_path, emt_dataset
         np.testing.assert_allclose(b["forces_std"], a["forces_std"], rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize("kind", ["full", "shallow"])
+def test_float64_committee_reloads_in_float64_without_rounding(kind, tmp_path, emt_dataset):
+    members = [member.double() for member in _distinct_members(2)]
+    if kind == "shallow":
+        members[1].embedding.load_state_dict(members[0].embedding.state_dict())
+        members[1].interaction.load_state_dict(members[0].interaction.state_dict())
+    with torch.no_grad():  # weights that float32 cannot hold exactly
+        for member in members:
+            member.readout.weight.add_(1e-12)
+    committee = CommitteePotential(members, kind=kind)
+    committee.save(tmp_path / "committee")
+    loaded = registry.load_potential(str(tmp_path / "committee"), dtype="float64")
+    for original, reloaded in zip(committee.members, loaded.members):
+        for (name, a), b in zip(original.state_dict().items(), reloaded.state_dict().values()):
+            assert b.dtype == torch.float64 and torch.equal(a, b), name
+
+
 def test_shallow_head_holds_only_the_readout():
     member = ToyPotential(seed=0)
     assert set(readout_block(member).state_dict()) == {"weight", "bias"}

@@ -20,6 +20,7 @@ inference speed-up measured in ``benchmarks/bench_predict_chgnet.py`` comes from
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import importlib.util
 import io
@@ -34,6 +35,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from atomtune.exceptions import AtomtuneError, ModelNotFoundError
+from atomtune.models import chunking
 from atomtune.models.base import Potential, TrunkPass
 
 #: Checkpoints that ``chgnet.model.CHGNet.load(model_name=...)`` reads from the chgnet wheel.
@@ -81,6 +83,10 @@ class ChgnetPotential(Potential):
     #: One structure per forward pass on CPU: batches of 1, 2 and 4 ran equally fast with one thread, 8 and 16 slower
     #: (benchmarks/bench_predict_chgnet.py); one keeps memory flat for large cells.
     cpu_batch_size = 1
+    #: Recompute each interaction layer's activations in the backward pass instead of keeping them (inference only;
+    #: same numbers, about a quarter of the memory, ~1.3× the time): None decides per pass by the memory estimate
+    #: (:func:`atomtune.models.chunking.recompute_wanted`), True / False force it.
+    recompute_activations: bool | None = None
 
     def __init__(self, model, checkpoint: str):
         super().__init__(checkpoint)
@@ -387,6 +393,11 @@ class ChgnetPotential(Potential):
             raise ModelNotFoundError(
                 f"{path}: the CHGNet weights do not fit a CHGNet model ({type(error).__name__}: {str(error)[:200]})."
             ) from None
+        state = saved["model"]["state_dict"]
+        if any(isinstance(t, torch.Tensor) and t.dtype == torch.float64 for t in state.values()):
+            # from_dict builds in float32 and rounds a float64 fine-tune's weights: reload them exactly.
+            model = model.double()
+            model.load_state_dict(state)
         reference = weights.get("atom_reference_energy")
         if reference is not None and model.composition_model is not None:
             weight = model.composition_model.fc.weight
@@ -424,16 +435,33 @@ class ChgnetPotential(Potential):
                 bond_vectors[data.angle_directed_bonds[:, 0]], bond_vectors[data.angle_directed_bonds[:, 1]]
             )
             angle_feas = model.angle_embedding(angle_bases)
+        # a cell too large for keeping every layer's edge and angle activations recomputes them per layer in the
+        # backward pass (atomtune.models.chunking.recompute_wanted; same numbers)
+        recompute = chunking.recompute_wanted(self, len(data.atom_graph))
 
         for atom_layer, bond_layer, angle_layer in zip(
             model.atom_conv_layers[:-1], model.bond_conv_layers, model.angle_layers, strict=False
         ):
-            atom_feas = _atom_conv(atom_layer, atom_feas, bond_feas, bond_weights_ag, data)
+            # recomputed per convolution rather than per layer: the bond and angle updates each hold A × 128 angle
+            # activations (A ≈ 130 N for fcc metals), so one of them at a time is the peak
+            atom_feas = chunking.run_block(
+                functools.partial(_atom_conv, atom_layer, bond_weights=bond_weights_ag, data=data),
+                atom_feas, bond_feas, recompute=recompute,
+            )
             if has_angles and bond_layer is not None:
-                bond_feas = _bond_conv(bond_layer, atom_feas, bond_feas, bond_weights_bg, angle_feas, data)
+                bond_feas = chunking.run_block(
+                    functools.partial(_bond_conv, bond_layer, bond_weights=bond_weights_bg, data=data),
+                    atom_feas, bond_feas, angle_feas, recompute=recompute,
+                )
                 if angle_layer is not None:
-                    angle_feas = _angle_update(angle_layer, atom_feas, bond_feas, angle_feas, data)
-        return _atom_conv(model.atom_conv_layers[-1], atom_feas, bond_feas, bond_weights_ag, data)
+                    angle_feas = chunking.run_block(
+                        functools.partial(_angle_update, angle_layer, data=data),
+                        atom_feas, bond_feas, angle_feas, recompute=recompute,
+                    )
+        return chunking.run_block(
+            functools.partial(_atom_conv, model.atom_conv_layers[-1], bond_weights=bond_weights_ag, data=data),
+            atom_feas, bond_feas, recompute=recompute,
+        )
 
     def _energy(self, data: ChgnetGraphBatch, atom_features: torch.Tensor) -> torch.Tensor:
         """Total energy per structure (eV): readout of the atom features plus the AtomRef composition energy."""
@@ -541,7 +569,7 @@ def _atom_conv(layer, atom_feas, bond_feas, bond_weights, data: ChgnetGraphBatch
     return _layer_output(layer, _sum_into(messages, center, len(atom_feas)), atom_feas, layer.atom_norm)
 
 
-def _bond_conv(layer, atom_feas, bond_feas, bond_weights, angle_feas, data: ChgnetGraphBatch) -> torch.Tensor:
+def _bond_conv(layer, atom_feas, bond_feas, angle_feas, bond_weights, data: ChgnetGraphBatch) -> torch.Tensor:
     """``chgnet.model.layers.BondConv.forward`` with the split first layer."""
     graph = data.bond_graph  # angle rows: center atom, undirected bond i, undirected bond j
     parts = [(bond_feas, graph[:, 1]), (bond_feas, graph[:, 2]), (angle_feas, None), (atom_feas, graph[:, 0])]

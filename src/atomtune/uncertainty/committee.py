@@ -324,7 +324,9 @@ class CommitteePotential(Potential):
         from atomtune.models import registry
 
         def load_potential(path: str):
-            return registry.load_potential(path, **({"trust": True} if trust else {}))
+            # float64 loses nothing of a member saved in either precision; the committee is then cast once to the
+            # dtype the caller asked for (registry.load_potential). Loading in float32 here rounded float64 members.
+            return registry.load_potential(path, dtype="float64", **({"trust": True} if trust else {}))
 
         directory = Path(directory)
         weights = metadata.get("weights") or {}
