@@ -1,5 +1,6 @@
-"""Grain boundaries: the Σ3 coherent twin of EMT Cu equals a direct ASE construction, γ_GB does not depend on the cell
-length along the normal once converged, invalid CSL specifications are refused, records compare and plot."""
+"""Grain boundaries: the Σ3 coherent twin of EMT Cu equals a direct ASE construction, on pymatgen's CSL bicrystal and on
+the compact one-atom-per-layer cell; γ_GB does not depend on the cell length along the normal once converged, invalid
+CSL specifications are refused, records compare and plot."""
 
 from __future__ import annotations
 
@@ -85,6 +86,76 @@ def test_sigma5_energy_converges_with_the_cell_length_and_the_translation_scan_f
     )
     gammas = scanned["gamma_per_translation_j_per_m2"]
     assert len(gammas) == 4 and scanned["gamma_gb_j_per_m2"] == min(gammas) < gammas[0] - 0.05
+
+
+@pytest.mark.parametrize("relax", [False, True])
+def test_compact_twin_cell_equals_the_csl_bicrystal_and_the_direct_construction(relax):
+    common = {"boundaries": [TWIN], "expand_times": 2, "translations": 1, "relax": relax}
+    csl, compact = (
+        gb.run([bulk("Cu", "fcc", a=3.6)], EMT(), gb.Settings(twin_cell=cell, **common), progress=False)[0]
+        for cell in ("csl", "compact")
+    )
+    assert "error" not in compact and compact["twin_cell"] == "compact" and csl["twin_cell"] == "csl"
+    assert compact["n_atoms"] == [12] and csl["n_atoms"] == [48]
+    assert compact["area"] == pytest.approx(csl["area"] / 4, rel=1e-6)  # 1 × 1 (111) cell: a quarter of the CSL cell's
+    reference_bulk = bulk("Cu", "fcc", a=compact["lattice_constant"])
+    reference_bulk.calc = EMT()
+    direct = direct_twin_energy(compact["lattice_constant"], reference_bulk.get_potential_energy())
+    for gamma in (csl["gamma_gb_j_per_m2"], direct):
+        assert compact["gamma_gb_j_per_m2"] == pytest.approx(gamma, rel=0.01, abs=2e-5)
+    # the bulk reference is the same 12-atom cell stacked ABCABC…, which for EMT is the primitive fcc bulk exactly
+    assert compact["bulk_energy_per_atom"] == pytest.approx(reference_bulk.get_potential_energy(), abs=1e-6)
+
+
+def test_compact_twin_energy_is_independent_of_the_twin_spacing():
+    records = [
+        gb.run(
+            [bulk("Cu", "fcc", a=3.6)],
+            EMT(),
+            gb.Settings(boundaries=[TWIN], expand_times=n, translations=1, relax=False, twin_cell="compact"),
+            progress=False,
+        )[0]
+        for n in (1, 2, 4)
+    ]
+    assert [record["n_atoms"] for record in records] == [[6], [12], [24]]
+    for record in records[1:]:
+        assert record["gamma_gb_j_per_m2"] == pytest.approx(records[0]["gamma_gb_j_per_m2"], rel=0.01)
+
+
+def test_compact_twin_stacking_and_translation_scan():
+    twin = gb.compact_twin("Cu", 3.6, 6)
+    fcc = gb.compact_twin("Cu", 3.6, 6, twinned=False)
+    sites = {tuple(np.round(p, 3)): letter for p, letter in zip(fcc.positions[:3, :2], "ABC")}
+    stacking = "".join(sites[tuple(np.round(p, 3))] for p in twin.positions[:, :2])
+    assert stacking == "ABCABCBACBAC" and "".join(sites[tuple(np.round(p, 3))] for p in fcc.positions[:, :2]) == "ABC" * 4
+    # a coherent twin keeps every atom's 12 nearest neighbours at a/√2: the stacking changes only beyond them
+    from ase.neighborlist import neighbor_list
+
+    first, second = neighbor_list("i", twin, 3.6 / np.sqrt(2) + 0.05), neighbor_list("i", twin, 3.6 - 0.05)
+    assert np.all(np.bincount(first) == 12) and np.all(np.bincount(second) == 12)
+    with pytest.raises(AtomtuneError, match="multiple of 3"):
+        gb.compact_twin("Cu", 3.6, 4)
+    # shifting the second grain off the twin position (bridge / on-top stacking) costs energy
+    (scanned,) = gb.run(
+        [bulk("Cu", "fcc", a=3.6)],
+        EMT(),
+        gb.Settings(boundaries=[TWIN], expand_times=1, translations=2, relax=False, twin_cell="compact"),
+        progress=False,
+    )
+    gammas = scanned["gamma_per_translation_j_per_m2"]
+    assert len(gammas) == 4 and scanned["best_translation"] == [0.0, 0.0] and min(gammas[1:]) > gammas[0] + 0.1
+
+
+def test_compact_twin_cell_is_refused_for_bcc_and_unknown_cells():
+    (record,) = gb.run(
+        [bulk("Cu", "bcc", a=2.87)],  # a bcc crystal EMT can compute
+        EMT(),
+        gb.Settings(boundaries=[TWIN], expand_times=1, translations=1, relax=False, twin_cell="compact"),
+        progress=False,
+    )
+    assert "fcc" in record["error"] and "twin_cell 'csl'" in record["error"]
+    with pytest.raises(AtomtuneError, match="twin_cell 'small' is not one of"):
+        gb.Settings(twin_cell="small").check()
 
 
 def test_invalid_coincidence_site_lattices_are_refused():
