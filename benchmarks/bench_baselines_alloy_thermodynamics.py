@@ -6,15 +6,22 @@ the GPAW PBE energies that ship with atomtune.
 2. For each model: ``tasks.cluster_expansion`` on fcc Ni with species Ni–Al and Ni–Cu (every structure up to
    ``--max-cell-size`` atoms, relaxed with the model), then ``tasks.monte_carlo`` canonical cooling at x(Ni) = 0.75
    (Ni₃Al) and x(Ni) = 0.5 (Ni–Cu) on the fitted expansions.
-3. GPAW reference points, no new DFT: the shipped Birch–Murnaghan minima give L1₂ Ni₃Al's formation energy against
-   fcc Ni and fcc Al; the shipped unstrained Ni–Cu cells (4-atom cubic cells with 1, 2, 3 Cu = L1₂ CuNi₃, L1₀ CuNi,
-   L1₂ Cu₃Ni at Vegard lattice constants) give the sign and size of the Ni–Cu mixing energy. A GPAW cluster expansion
-   itself was not run (cost measured: ~30 s of one-core CPU per 2–4-atom single point; 29 structures × a relaxation
-   of tens of steps is hours here).
+3. GPAW reference points from the shipped data: the shipped Birch–Murnaghan minima give L1₂ Ni₃Al's formation energy
+   against fcc Ni and fcc Al; the shipped unstrained Ni–Cu cells (4-atom cubic cells with 1, 2, 3 Cu = L1₂ CuNi₃, L1₀
+   CuNi, L1₂ Cu₃Ni at Vegard lattice constants) give the sign and size of the Ni–Cu mixing energy.
+4. With ``--reference gpaw``: the same cluster expansion and Monte Carlo on GPAW with the shipped dataset's settings
+   (``provenance.json``), as a column next to the models. GPAW's cell-and-ion relaxations are hours here, so
+   ``--protocol`` sets what every column does (models and GPAW alike): ``relax`` (cell and ions; the models only),
+   ``volume`` (5-point E(V) scan of each structure) or ``pressure`` (end members scanned, every other structure one
+   single point with stress at its Vegard volume, corrected to zero pressure to second order). GPAW single points are
+   cached one file each in ``--work``/gpaw-single-points, so a killed run resumes; ``--reference-only`` computes just
+   them (run it in the background, then the full benchmark reads them back).
 
-Writes ``benchmarks/results/baselines_alloy_thermodynamics.json`` and ``docs/figures/baselines_alloy_*.png``.
+Writes ``benchmarks/results/baselines_alloy_thermodynamics[_<protocol>].json`` and
+``docs/figures/baselines_alloy_thermodynamics[_<protocol>].png``.
 
     python benchmarks/bench_baselines_alloy_thermodynamics.py --threads 1
+    python benchmarks/bench_baselines_alloy_thermodynamics.py --threads 1 --protocol pressure --reference gpaw
 """
 
 from __future__ import annotations
@@ -54,6 +61,14 @@ def gpaw_reference_points() -> dict:
     return points
 
 
+def gpaw_calculator(primitive):
+    """GPAW with the shipped dataset's settings, as ``atomtune bench --reference gpaw`` builds it."""
+    from atomtune.data.label import CalculatorSpec
+
+    settings = json.loads((RESOURCES / "provenance.json").read_text())["settings"]
+    return CalculatorSpec.parse("gpaw", settings).task_calculator(primitive)
+
+
 def fine_tuned(work: Path, epochs: int, seed: int):
     from atomtune.data.dataset import Dataset
     from atomtune.finetune import Full, Trainer, TrainingSettings
@@ -82,7 +97,14 @@ def main() -> None:
     parser.add_argument("--sweeps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--protocol", choices=["relax", "volume", "pressure"], default="relax",
+                        help="how every column treats each structure (see the module docstring)")
+    parser.add_argument("--reference", choices=["gpaw"], default=None, help="add a GPAW column (shipped settings)")
+    parser.add_argument("--reference-only", action="store_true", help="compute only the GPAW single points")
+    parser.add_argument("--systems", nargs="+", default=["Ni-Al", "Ni-Cu"])
     args = parser.parse_args()
+    if args.reference and args.protocol == "relax":
+        parser.error("--reference gpaw needs --protocol volume or pressure (GPAW relaxations are hours here)")
 
     from ase.build import bulk
 
@@ -94,8 +116,14 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     started_all = time.perf_counter()
-    tuned, finetune_seconds = fine_tuned(work, args.epochs, args.seed)
-    models = {"CHGNet 0.3.0 zero-shot": load_potential("chgnet-0.3.0"), "CHGNet 0.3.0 fine-tuned (full)": tuned}
+    models, finetune_seconds = {}, None
+    if args.reference == "gpaw":
+        models["GPAW (PBE, shipped settings)"] = "gpaw"
+    if not args.reference_only:
+        tuned, finetune_seconds = fine_tuned(work, args.epochs, args.seed)
+        models.update({"CHGNet 0.3.0 zero-shot": load_potential("chgnet-0.3.0"),
+                       "CHGNet 0.3.0 fine-tuned (full)": tuned})
+    relax = {"relax": True, "volume": "volume", "pressure": "pressure"}[args.protocol]
     systems = {
         "Ni-Al": {"species": ["Ni", "Al"], "concentration": 0.75,
                   "temperatures": [float(t) for t in range(3500, 249, -250)]},
@@ -104,24 +132,40 @@ def main() -> None:
     }
     results: dict = {"gpaw_reference": gpaw_reference_points(), "finetune_seconds": finetune_seconds, "systems": {}}
     for system, setup in systems.items():
+        if system not in args.systems:
+            continue
         primitive = bulk("Ni", "fcc", a=3.52)
         primitive.info["id"] = f"fcc-{system}"
         per_model = {}
         for name, potential in models.items():
+            is_gpaw = potential == "gpaw"
+            calculator = gpaw_calculator(primitive) if is_gpaw else potential
             settings = cluster_expansion.Settings(species=setup["species"], max_cell_size=args.max_cell_size,
-                                                  cutoff_candidates=[[5.0], [6.0], [6.0, 4.5], [7.0, 5.0]])
-            records = cluster_expansion.run([primitive], potential, settings, progress=False)
+                                                  cutoff_candidates=[[5.0], [6.0], [6.0, 4.5], [7.0, 5.0]],
+                                                  relax=relax,
+                                                  cache_dir=str(work / "gpaw-single-points") if is_gpaw else None)
+            records = cluster_expansion.run([primitive], calculator, settings, progress=False)
             (summary,) = cluster_expansion.expansion_records(records)
-            path = work / f"ce_{system}_{name.split()[-1].strip('()')}.json"
+            if "error" in summary:
+                raise SystemExit(f"{system} {name}: {summary['error']}")
+            tag = "gpaw" if is_gpaw else name.split()[-1].strip("()")
+            path = work / f"ce_{system}_{tag}_{args.protocol}.json"
             path.write_text(json.dumps(records))
+            if args.reference_only:
+                print(f"{system} {name}: {summary['n_fitted']} fitted, CV {summary['cv_rmse_mev_per_atom']:.1f} "
+                      f"meV/atom, single points "
+                      f"{sum(r.get('single_points') or 0 for r in records if r['kind'] == 'structure')}", flush=True)
+                continue
             mc_settings = monte_carlo.Settings(
                 temperatures=setup["temperatures"], concentration=setup["concentration"], supercell=args.supercell,
                 equilibration_sweeps=args.sweeps // 4, sampling_sweeps=args.sweeps, expansion=str(path),
                 seed=args.seed,
             )
-            mc_records = monte_carlo.run([primitive], potential, mc_settings, progress=False)
+            mc_records = monte_carlo.run([primitive], None if is_gpaw else potential, mc_settings, progress=False)
             (transition,) = monte_carlo.transition_records(mc_records)
             structures = [r for r in records if r["kind"] == "structure"]
+            cpu = [r.get("single_point_cpu_seconds") for r in structures if r.get("single_point_cpu_seconds")]
+            summary["single_point_cpu_seconds"] = float(sum(cpu)) if is_gpaw else None
             per_model[name] = {
                 "expansion": {k: v for k, v in summary.items() if k not in ("expansion",)},
                 "structures": structures,
@@ -135,6 +179,9 @@ def main() -> None:
                     f"{summary['relax_seconds']:.0f} s, MC {transition['seconds']:.0f} s")
             print(line, flush=True)
         results["systems"][system] = per_model
+    if args.reference_only:
+        print(f"GPAW single points done in {time.perf_counter() - started_all:.0f} s")
+        return
     results.update({
         "benchmark": "baselines_alloy_thermodynamics",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -144,12 +191,13 @@ def main() -> None:
         "total_seconds": time.perf_counter() - started_all,
     })
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "baselines_alloy_thermodynamics.json").write_text(json.dumps(results, indent=1))
-    plot(results)
+    suffix = "" if args.protocol == "relax" else f"_{args.protocol}"
+    (RESULTS / f"baselines_alloy_thermodynamics{suffix}.json").write_text(json.dumps(results, indent=1))
+    plot(results, suffix)
     print(f"done in {results['total_seconds']:.0f} s")
 
 
-def plot(results: dict) -> None:
+def plot(results: dict, suffix: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,7 +239,7 @@ def plot(results: dict) -> None:
             axis.legend(fontsize=6)
             axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(FIGURES / "baselines_alloy_thermodynamics.png", dpi=110)
+    figure.savefig(FIGURES / f"baselines_alloy_thermodynamics{suffix}.png", dpi=110)
     plt.close(figure)
 
 

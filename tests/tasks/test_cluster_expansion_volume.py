@@ -1,0 +1,148 @@
+"""Cluster expansion with volume-only relaxation (``relax: "volume"``, the protocol a DFT reference can afford) and the
+resume-safe single-point cache, on EMT Cu–Pd."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.eos import EquationOfState
+
+from atomtune.exceptions import AtomtuneError
+from atomtune.tasks import cluster_expansion as ce
+
+
+def _cu_pd():
+    primitive = bulk("Cu", "fcc", a=3.75)
+    primitive.info["id"] = "fcc"
+    return primitive
+
+
+class _Counting(EMT):
+    """EMT that counts its calculations and can be told to die after some, as a killed DFT run would."""
+
+    def __init__(self, die_after: int | None = None):
+        super().__init__()
+        self.calls = 0
+        self.die_after = die_after
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+        if self.die_after is not None and self.calls >= self.die_after:
+            raise KeyboardInterrupt("killed")
+        self.calls += 1
+        super().calculate(atoms, properties, system_changes)
+
+
+def _direct_eos_minimum(atoms, volumes):
+    energies = []
+    for volume in volumes:
+        scaled = atoms.copy()
+        scaled.set_cell(atoms.cell[:] * (volume / atoms.get_volume()) ** (1 / 3), scale_atoms=True)
+        scaled.calc = EMT()
+        energies.append(scaled.get_potential_energy())
+    return EquationOfState(volumes, energies, eos="birchmurnaghan").fit()
+
+
+def test_volume_relaxation_matches_a_direct_ase_eos_and_lowers_every_energy():
+    settings = ce.Settings(species=["Cu", "Pd"], max_cell_size=3, relax="volume", cv_splits=3,
+                           cutoff_candidates=[[4.0]])
+    records = ce.run([_cu_pd()], EMT(), settings, progress=False)
+    structures = {r["id"]: r for r in records if r["kind"] == "structure"}
+    fixed = ce.run([_cu_pd()], EMT(), ce.Settings(species=["Cu", "Pd"], max_cell_size=3, relax=False, cv_splits=3,
+                                                  cutoff_candidates=[[4.0]]), progress=False)
+    assert not any(r.get("error") for r in structures.values())
+    # Pd end member: its scan starts at Pd's own ASE volume (a = 3.89 Å, 14.7 Å³/atom), not at the Cu parent cell's,
+    # and its minimum is where ASE's EOS puts it through the same volumes
+    (pd,) = [r for r in structures.values() if r["formula"] == "Pd"]
+    scan = pd["equation_of_state"]
+    v0, e0, _ = _direct_eos_minimum(bulk("Pd", "fcc", a=3.75), np.array(scan["volumes_per_atom"]))
+    assert pd["volume_per_atom"] == pytest.approx(v0, rel=1e-7) and pd["energy_per_atom"] == pytest.approx(e0, abs=1e-8)
+    assert scan["volumes_per_atom"][0] < bulk("Pd").get_volume() < scan["volumes_per_atom"][-1]
+    # a mixed structure scanned around its Vegard volume: the same minimum as a direct EOS of that cell
+    mixed = next(r for r in structures.values() if r["n_atoms"] == 3)
+    index = int(mixed["id"].rsplit("-", 1)[1])
+    from icet.tools import enumerate_structures
+
+    cell = list(enumerate_structures(_cu_pd(), range(1, 4), ["Cu", "Pd"]))[index]
+    volumes = np.array(mixed["equation_of_state"]["volumes_per_atom"]) * len(cell)
+    v0, e0, _ = _direct_eos_minimum(cell, volumes)
+    # (to rounding: the task's cell was scaled to the Vegard volume first, the direct one from the enumerated cell)
+    assert mixed["volume_per_atom"] * 3 == pytest.approx(v0, rel=1e-7)
+    assert mixed["energy_per_atom"] * 3 == pytest.approx(e0, abs=1e-8)
+    # relaxing the volume lowers the energy against the single point at the Vegard volume of the unrelaxed end members
+    # (to the EOS fit's residual, < 1 meV/atom over ±10 %); the end members' own volumes move far (Pd: 13.2 → ~14.6
+    # Å³/atom in EMT)
+    fixed_energy = {r["id"]: r["energy_per_atom"] for r in fixed if r["kind"] == "structure"}
+    lowered = [record["energy_per_atom"] < fixed_energy[key] - 1e-3 for key, record in structures.items()]
+    for key, record in structures.items():
+        assert record["energy_per_atom"] <= fixed_energy[key] + 1e-3
+        assert record["single_points"] >= 5
+    assert sum(lowered) >= len(lowered) // 2
+    assert pd["volume_per_atom"] > 1.05 * bulk("Cu", "fcc", a=3.75).get_volume()
+
+
+def test_a_minimum_outside_the_scan_is_scanned_again_or_recorded_as_failed():
+    atoms = bulk("Cu", "fcc", a=3.3)  # 12 % compressed in length: the minimum lies ~40 % above this volume
+
+    def energy(cell):
+        cell.calc = EMT()
+        return cell.get_potential_energy()
+
+    found = ce.volume_scan(atoms, energy, points=5, volume_range=0.1, max_rescans=3)
+    reference = bulk("Cu", "fcc", a=3.3)
+    v0, _, _ = _direct_eos_minimum(reference, np.array(found["volumes_per_atom"]))
+    assert found["scans"] > 1 and found["volume_per_atom"] == pytest.approx(v0, rel=1e-9)
+    with pytest.raises(AtomtuneError, match="no E\\(V\\) minimum within the scanned volumes"):
+        ce.volume_scan(atoms, energy, points=5, volume_range=0.05, max_rescans=0)
+
+
+def test_single_points_are_cached_so_a_killed_run_resumes(tmp_path):
+    settings = ce.Settings(species=["Cu", "Pd"], max_cell_size=2, relax="volume", cv_splits=2,
+                           cutoff_candidates=[[3.0]], cache_dir=str(tmp_path / "cache"))
+    killed = _Counting(die_after=12)
+    with pytest.raises(KeyboardInterrupt):
+        ce.run([_cu_pd()], killed, settings, progress=False)
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 12
+    resumed = _Counting()
+    records = ce.run([_cu_pd()], resumed, settings, progress=False)
+    fresh = ce.run([_cu_pd()], EMT(), ce.Settings(**{**vars(settings), "cache_dir": None}), progress=False)
+    total = sum(r["single_points"] for r in records if r["kind"] == "structure")
+    assert resumed.calls == total - 12  # the 12 finished single points were read back, not recomputed
+    energies = [r.get("energy_per_atom") for r in records if r["kind"] == "structure"]
+    assert energies == pytest.approx([r.get("energy_per_atom") for r in fresh if r["kind"] == "structure"], rel=1e-12)
+    again = _Counting()
+    ce.run([_cu_pd()], again, settings, progress=False)
+    assert again.calls == 0
+    # another calculator (other parameters) does not read this calculator's cache
+    assert ce.calculator_fingerprint(EMT()) != ce.calculator_fingerprint(EMT(asap_cutoff=True))
+
+
+def test_bad_volume_settings_are_refused_before_any_work():
+    for bad, match in (({"relax": "cell"}, "relax 'cell'"), ({"relax": "volume", "eos_points": 3}, "at least 5"),
+                       ({"relax": "volume", "eos_volume_range": 0.7}, "eos_volume_range"),
+                       ({"relax": "volume", "eos_type": "spline"}, "eos_type")):
+        counting = _Counting()
+        with pytest.raises(AtomtuneError, match=match):
+            ce.run([_cu_pd()], counting, ce.Settings(species=["Cu", "Pd"], **bad), progress=False)
+        assert counting.calls == 0
+
+
+def test_one_point_pressure_correction_agrees_with_the_volume_scan():
+    """``relax: "pressure"``: one single point with stress per structure lands within the harmonic approximation's error
+    of the 5-point E(V) minimum (EMT Cu–Pd, volume changes of a few %), and well below the uncorrected single point."""
+    common = {"species": ["Cu", "Pd"], "max_cell_size": 3, "cv_splits": 3, "cutoff_candidates": [[4.0]]}
+    scanned = ce.run([_cu_pd()], EMT(), ce.Settings(relax="volume", **common), progress=False)
+    corrected = ce.run([_cu_pd()], EMT(), ce.Settings(relax="pressure", **common), progress=False)
+    scanned = {r["id"]: r for r in scanned if r["kind"] == "structure"}
+    mixed = [r for r in corrected if r["kind"] == "structure" and 0 < r["concentration"] < 1]
+    assert mixed and all(r["single_points"] == 1 for r in mixed)
+    for record in mixed:
+        state = record["equation_of_state"]
+        assert record["energy_per_atom"] == pytest.approx(scanned[record["id"]]["energy_per_atom"], abs=1e-3)
+        assert record["volume_per_atom"] == pytest.approx(scanned[record["id"]]["volume_per_atom"], rel=0.01)
+        # the correction is E − P²V/2B: never positive, and what separates the result from the plain single point
+        assert state["correction_mev_per_atom"] <= 0
+        assert record["energy_per_atom"] == pytest.approx(
+            state["energy_at_start_per_atom"] + state["correction_mev_per_atom"] / 1000, abs=1e-12)
+    assert max(-r["equation_of_state"]["correction_mev_per_atom"] for r in mixed) > 1.0
