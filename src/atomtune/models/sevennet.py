@@ -37,8 +37,15 @@ from atomtune.data.dataset import cell_problem
 from atomtune.exceptions import AtomtuneError, ModelNotFoundError, UnsupportedElementsError
 from atomtune.models.base import Potential, TrunkPass
 
-#: Checkpoint names whose weights ship inside the sevenn wheel → the ``sevenn._const`` constant holding their path.
-SHIPPED_CHECKPOINTS = {"7net-0": "SEVENNET_0_11Jul2024", "7net-l3i5": "SEVENNET_l3i5"}
+#: Single-fidelity checkpoint names whose weights ship inside the sevenn wheel (offline).
+SHIPPED_CHECKPOINTS = ("7net-0", "7net-l3i5")
+#: sevenn's own path constant for each pretrained name atomtune registers: the file is in the wheel (7net-0, 7net-l3i5,
+#: 7net-mf-0) or, once sevenn has downloaded it, at the same relative path under ~/.cache/sevennet — the two places
+#: ``sevenn.util.pretrained_name_to_path`` looks before downloading.
+PRETRAINED_FILES = {
+    "7net-0": "SEVENNET_0_11Jul2024", "7net-l3i5": "SEVENNET_l3i5", "7net-mf-0": "SEVENNET_MF_0",
+    "7net-mf-ompa": "SEVENNET_MF_ompa", "7net-omat": "SEVENNET_omat", "7net-omni": "SEVENNET_omni",
+}
 NATIVE_CHECKPOINT_FILE = "checkpoint_sevennet.pth"
 #: SevenNet clamps the cell volume of non-periodic structures (volume 0) to this value, in Å³, before dividing the
 #: virial; so do we.
@@ -687,13 +694,16 @@ def _local_checkpoint_path(checkpoint: str) -> str | None:
     path = Path(checkpoint)
     if path.is_file():
         return str(path)
-    constant = SHIPPED_CHECKPOINTS.get(checkpoint.lower())
+    constant = PRETRAINED_FILES.get(checkpoint.lower())
     if constant is None:
         return None
     import sevenn._const
 
-    shipped = Path(getattr(sevenn._const, constant))
-    return str(shipped) if shipped.is_file() else None
+    packaged = getattr(sevenn._const, constant, None)
+    if packaged is None:
+        return None  # a name this sevenn release does not know
+    downloaded = packaged.replace(sevenn._const._prefix, str(Path("~/.cache/sevennet").expanduser()))
+    return next((candidate for candidate in (packaged, downloaded) if Path(candidate).is_file()), None)
 
 
 @functools.lru_cache(maxsize=None)

@@ -15,10 +15,14 @@ from __future__ import annotations
 import torch
 
 from atomtune.exceptions import AtomtuneError, ModelNotFoundError
-from atomtune.models.sevennet import SevennetPotential, _build_model, _elements_of_checkpoint_file, _native_checkpoint
+from atomtune.models.sevennet import (
+    SevennetPotential,
+    _build_model,
+    _elements_of_checkpoint_file,
+    _local_checkpoint_path,
+    _native_checkpoint,
+)
 
-#: multi-fidelity checkpoints whose weights ship inside the sevenn wheel → the ``sevenn._const`` constant of their path
-SHIPPED_CHECKPOINTS = {"7net-mf-0": "SEVENNET_MF_0"}
 #: the modal a checkpoint is used with when none is named: PBE(+U), the fidelity of MPtrj and of most users' data
 DEFAULT_MODAL = "PBE"
 
@@ -79,11 +83,11 @@ class SevennetMultiFidelityPotential(SevennetPotential):
     @classmethod
     def checkpoint_available(cls, checkpoint: str) -> bool:
         """True when the weights are on disk (7net-mf-0 in the wheel, or a file); never downloads."""
-        return _local_path(split_checkpoint(checkpoint)[0]) is not None
+        return _local_checkpoint_path(split_checkpoint(checkpoint)[0]) is not None
 
     @classmethod
     def checkpoint_elements(cls, checkpoint: str) -> frozenset[str]:
-        path = _local_path(split_checkpoint(checkpoint)[0])
+        path = _local_checkpoint_path(split_checkpoint(checkpoint)[0])
         if path is None:
             raise ModelNotFoundError(f"SevenNet checkpoint {checkpoint!r} is not on disk (sevenn downloads it on use).")
         return _elements_of_checkpoint_file(path)
@@ -95,17 +99,3 @@ class SevennetMultiFidelityPotential(SevennetPotential):
         batch = super().collate(graphs)
         batch[KEY.MODAL_TYPE] = torch.full((batch.num_graphs,), self.modal_index, dtype=torch.long, device=self.device)
         return batch
-
-
-def _local_path(name: str) -> str | None:
-    from pathlib import Path
-
-    if Path(name).is_file():
-        return name
-    constant = SHIPPED_CHECKPOINTS.get(name.lower())
-    if constant is None:
-        return None
-    import sevenn._const
-
-    shipped = Path(getattr(sevenn._const, constant))
-    return str(shipped) if shipped.is_file() else None
