@@ -140,7 +140,7 @@ def explore_md(committee: CommitteePotential, start: Atoms, explorer: MDExplorer
             ensemble=explorer.ensemble, temperature_k=temperature, pressure_gpa=explorer.pressure_gpa,
             timestep_fs=explorer.timestep_fs, thermostat=explorer.thermostat, seed=seed + segment,
         )
-        integrator = md_task._integrator(atoms, settings)
+        integrator = md_task.make_integrator(atoms, settings)
         done = 0
         while done < explorer.steps and not reason:
             chunk = min(explorer.sample_interval, explorer.steps - done)
@@ -238,7 +238,7 @@ def _explosion(atoms: Atoms, forces: np.ndarray, energy: float, initial_energy: 
     max_force = float(np.linalg.norm(forces, axis=1).max()) if len(forces) else 0.0
     if not (np.isfinite(energy) and np.isfinite(max_force)):
         return "energy or forces became non-finite"
-    distance = md_task._min_distance(atoms)
+    distance = md_task.shortest_distance(atoms)
     if distance < md_task.EXPLODED_MIN_DISTANCE:
         return f"atoms {distance:.2f} Å apart (< {md_task.EXPLODED_MIN_DISTANCE} Å)"
     if max_force > md_task.EXPLODED_MAX_FORCE:

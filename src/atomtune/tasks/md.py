@@ -116,7 +116,9 @@ def _check(settings: Settings) -> None:
         dynamics_for(settings, settings.ensemble).check()
 
 
-def _integrator(atoms: Atoms, settings: Settings):
+def make_integrator(atoms: Atoms, settings: Settings):
+    """The dynamics object for ``settings`` on ``atoms`` (ASE's integrator for the ensemble and thermostat / barostat,
+    or LAMMPS through ``fix external``); ``.run(steps)`` advances it. Also used by active learning's MD explorer."""
     if settings.engine == "lammps":
         from atomtune.lammps import LammpsIntegrator, dynamics_for
 
@@ -218,7 +220,7 @@ def _molecular_dynamics(atoms: Atoms, label: str, calculator, settings: Settings
         """Sample the state; False when the run has exploded and must stop."""
         forces = atoms.get_forces()
         max_force = float(np.linalg.norm(forces, axis=1).max()) if n_atoms else 0.0
-        min_distance = _min_distance(atoms)
+        min_distance = shortest_distance(atoms)
         potential = float(atoms.get_potential_energy())
         kinetic = float(atoms.get_kinetic_energy())
         temperature = float(atoms.get_temperature())
@@ -253,7 +255,7 @@ def _molecular_dynamics(atoms: Atoms, label: str, calculator, settings: Settings
             frames.append(atoms.copy())
         return True
 
-    segments = [("thermostat", _integrator(atoms, settings), settings.steps)]
+    segments = [("thermostat", make_integrator(atoms, settings), settings.steps)]
     if settings.nve_steps:
         from ase.md.verlet import VelocityVerlet
 
@@ -310,7 +312,7 @@ def _molecular_dynamics(atoms: Atoms, label: str, calculator, settings: Settings
     return record
 
 
-def _min_distance(atoms: Atoms) -> float:
+def shortest_distance(atoms: Atoms) -> float:
     """Shortest interatomic distance in Å, periodic images included (inf for a single atom alone in its cell)."""
     from ase.neighborlist import neighbor_list
 
