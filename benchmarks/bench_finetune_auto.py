@@ -76,6 +76,8 @@ def main() -> None:
                        "epochs_run": result.metrics.get("epochs_run"),
                        "winner": result.metrics.get("search", {}).get("winner"), "load_average": os.getloadavg(),
                        **errors(result.potential, FeaturizedSet.build("test", list(test), result.potential), 4)}
+                if strategy == "auto":  # how the search decided: its slices' validation scores, the final choice
+                    row["search"] = _search_summary(Path(directory), result.metrics["search"])
             rows.append(row)
             print(row, flush=True)
     record = {
@@ -95,6 +97,17 @@ def main() -> None:
                 {"date": previous.get("date"), "machine": previous.get("machine"), "settings": previous.get("settings")}]
     path.write_text(json.dumps(record, indent=1))
     print(f"wrote {path}")
+
+
+def _search_summary(directory: Path, search: dict) -> dict:
+    """The search log of an ``auto`` run, short: every slice's candidate, rung, epochs, seconds and validation score,
+    why the search was skipped or which of fresh run and slice was kept."""
+    state = json.loads((directory / search["file"]).read_text())
+    slices = [{key: row.get(key) for key in ("candidate", "rung", "epochs", "seconds", "score")}
+              for row in state["rows"].values()]
+    return {"slices": slices, **{key: state[key] for key in ("search_skipped", "decision", "winner_reserve_seconds",
+                                                             "probe_seconds", "step_seconds") if key in state},
+            "zero_shot_kept": search.get("zero_shot_kept")}
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from atomtune.exceptions import AtomtuneError
@@ -28,7 +29,7 @@ registry.BACKBONES["toy"] = "toy_potential:ToyPotential"
 from atomtune.finetune.spec import FinetuneSpec
 from atomtune.runtime import configure_threads
 configure_threads(1)
-structures = emt_structures(16, seed=3)
+structures = emt_structures(18, seed=3)
 FinetuneSpec(strategy="auto", budget={budget!r}).fit({model!r}, structures[:12], structures[12:], {out!r},
                                                       progress=False)
 """
@@ -38,6 +39,15 @@ FinetuneSpec(strategy="auto", budget={budget!r}).fit({model!r}, structures[:12],
 def toy_model(toy_backbone, tmp_path):
     toy_backbone().save(tmp_path / "toy-model")
     return str(tmp_path / "toy-model")
+
+
+@pytest.fixture
+def search_split():
+    """12 training and 6 validation structures: enough validation structures for a search (SMALL_VALIDATION)."""
+    from emt_data import emt_structures
+
+    structures = emt_structures(18, seed=3)
+    return structures[:12], structures[12:]
 
 
 def test_budget_parsing():
@@ -51,10 +61,12 @@ def test_budget_parsing():
         spec_from_options({"strategy": "auto", "budget": "soon"})
 
 
-def test_auto_respects_the_budget_and_is_no_worse_than_what_it_tried(toy_model, emt_split, tmp_path):
+def test_auto_respects_the_budget_and_is_no_worse_than_what_it_tried(toy_model, search_split, tmp_path):
+    from atomtune.finetune.auto import CLEARLY_BETTER
+
     budget = 40.0
     started = time.perf_counter()
-    result = FinetuneSpec(strategy="auto", budget=budget).fit(toy_model, *emt_split, tmp_path / "auto",
+    result = FinetuneSpec(strategy="auto", budget=budget).fit(toy_model, *search_split, tmp_path / "auto",
                                                                 progress=False, log=lambda message: None)
     wall = time.perf_counter() - started
     state = json.loads((tmp_path / "auto" / "search.json").read_text())
@@ -63,7 +75,10 @@ def test_auto_respects_the_budget_and_is_no_worse_than_what_it_tried(toy_model, 
     assert (tmp_path / "auto" / "search.png").exists() and (tmp_path / "auto" / "atomtune.json").exists()
     rung0 = [row["score"] for row in state["rows"].values() if row.get("rung") == 0 and "score" in row]
     assert len(rung0) >= 2 and state["winner"]
-    assert state["final_score"] <= min(rung0) + 1e-9
+    # no worse on validation than the best slice it tried, or within the validation noise of it (the fresh run kept)
+    decision = state.get("decision", {})
+    assert state["final_score"] <= min(rung0) + 1e-9 or (
+        decision["kept"] == "fresh" and decision["share_slice_better"] < CLEARLY_BETTER), state
     assert result.metrics["search"]["winner"] == state["winner"]
     # every candidate not kept is recorded with the rung where it stopped
     assert set(state["stopped"]) | {state["winner"]} == {row["candidate"] for row in state["rows"].values()}
@@ -100,14 +115,14 @@ def test_budget_shorter_than_a_step_says_how_long_a_step_takes(toy_model, emt_sp
                                                        log=lambda message: None)
 
 
-def test_nothing_to_search_and_unsupported_candidates(toy_model, emt_split, tmp_path):
+def test_nothing_to_search_and_unsupported_candidates(toy_model, search_split, tmp_path):
     spec = FinetuneSpec(strategy="auto", budget=60)
     with pytest.raises(AtomtuneError, match="nothing to search"):
-        AutoSearch(spec, candidates=[]).fit(toy_model, *emt_split, tmp_path / "empty", log=lambda message: None)
+        AutoSearch(spec, candidates=[]).fit(toy_model, *search_split, tmp_path / "empty", log=lambda message: None)
     # a freeze depth the toy backbone does not have is recorded as that candidate's error; the others go on
     candidates = [Candidate("freeze-99", {"strategy": "freeze", "freeze_depth": 99}),
                   Candidate("full", {"strategy": "full"})]
-    result = AutoSearch(spec, candidates=candidates).fit(toy_model, *emt_split, tmp_path / "mixed",
+    result = AutoSearch(spec, candidates=candidates).fit(toy_model, *search_split, tmp_path / "mixed",
                                                          log=lambda message: None)
     state = json.loads((tmp_path / "mixed" / "search.json").read_text())
     assert "error" in state["stopped"]["freeze-99"] and state["winner"] == "full"
@@ -115,53 +130,174 @@ def test_nothing_to_search_and_unsupported_candidates(toy_model, emt_split, tmp_
                                          result.metrics["final"]["valid"]))
 
 
-def test_a_short_budget_searches_fewer_candidates_or_trains_the_first_without_search(toy_model, emt_split, tmp_path,
-                                                                                     monkeypatch):
+def _fake_probe(timings):
+    def probe(self, model, train, valid, device, trust, budget, state, out):
+        state.update(timings)
+
+    return probe
+
+
+def test_a_short_budget_searches_fewer_candidates_or_trains_the_first_without_search(toy_model, search_split,
+                                                                                     tmp_path, monkeypatch):
     """Bug: the step probe asked for two epochs of all six candidates (a 2-minute budget on a loaded machine was
     refused) although the search keeps only the candidates the budget holds. Below three candidates (one halving) a
     search is noise: the first candidate trains for the whole budget and the search log says why."""
-    timings = {"probe_seconds": 1.0, "run_seconds": 1.5, "step_seconds": 0.5, "backbone": "toy"}
-
-    def fake_probe(self, model, train, valid, device, trust, budget, state, out):
-        state.update(timings)
-
-    monkeypatch.setattr(AutoSearch, "_probe", fake_probe)
-    train, valid = emt_split
+    monkeypatch.setattr(AutoSearch, "_probe", _fake_probe(
+        {"probe_seconds": 1.0, "run_seconds": 1.5, "step_seconds": 0.5, "backbone": "toy"}))
+    train, valid = search_split
     epoch = 0.5 * math.ceil(len(train) / 4)
     per_candidate = 3 * 1.0 + epoch  # the slices' overhead (3 x (run - step seconds)) and one epoch
     messages = []
-    budget = 2 * (1.0 + 3.5 * per_candidate)  # holds three candidates, not four
-    AutoSearch(FinetuneSpec(strategy="auto", budget=budget)).fit(toy_model, train, valid, tmp_path / "three",
-                                                                 log=messages.append)
+    budget = 2 * (1.0 + 3.5 * per_candidate)  # holds three candidates, not four; 2 epochs fit in the other half
+    AutoSearch(FinetuneSpec(strategy="auto", budget=budget, epochs=2)).fit(toy_model, train, valid,
+                                                                           tmp_path / "three", log=messages.append)
     assert any("fits 3 of 6 candidates" in message for message in messages), messages
     messages.clear()
-    result = AutoSearch(FinetuneSpec(strategy="auto", budget=2 * (1.0 + 2.5 * per_candidate))).fit(
+    result = AutoSearch(FinetuneSpec(strategy="auto", budget=2 * (1.0 + 2.5 * per_candidate), epochs=2)).fit(
         toy_model, train, valid, tmp_path / "two", log=messages.append)
     assert any("no search" in message and "takes 0.50 s" in message for message in messages), messages
     state = json.loads((tmp_path / "two" / "search.json").read_text())
     assert state["winner"] == "full" and "fewer than the 3" in state["search_skipped"]
     assert result.metrics["search"]["skipped"] and result.metrics["epochs_run"] >= 1
-    assert (tmp_path / "two" / "atomtune.json").exists()
+    assert (tmp_path / "two" / "atomtune.json").exists() and (tmp_path / "two" / "search.png").exists()
+    # the search log has a row for the model that was returned, so `atomtune finetune` prints it
+    assert state["rows"]["full/final"]["rung"] == "final" and state["rows"]["full/final"]["epochs"] >= 1
 
 
-def test_sevennet_tries_lora_first_and_other_backbones_keep_the_order():
-    from atomtune.finetune.auto import candidates_for, prefer_for_backbone
+def test_the_search_leaves_the_winner_the_time_of_a_fixed_run(toy_model, search_split, tmp_path, monkeypatch):
+    """Bug: the search took half of every budget, so on the GPAW set SevenNet's winner trained 3-5 epochs where a
+    fixed run of the same budget trained 14. Now the search gets only what a run of the default epochs leaves: a
+    budget whose half would hold three trials, but not beside a 10-epoch run, is not searched."""
+    monkeypatch.setattr(AutoSearch, "_probe", _fake_probe(
+        {"probe_seconds": 0.1, "run_seconds": 0.15, "step_seconds": 0.05, "backbone": "toy"}))
+    train, valid = search_split
+    per_candidate = 3 * 0.1 + 0.05 * math.ceil(len(train) / 4)
+    budget = 2 * (0.1 + 3.5 * per_candidate)  # the old rule: three trials in the first half
+    fixed = 0.15 + 10 * (math.ceil(len(train) / 4) + math.ceil(len(valid) / 4)) * 0.05
+    assert fixed > budget / 2
+    messages = []
+    AutoSearch(FinetuneSpec(strategy="auto", budget=budget, epochs=10)).fit(toy_model, train, valid, tmp_path / "a",
+                                                                            log=messages.append)
+    state = json.loads((tmp_path / "a" / "search.json").read_text())
+    assert "default 10 epochs" in state["search_skipped"], state
+    assert state["winner_reserve_seconds"] == pytest.approx(fixed)
+    assert not (tmp_path / "a" / "search").exists()
 
-    candidates = candidates_for(FinetuneSpec(strategy="auto"))
-    assert [c.name for c in prefer_for_backbone(candidates, "sevennet")][:2] == ["lora-8", "full"]
-    assert prefer_for_backbone(candidates, "chgnet") == candidates
-    assert prefer_for_backbone(candidates, None) == candidates
 
-
-def test_a_tiny_validation_set_gets_a_warning(toy_model, emt_split, tmp_path, monkeypatch):
+def test_a_tiny_validation_set_trains_the_first_candidate_without_search(toy_model, emt_split, tmp_path,
+                                                                         monkeypatch):
+    """Bug: with 2 validation structures the search only warned and then chose on their noise (SevenNet-0, N = 10:
+    full at 3x the rate won, held-out energy 76 meV/atom vs 28 zero-shot). Now it trains the first candidate, full,
+    for SevenNet too (the LoRA-first order of SevenNet was chosen on one cell; full is better in 4 of 5 sizes of the
+    data-efficiency table)."""
     from atomtune.finetune.auto import SMALL_VALIDATION
 
-    def fake_probe(self, model, train, valid, device, trust, budget, state, out):
-        raise BudgetError("stop after the warning")
-
-    monkeypatch.setattr(AutoSearch, "_probe", fake_probe)
+    monkeypatch.setattr(AutoSearch, "_probe", _fake_probe(
+        {"probe_seconds": 0.1, "run_seconds": 0.15, "step_seconds": 0.05, "backbone": "sevennet"}))
     train, valid = emt_split
-    with pytest.warns(UserWarning, match="validation set has 2 structure"), pytest.raises(BudgetError):
-        AutoSearch(FinetuneSpec(strategy="auto", budget=60)).fit(toy_model, train, valid[:2], tmp_path / "a",
-                                                                 log=lambda message: None)
+    with pytest.warns(UserWarning, match="validation set has 2 structure"):
+        result = AutoSearch(FinetuneSpec(strategy="auto", budget=600, epochs=2)).fit(
+            toy_model, train, valid[:2], tmp_path / "a", log=lambda message: None)
+    state = json.loads((tmp_path / "a" / "search.json").read_text())
+    assert state["winner"] == "full" and "validation set has 2" in state["search_skipped"]
+    assert result.metrics["epochs_run"] == 2 and not (tmp_path / "a" / "search").exists()
     assert SMALL_VALIDATION > 2
+
+
+def test_structure_errors_match_the_set_errors_and_share_better(toy_backbone, emt_split):
+    from atomtune.finetune.auto import StructureErrors, share_better
+    from atomtune.finetune.featurized import FeaturizedSet
+    from atomtune.finetune.metrics import errors
+
+    _, valid = emt_split
+    potential = toy_backbone()
+    per_structure = StructureErrors.of(potential, valid, 2)
+    whole = errors(potential, FeaturizedSet.build("v", valid, potential), 2)
+    for key, value in per_structure.metrics().items():
+        assert value == pytest.approx(whole[key], rel=1e-9), key
+    reference = per_structure.metrics()
+    assert share_better(per_structure, per_structure, reference) == 0.0  # ties are not wins
+    halved = StructureErrors(per_structure.energy_mev_per_atom / 2, per_structure.forces_squared / 4,
+                             per_structure.forces_count, per_structure.stress_gpa / 2)
+    assert share_better(halved, per_structure, reference) == 1.0
+    # better by far on one structure, worse on the others: the resamples disagree
+    mixed = StructureErrors(per_structure.energy_mev_per_atom * np.array([0.01, 1.2, 1.2, 1.2]),
+                            per_structure.forces_squared * np.array([0.01, 1.2, 1.2, 1.2]), per_structure.forces_count,
+                            per_structure.stress_gpa * np.array([0.01, 1.2, 1.2, 1.2]))
+    assert 0.1 < share_better(mixed, per_structure, reference) < 0.9
+
+
+def test_a_slice_replaces_the_fresh_run_only_beyond_the_validation_noise():
+    """Bug: a search slice that scored lower on validation than the winner's fresh run always replaced it (SevenNet-0,
+    N = 25: a 3-epoch LoRA slice, 185 meV/Å on the test set, over the 14-epoch fresh run, 123). Within the noise of
+    the validation structures the run that trained more epochs is kept."""
+    from atomtune.finetune.auto import slice_or_fresh
+
+    assert slice_or_fresh(0.95, 3, 14)[0] == "slice"  # clearly better on validation
+    assert slice_or_fresh(0.6, 3, 14)[0] == "fresh"  # within the noise: the 14-epoch fresh run
+    assert slice_or_fresh(0.6, 41, 30)[0] == "slice"  # within the noise: the slice trained longer
+    assert slice_or_fresh(0.05, 41, 30)[0] == "fresh"  # the fresh run is clearly better
+
+
+@pytest.mark.slow
+def test_a_clearly_better_slice_is_the_model(toy_model, search_split, tmp_path, monkeypatch):
+    from atomtune.finetune import auto
+
+    monkeypatch.setattr(auto, "share_better", lambda *args, **kwargs: 0.95)
+    out = tmp_path / "auto"
+    result = AutoSearch(FinetuneSpec(strategy="auto", budget=30.0)).fit(toy_model, *search_split, out,
+                                                                         log=lambda message: None)
+    decision = json.loads((out / "search.json").read_text())["decision"]
+    assert decision["kept"] == "slice" and decision["share_slice_better"] == 0.95, decision
+    slice_metrics = json.loads((out / "search" / decision["slice"] / "metrics.json").read_text())
+    assert result.metrics["history"] == slice_metrics["history"]
+
+
+def test_an_adopted_slice_is_compared_with_the_foundation_zero_shot(toy_backbone, tmp_path):
+    """Bug: a later-rung slice kept as the model reported "worse than zero-shot" against its own start (the previous
+    rung's model), so a slice worse than the foundation model said nothing."""
+    rung0, rung1 = tmp_path / "search" / "full" / "rung-0", tmp_path / "search" / "full" / "rung-1"
+    valid = {"energy_mae_mev_per_atom": 10.0, "forces_rmse": 0.10, "stress_mae_gpa": 1.0}
+    for directory, start in ((rung0, valid), (rung1, {**valid, "forces_rmse": 0.2})):
+        directory.mkdir(parents=True)
+        (directory / "metrics.json").write_text(json.dumps({
+            "zero_shot": {"valid": start, "valid_after_e0": start}, "history": [],
+            "final": {"valid": {**valid, "forces_rmse": 0.15}}}))
+    result = AutoSearch._adopt_slice(rung1, tmp_path / "out", toy_backbone())
+    assert result.metrics["worse_than_zero_shot"]["forces_rmse"] == {"zero_shot": 0.10, "fine_tuned": 0.15}
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["zero_shot"]["valid"]["forces_rmse"] == 0.10
+
+
+def test_a_model_no_better_than_zero_shot_says_so(toy_backbone, tmp_path):
+    from atomtune.finetune import FitResult
+
+    messages = []
+    metrics = {"saved_epoch": 0, "epochs_run": 3, "history": [], "final": {"valid": {"forces_rmse": 0.1}}}
+    state = {"rows": {}, "stopped": {}}
+    result = AutoSearch(FinetuneSpec(strategy="auto"))._finish(
+        FitResult(toy_backbone(), [], metrics, tmp_path), "full", 60.0, time.perf_counter(), state, tmp_path,
+        messages.append)
+    assert result.metrics["search"]["zero_shot_kept"] is True
+    assert any("beat the E0-aligned zero-shot" in message for message in messages), messages
+
+
+def test_candidates_within_the_validation_noise_keep_the_search_order():
+    """Bug: each rung kept the lowest validation score after one or two epochs per trial; on SevenNet-0 (N = 50) the
+    fast-starting LoRA led and ended 22 % worse than zero-shot on the test set. A lead within the noise of the
+    validation structures is no evidence: the earlier candidate of the search order goes on."""
+    from atomtune.finetune.auto import StructureErrors, rank_within_noise
+
+    def errors(*factors):
+        factors = np.asarray(factors, dtype=float)
+        return {"per_structure": StructureErrors(10.0 * factors, 0.01 * 24 * factors**2, np.full(len(factors), 24.0),
+                                                 1.0 * factors).as_dict()}
+
+    order = [Candidate(name, {}) for name in ("full", "lora-8", "freeze-2")]
+    reference = {"energy_mae_mev_per_atom": 10.0, "forces_rmse": 0.1, "stress_mae_gpa": 1.0}
+    results = [(0.71, order[0], errors(0.3, 1.1, 0.6, 0.7, 0.7)),  # better on some structures, worse on others
+               (0.7, order[1], errors(0.7, 0.7, 0.7, 0.7, 0.7)),
+               (1.2, order[2], errors(1.2, 1.2, 1.2, 1.2, 1.2))]  # worse on every structure
+    assert [c.name for c in rank_within_noise(results, order, reference)] == ["full", "lora-8", "freeze-2"]
+    # a lead on every structure is beyond the noise: the best score goes first
+    results[0] = (0.9, order[0], errors(0.9, 0.9, 0.9, 0.9, 0.9))
+    assert [c.name for c in rank_within_noise(results, order, reference)] == ["lora-8", "full", "freeze-2"]

@@ -4,8 +4,12 @@ wall-time budget by successive halving, then train the winner for the rest of th
 Synchronous successive halving (Jamieson & Talwalkar, AISTATS 2016; the building block of Hyperband): every candidate
 trains for a short slice of time, the best third (by the balanced validation score, :func:`~atomtune.finetune.loop.
 selection_score`) continue from where they stopped with three times the time, until one is left; it then trains afresh
-from the foundation model with its defaults for what remains of the budget (the best slice is kept when that run ends
-worse on validation); a budget that holds fewer than three trials trains the first candidate without a search. Each slice is an ordinary checkpointed fine-tuning run in ``OUT/search/<candidate>/rung-k``,
+from the foundation model with its defaults for what remains of the budget. The search only gets the time a fixed run of
+the default epochs would not need, so the winner trains as long as a fixed strategy would. The winner's best slice
+replaces the fresh run only when it is better on validation beyond the noise of the few validation structures (a paired
+bootstrap over them); within the noise the run that trained more epochs is kept. A budget that holds fewer than three
+trials, or a validation set too small to tell candidates apart, trains the first candidate without a search. Each slice
+is an ordinary checkpointed fine-tuning run in ``OUT/search/<candidate>/rung-k``,
 so a killed search resumes: finished slices are read back, the interrupted one continues from its checkpoint.
 
 Hand-written rather than Optuna: the candidates are a handful of discrete settings and the rungs are wall-time slices of
@@ -23,6 +27,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from atomtune.exceptions import AtomtuneError
 from atomtune.files import OutputLock, atomic_write_json
 
@@ -33,8 +39,17 @@ SEARCH_FRACTION = 0.5
 #: Keep the best 1/ETA of the candidates at each rung.
 ETA = 3
 SEARCH_FILE = "search.json"
-#: Fewer validation structures than this: the search warns that its choices follow their noise.
+#: Fewer validation structures than this: no search (its choices would follow their noise; on the GPAW set with 2
+#: validation structures two runs of the same search ended 28 % better and 55 % worse than zero-shot on held-out forces),
+#: the first candidate trains for the whole budget.
 SMALL_VALIDATION = 5
+#: A search slice replaces the winner's fresh run only when it has the lower balanced score on at least this share of
+#: paired bootstrap resamples of the validation structures (Efron & Tibshirani 1993); between this and 1 − it the
+#: difference is within the validation noise and the run that trained more epochs is kept. On the GPAW set (SevenNet-0,
+#: N = 25, 5 validation structures) a 3-epoch LoRA slice scored below the 14-epoch fresh run on validation and was kept
+#: by the old "lower score wins" rule: 185 meV/Å on the 40 test structures, where the fresh run's fixed LoRA gave 123.
+CLEARLY_BETTER = 0.9
+BOOTSTRAP_RESAMPLES = 2000
 
 
 class BudgetError(AtomtuneError):
@@ -62,17 +77,113 @@ def candidates_for(spec) -> list[Candidate]:
     ]
 
 
-#: The candidate a backbone's short budgets try first (a budget that holds fewer than three trials trains only it), where
-#: measurement says it is not ``full``: SevenNet-0 on the shipped GPAW set (benchmarks/bench_finetune_auto.py, N = 25,
-#: 2 and 5 min): LoRA r 8 at its default rate 123 meV/Å vs full 161 and freeze 178 (zero-shot 176); on the EMT cells of
-#: docs/finetuning.md LoRA 190 vs full 202. CHGNet keeps ``full`` first (N = 50: full 58, LoRA 63 meV/Å).
-FIRST_CANDIDATE: dict[str, str] = {"sevennet": "lora-8"}
+@dataclass(frozen=True)
+class StructureErrors:
+    """One model's errors on each validation structure, to resample: |energy error| (meV/atom), the sum of squared
+    force-component errors (eV²/Å²) and their count, the mean |stress error| over the 6 Voigt components (GPa; NaN for a
+    structure without a stress label). :meth:`metrics` aggregates them as :func:`~atomtune.finetune.metrics.errors`
+    does."""
+
+    energy_mev_per_atom: np.ndarray
+    forces_squared: np.ndarray
+    forces_count: np.ndarray
+    stress_gpa: np.ndarray
+
+    @classmethod
+    def of(cls, potential, structures, batch_size: int) -> StructureErrors:
+        from atomtune.finetune.featurized import FeaturizedSet
+        from atomtune.finetune.loss import GPA_PER_EV_PER_A3
+        from atomtune.finetune.metrics import predict_set
+
+        data = FeaturizedSet.build("valid", list(structures), potential)
+        predicted = predict_set(potential, data, batch_size, stress=bool(data.has_stress.any()))
+        n_atoms = np.array([len(atoms) for atoms in data.structures])
+        energy = np.abs(predicted["energy"] - data.energies.numpy()) / n_atoms * 1000.0
+        split = np.cumsum(n_atoms)[:-1]
+        squared = [float((error**2).sum()) for error in np.split(
+            predicted["forces"] - np.concatenate([f.numpy() for f in data.forces]), split)]
+        stress = np.full(len(n_atoms), np.nan)
+        mask = data.has_stress.numpy()
+        if predicted.get("stress") is not None and mask.any():
+            rows, columns = (0, 1, 2, 1, 0, 0), (0, 1, 2, 2, 2, 1)
+            reference = np.stack([s.numpy() for s in data.stress])
+            voigt = (predicted["stress"] - reference)[:, rows, columns] * GPA_PER_EV_PER_A3
+            stress[mask] = np.abs(voigt[mask]).mean(axis=1)
+        return cls(energy, np.array(squared), 3.0 * n_atoms, stress)
+
+    def as_dict(self) -> dict[str, list]:
+        return {key: getattr(self, key).tolist() for key in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> StructureErrors:
+        return cls(**{key: np.asarray(values[key], dtype=float) for key in cls.__dataclass_fields__})
+
+    def metrics(self, indices=None) -> dict[str, float]:
+        """Energy MAE, force RMSE and stress MAE of the structures ``indices`` (repeats count again; None: all)."""
+        indices = np.arange(len(self.energy_mev_per_atom)) if indices is None else np.asarray(indices)
+        stress = self.stress_gpa[indices]
+        result = {
+            "energy_mae_mev_per_atom": float(self.energy_mev_per_atom[indices].mean()),
+            "forces_rmse": float(np.sqrt(self.forces_squared[indices].sum() / self.forces_count[indices].sum())),
+        }
+        if np.isfinite(stress).any():
+            result["stress_mae_gpa"] = float(np.nanmean(stress))
+        return result
 
 
-def prefer_for_backbone(candidates: list[Candidate], backbone: str | None) -> list[Candidate]:
-    """``candidates`` with the backbone's :data:`FIRST_CANDIDATE` moved to the front (unchanged for other backbones)."""
-    first = FIRST_CANDIDATE.get(backbone or "")
-    return sorted(candidates, key=lambda candidate: candidate.name != first) if first else list(candidates)
+def rank_within_noise(results: list[tuple], order: list, reference: dict) -> list:
+    """Candidates of one rung, best first: ``results`` holds (score, candidate, row with ``per_structure`` errors).
+    The candidates the best one does not beat on :data:`CLEARLY_BETTER` of paired bootstrap resamples of the
+    validation structures are within its noise: they come first, in the search's ``order`` (most promising first, as
+    the one-standard-error rule prefers the default within the noise); the others follow by score. After one or two
+    short epochs per trial the candidate that starts fastest (LoRA at a high rate) leads on a handful of structures
+    without being the one that ends best."""
+    ranked = sorted(results, key=lambda item: item[0])
+    best = ranked[0]
+    best_errors = StructureErrors.from_dict(best[2]["per_structure"]) if "per_structure" in best[2] else None
+
+    def tied(item) -> bool:
+        if item is best:
+            return True
+        if best_errors is None or "per_structure" not in item[2]:
+            return False
+        return share_better(best_errors, StructureErrors.from_dict(item[2]["per_structure"]),
+                            reference) < CLEARLY_BETTER
+
+    position = {candidate.name: index for index, candidate in enumerate(order)}
+    ties = sorted((item for item in ranked if tied(item)), key=lambda item: position.get(item[1].name, len(order)))
+    return [item[1] for item in ties] + [item[1] for item in ranked if not tied(item)]
+
+
+def slice_or_fresh(share: float, slice_epochs: int, fresh_epochs: int) -> tuple[str, str]:
+    """``"slice"`` or ``"fresh"`` and why: the slice when it has the lower score on :data:`CLEARLY_BETTER` of the
+    resamples (``share``), the fresh run when it has, and within the noise the one that trained more epochs (the
+    fresh run on a tie)."""
+    if share >= CLEARLY_BETTER:
+        return "slice", f"better on {share:.0%} of bootstrap resamples of the validation structures"
+    if share > 1 - CLEARLY_BETTER and slice_epochs > fresh_epochs:
+        return "slice", (f"within the validation noise (better on {share:.0%} of resamples) and trained longer "
+                         f"({slice_epochs} vs {fresh_epochs} epochs)")
+    return "fresh", (f"the slice is better on {share:.0%} of bootstrap resamples of the validation structures (needs "
+                     f"{CLEARLY_BETTER:.0%}" + (")" if share <= 1 - CLEARLY_BETTER else
+                                               f", or more epochs than the fresh run's {fresh_epochs})"))
+
+
+def share_better(candidate: StructureErrors, other: StructureErrors, reference: dict,
+                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> float:
+    """Share of paired bootstrap resamples of the validation structures (the same structures for both models) on which
+    ``candidate`` has the strictly lower balanced score (:func:`~atomtune.finetune.loop.selection_score`, ratios to
+    ``reference``, the E0-aligned zero-shot errors)."""
+    from atomtune.finetune.loop import selection_score
+
+    count = len(candidate.energy_mev_per_atom)
+    draws = np.random.default_rng(seed).integers(0, count, size=(resamples, count))
+    wins = 0
+    for indices in draws:
+        mine = selection_score("balanced", math.nan, candidate.metrics(indices), reference)
+        theirs = selection_score("balanced", math.nan, other.metrics(indices), reference)
+        wins += mine < theirs - 1e-12
+    return wins / resamples
 
 
 class AutoSearch:
@@ -103,30 +214,34 @@ class AutoSearch:
         log(f"auto: {len(candidates)} candidates ({', '.join(c.name for c in candidates)}), budget {budget:.0f} s "
             f"({SEARCH_FRACTION:.0%} to choose, the rest to train the winner)")
 
-        if len(valid) < SMALL_VALIDATION:
-            message = (f"auto: the validation set has {len(valid)} structure(s); every choice of the search is made on "
-                       f"them, so it follows their noise (on the GPAW set with 2 validation structures two runs of the "
-                       f"same search ended 28 % better and 55 % worse than zero-shot on held-out forces). Give at least "
-                       f"{SMALL_VALIDATION} validation structures, or choose a strategy yourself.")
-            warnings.warn(message, stacklevel=3)
-            log(message)
         self._probe(model, train, valid, device, trust, budget, state, out)
-        if self.candidates is None:
-            candidates = prefer_for_backbone(candidates, state.get("backbone"))
-        search_seconds = budget * SEARCH_FRACTION - state["probe_seconds"]
+        if len(valid) < SMALL_VALIDATION:
+            reason = (f"the validation set has {len(valid)} structure(s), fewer than the {SMALL_VALIDATION} a search "
+                      f"needs to tell candidates apart (on the GPAW set with 2 validation structures two runs of the "
+                      f"same search ended 28 % better and 55 % worse than zero-shot on held-out forces); give at least "
+                      f"{SMALL_VALIDATION} validation structures for a search")
+            warnings.warn(f"auto: {reason}", stacklevel=3)
+            return self._train_without_search(candidates[0], reason, model, train, valid, out, device, trust, general,
+                                              progress, deadline, started, state, log)
         # A candidate costs loading, featurizing and validation in every slice (about 1.5 slices per candidate over the
         # rungs; counted twice, since the probe sees a 4-structure set) plus at least one epoch of training: keep as
         # many candidates (most promising first) as the search time holds; fewer than ETA: no search (below).
         overhead = max(state["run_seconds"] - state["step_seconds"], 1e-3)
         epoch_seconds = state["step_seconds"] * math.ceil(len(train) / self.spec.batch_size)
         per_candidate = 3.0 * overhead + epoch_seconds
+        fixed_seconds = self._fixed_run_seconds(state, len(train), len(valid))
+        state["winner_reserve_seconds"] = max(budget * (1 - SEARCH_FRACTION), fixed_seconds)
+        search_seconds = budget - state["winner_reserve_seconds"] - state["probe_seconds"]
         fitting = int(search_seconds / per_candidate) if search_seconds > 0 else 0
         if fitting < min(ETA, len(candidates)):
-            # Successive halving needs ETA candidates to halve once; with fewer, a search would spend half the budget
-            # on one-epoch trials whose ranking is noise. Train the first (most promising) candidate for all of it.
-            needed = (state["probe_seconds"] + ETA * per_candidate) / SEARCH_FRACTION
-            reason = (f"the budget of {budget:.0f} s holds {fitting} trial(s), fewer than the {ETA} a search needs (here "
-                      f"one training step on a batch of {self.spec.batch_size} structures takes "
+            # Successive halving needs ETA candidates to halve once; with fewer, a search would spend the budget on
+            # one-epoch trials whose ranking is noise, or take epochs from the winner. Train the first (most promising)
+            # candidate for all of it.
+            needed = max((state["probe_seconds"] + ETA * per_candidate) / SEARCH_FRACTION,
+                         state["probe_seconds"] + ETA * per_candidate + fixed_seconds)
+            reason = (f"the budget of {budget:.0f} s holds {fitting} trial(s) besides the {fixed_seconds:.0f} s a run "
+                      f"of the default {self.spec.resolved_epochs(len(train))} epochs needs, fewer than the {ETA} a "
+                      f"search needs (here one training step on a batch of {self.spec.batch_size} structures takes "
                       f"{state['step_seconds']:.2f} s, an epoch of {len(train)} structures {epoch_seconds:.0f} s, and "
                       f"each trial run costs about {overhead:.0f} s of loading and validation; a search needs "
                       f"--budget ≥ {math.ceil(needed / 60)}m)")
@@ -151,41 +266,83 @@ class AutoSearch:
                     continue
                 reference = reference or row["reference"]
                 row["score"] = selection_score("balanced", math.nan, row["valid"], reference)
-                results.append((row["score"], candidate))
+                results.append((row["score"], candidate, row))
                 self._write_state(out, state)
             if not results:
                 raise AtomtuneError("auto: every candidate failed in the first rung; see the search log in "
                                     f"{out / SEARCH_FILE}.")
-            results.sort(key=lambda item: item[0])
+            ranked = rank_within_noise(results, candidates, reference)
             keep = max(1, len(alive) // ETA)
-            for _, candidate in results[keep:]:
+            for candidate in ranked[keep:]:
                 state["stopped"].setdefault(candidate.name, {"rung": rung,
                                                              "seconds": time.perf_counter() - started})
-            alive = [candidate for _, candidate in results[:keep]]
-            log(f"auto rung {rung}: kept {', '.join(c.name for c in alive)} "
-                f"(scores {', '.join(f'{s:.3f}' for s, _ in results)})")
+            alive = ranked[:keep]
+            log(f"auto rung {rung}: kept {', '.join(c.name for c in alive)} (scores "
+                f"{', '.join(f'{c.name} {s:.3f}' for s, c, _ in sorted(results, key=lambda item: item[0]))}; "
+                f"candidates within the validation noise of the best keep the search order)")
         winner = alive[0]
         state["winner"] = winner.name
         remaining = deadline - time.perf_counter()
         log(f"auto: {winner.name} wins; training it afresh for {max(remaining, 0):.0f} s")
-        result = self._train_winner(winner, model, train, valid, out, device, trust, general, progress, remaining,
-                                    state, log)
+        result, fresh = self._train_winner(winner, model, train, valid, out, device, trust, general, progress,
+                                           remaining, state, log)
         best_slice = min((row for row in state["rows"].values() if row.get("candidate") == winner.name
                           and "score" in row), key=lambda row: row["score"])
-        final_score = selection_score("balanced", math.nan, result.metrics["final"]["valid"], reference)
-        state["final_score"] = final_score
-        if final_score > best_slice["score"] + 1e-9:
-            # continuing did not help on the search's own yardstick: the best slice is the model
-            log(f"auto: training {winner.name} on did not improve the validation score ({best_slice['score']:.3f} → "
-                f"{final_score:.3f}); keeping its best search slice")
-            result = self._adopt_slice(out / "search" / winner.name / f"rung-{best_slice['rung']}", out, device)
+        slice_directory = out / "search" / winner.name / f"rung-{best_slice['rung']}"
+        state["final_score"] = selection_score("balanced", math.nan, result.metrics["final"]["valid"], reference)
+        if fresh:
+            result = self._slice_or_fresh(result, best_slice, slice_directory, valid, out, device, reference, state,
+                                          log)
+        return self._finish(result, winner.name, budget, started, state, out, log)
+
+    def _slice_or_fresh(self, result, best_slice, slice_directory, valid, out, device, reference, state, log):
+        """The winner's fresh run, or its best search slice when that is better on validation beyond the noise of the
+        validation structures (:data:`CLEARLY_BETTER` of paired bootstrap resamples); within the noise the run that
+        trained more epochs. The decision goes to ``state["decision"]``."""
+        from atomtune.models import load_potential
+
+        share = share_better(StructureErrors.from_dict(best_slice["per_structure"]),
+                             StructureErrors.of(result.potential, valid, self.spec.batch_size), reference)
+        fresh_epochs, slice_epochs = result.metrics["epochs_run"], best_slice["epochs"]
+        kept, why = slice_or_fresh(share, slice_epochs, fresh_epochs)
+        state["decision"] = {"slice": f"{best_slice['candidate']}/rung-{best_slice['rung']}", "kept": kept,
+                             "slice_score": best_slice["score"], "fresh_score": state["final_score"],
+                             "slice_epochs": slice_epochs, "fresh_epochs": fresh_epochs,
+                             "share_slice_better": share, "reason": why}
+        log(f"auto: keeping the {'best search slice' if kept == 'slice' else 'fresh run'} of "
+            f"{best_slice['candidate']} (validation score slice {best_slice['score']:.3f}, fresh "
+            f"{state['final_score']:.3f}): {why}")
+        if kept == "slice":
+            result = self._adopt_slice(slice_directory, out, load_potential(str(slice_directory), device=device))
             state["final_score"] = best_slice["score"]
+        return result
+
+    def _finish(self, result, winner: str, budget: float, started: float, state: dict, out: Path, log):
+        """The search's summary: a row for the returned model in the search log, the plot, ``metrics.json``'s
+        ``search`` entry, and a note when the model is the E0-aligned zero-shot (nothing beat it on validation)."""
+        metrics = result.metrics
+        zero_shot_kept = metrics.get("saved_epoch") == 0 and state.get("decision", {}).get("kept") != "slice"
+        if zero_shot_kept:
+            log("auto: no epoch of the winner beat the E0-aligned zero-shot on the validation score; the model is the "
+                "foundation model with the per-element energies refitted on the training set")
+        history = metrics.get("history", [])
+        state["rows"][f"{winner}/final"] = {
+            "candidate": winner, "rung": "final", "finished": True, "valid": metrics["final"]["valid"],
+            "score": state.get("final_score"), "learning_rate": (getattr(result, "record", None) or {}).get(
+                "settings", {}).get("learning_rate"),
+            "seconds": sum(h.get("seconds", 0.0) for h in history), "epochs": metrics.get("epochs_run"),
+            "curve": [[h.get("seconds", 0.0), h["valid_score"]] for h in history
+                      if h.get("epoch", 0) > 0 and "valid_score" in h],
+        }
         state["total_seconds"] = time.perf_counter() - started
         self._write_state(out, state)
         plot_search(state, out / "search.png")
-        result.metrics["search"] = {"winner": winner.name, "file": SEARCH_FILE, "plot": "search.png",
-                                    "budget_seconds": budget, "total_seconds": state["total_seconds"]}
-        atomic_write_json(out / "metrics.json", result.metrics)
+        metrics["search"] = {"winner": winner, "file": SEARCH_FILE, "plot": "search.png", "budget_seconds": budget,
+                             "total_seconds": state["total_seconds"], "zero_shot_kept": zero_shot_kept}
+        for key in ("search_skipped", "decision"):
+            if key in state:
+                metrics["search"][key.removeprefix("search_")] = state[key]
+        atomic_write_json(out / "metrics.json", metrics)
         return result
 
     def _probe(self, model, train, valid, device, trust, budget, state, out) -> None:
@@ -252,6 +409,8 @@ class AutoSearch:
             state["rows"][key] = {"candidate": candidate.name, "rung": rung, "error": str(error), "finished": True}
             state["stopped"][candidate.name] = {"rung": rung, "error": str(error)}
             return None
+        # each validation structure's errors, for telling differences from the noise of a few structures
+        per_structure = StructureErrors.of(result.potential, valid, self.spec.batch_size).as_dict()
         metrics = json.loads((directory / METRICS_FILE).read_text())
         trained = sum(h.get("seconds", 0.0) for h in metrics["history"])
         state["overhead_seconds"] = max(state.get("overhead_seconds", 0.0), time.perf_counter() - began - trained)
@@ -264,6 +423,7 @@ class AutoSearch:
             "seconds": trained + previous.get("seconds", 0.0),
             "epochs": metrics["epochs_run"] + previous.get("epochs", 0),
             "valid": metrics["final"]["valid"],
+            "per_structure": per_structure,
             "reference": previous.get("reference") or zero_shot,
             "curve": previous.get("curve", []) + [
                 [h.get("seconds", 0.0), h["valid_score"]] for h in metrics["history"] if h["epoch"] > 0
@@ -274,13 +434,21 @@ class AutoSearch:
 
     def _winner_reserve(self, state: dict) -> float:
         budget = self.spec.budget_seconds or DEFAULT_BUDGET_SECONDS
-        return budget * (1 - SEARCH_FRACTION)
+        return state.get("winner_reserve_seconds", budget * (1 - SEARCH_FRACTION))
+
+    def _fixed_run_seconds(self, state: dict, n_train: int, n_valid: int) -> float:
+        """What a fixed run of the default epochs takes, from the probe: loading and checking the model, then every
+        epoch's training steps and validation batches (a validation batch counted as a training step: an upper
+        bound)."""
+        steps = math.ceil(n_train / self.spec.batch_size) + math.ceil(n_valid / self.spec.batch_size)
+        return state["run_seconds"] + self.spec.resolved_epochs(n_train) * steps * state["step_seconds"]
 
     def _train_without_search(self, candidate, reason, model, train, valid, out, device, trust, general, progress,
                               deadline, started, state, log):
         """A budget too short to compare candidates: ``candidate`` (the first, most promising one) trains from ``model``
         with its defaults for the whole remaining budget, as a fixed strategy would; the search log says why."""
         from atomtune.finetune.checkpoint import has_checkpoint
+        from atomtune.finetune.loop import selection_score
 
         log(f"auto: no search: {reason}; training {candidate.name} for the whole budget")
         state.update(winner=candidate.name, search_skipped=reason)
@@ -288,12 +456,9 @@ class AutoSearch:
         spec = self._spec_of(candidate, state.get("backbone"), budget=max(deadline - time.perf_counter(), 1.0))
         result = spec.fit(model, train, valid, out, device=device, resume=has_checkpoint(out), general=general,
                           progress=progress, trust=trust, log=log)
-        state["total_seconds"] = time.perf_counter() - started
-        self._write_state(out, state)
-        result.metrics["search"] = {"winner": candidate.name, "file": SEARCH_FILE, "skipped": reason,
-                                    "budget_seconds": deadline - started, "total_seconds": state["total_seconds"]}
-        atomic_write_json(out / "metrics.json", result.metrics)
-        return result
+        zero_shot = result.metrics["zero_shot"].get("valid_after_e0") or result.metrics["zero_shot"]["valid"]
+        state["final_score"] = selection_score("balanced", math.nan, result.metrics["final"]["valid"], zero_shot)
+        return self._finish(result, candidate.name, deadline - started, started, state, out, log)
 
     def _train_winner(self, winner, model, train, valid, out, device, trust, general, progress, remaining, state,
                       log):
@@ -302,26 +467,41 @@ class AutoSearch:
         (a continuation's validation score went 1.0 → 1.73 in its first epochs); a fresh run is the fixed strategy the
         search chose. :meth:`_fit` keeps the best slice instead when the fresh run ends worse on validation."""
         from atomtune.finetune.checkpoint import has_checkpoint
+        from atomtune.models import load_potential
 
-        rows = [row for key, row in state["rows"].items() if row.get("candidate") == winner.name and "valid" in row]
+        rows = [row for row in state["rows"].values() if row.get("candidate") == winner.name and "valid" in row
+                and isinstance(row["rung"], int)]
         last = max(rows, key=lambda row: row["rung"])
         training = remaining - state.get("overhead_seconds", state["run_seconds"])
         if training < 1.0:  # no time left to train the winner: its last slice is the result
             log("auto: no time left to train the winner afresh; its last search slice is the model")
-            return self._adopt_slice(out / "search" / winner.name / f"rung-{last['rung']}", out, device)
-        spec = self._spec_of(winner, state.get("backbone"), budget=training)
+            directory = out / "search" / winner.name / f"rung-{last['rung']}"
+            return self._adopt_slice(directory, out, load_potential(str(directory), device=device)), False
+        # a run cut by the budget stops mid-schedule at a high rate: give it the epochs its time holds (measured on
+        # its search slices), so warm-up and cosine complete
+        epoch_seconds = last["seconds"] / max(last["epochs"], 1)
+        epochs = self.spec.resolved_epochs(len(train))
+        if epoch_seconds > 0 and training / epoch_seconds < epochs:
+            epochs = max(1, int(training / epoch_seconds))
+            log(f"auto: {winner.name}'s {training:.0f} s hold {epochs} epochs of {epoch_seconds:.1f} s; training "
+                f"{epochs} so that its schedule completes")
+        spec = self._spec_of(winner, state.get("backbone"), budget=training, epochs=epochs)
         return spec.fit(model, train, valid, out, device=device, resume=has_checkpoint(out), general=general,
-                        progress=progress, trust=trust, log=log)
+                        progress=progress, trust=trust, log=log), True
 
     @staticmethod
-    def _adopt_slice(directory: Path, out: Path, device: str):
-        """A search slice's model and metrics as the result in ``out``."""
+    def _adopt_slice(directory: Path, out: Path, potential):
+        """A search slice's model (``potential``, loaded from ``directory``) and metrics as the result in ``out``; its
+        zero-shot and "worse than zero-shot" are the foundation model's (rung 0's start), not its own start (the
+        previous rung's model)."""
         from atomtune.finetune import FitResult
-        from atomtune.finetune.loop import METRICS_FILE
-        from atomtune.models import load_potential
+        from atomtune.finetune.loop import METRICS_FILE, worse_than_zero_shot
 
-        potential = load_potential(str(directory), device=device)
         metrics = json.loads((directory / METRICS_FILE).read_text())
+        first = directory.parent / "rung-0" / METRICS_FILE
+        if first.is_file():
+            metrics["zero_shot"] = json.loads(first.read_text())["zero_shot"]
+        metrics["worse_than_zero_shot"] = worse_than_zero_shot(metrics["zero_shot"], metrics["final"]["valid"])
         potential.save(out)
         atomic_write_json(out / METRICS_FILE, metrics)
         return FitResult(potential, metrics["history"], metrics, out)
@@ -356,9 +536,10 @@ def plot_search(state: dict, path: Path) -> Path:
     by_candidate: dict[str, list] = {}
     for row in state["rows"].values():
         if "curve" in row:
-            current = by_candidate.get(row["candidate"])
+            name = row["candidate"] + (" (trained afresh)" if row.get("rung") == "final" else "")
+            current = by_candidate.get(name)
             if current is None or len(row["curve"]) > len(current):
-                by_candidate[row["candidate"]] = row["curve"]
+                by_candidate[name] = row["curve"]
     for name, curve in sorted(by_candidate.items()):
         times = list(_cumulative([point[0] for point in curve]))
         scores = [point[1] for point in curve]
@@ -369,7 +550,8 @@ def plot_search(state: dict, path: Path) -> Path:
     axis.set_xlabel("training time (s)")
     axis.set_ylabel("validation score (1 = E0-aligned zero-shot)")
     axis.set_title("strategy search (× = stopped)")
-    axis.legend(fontsize="small")
+    if by_candidate:
+        axis.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -383,4 +565,5 @@ def _cumulative(values):
         yield total
 
 
-__all__ = ["AutoSearch", "BudgetError", "Candidate", "candidates_for", "plot_search"]
+__all__ = ["AutoSearch", "BudgetError", "Candidate", "StructureErrors", "candidates_for", "plot_search",
+           "rank_within_noise", "share_better", "slice_or_fresh"]
