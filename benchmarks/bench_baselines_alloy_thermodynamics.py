@@ -69,6 +69,35 @@ def gpaw_calculator(primitive):
     return CalculatorSpec.parse("gpaw", settings).task_calculator(primitive)
 
 
+def protocol_check(primitive, species, max_cell_size: int, pressure_records: list[dict]) -> dict:
+    """How far the one-point pressure correction is from the 5-point E(V) minimum, measured with zero-shot CHGNet (the
+    error the ``pressure`` protocol adds to every column, GPAW's included): per structure, meV/atom and %."""
+    from atomtune.models import load_potential
+    from atomtune.tasks import cluster_expansion
+
+    started = time.perf_counter()
+    settings = cluster_expansion.Settings(species=species, max_cell_size=max_cell_size, relax="volume",
+                                          cutoff_candidates=[[5.0], [6.0], [6.0, 4.5], [7.0, 5.0]])
+    scanned = {r["id"]: r for r in cluster_expansion.run([primitive], load_potential("chgnet-0.3.0"), settings,
+                                                         progress=False) if r["kind"] == "structure"}
+    rows = []
+    for record in pressure_records:
+        other = scanned[record["id"]]
+        if record.get("energy_per_atom") is None or other.get("energy_per_atom") is None:
+            continue
+        rows.append({"id": record["id"], "formula": record["formula"], "space_group": record["space_group"],
+                     "mixing_energy_difference_mev_per_atom":
+                         (record["mixing_energy_per_atom"] - other["mixing_energy_per_atom"]) * 1000,
+                     "volume_difference_percent": (record["volume_per_atom"] / other["volume_per_atom"] - 1) * 100,
+                     "volume_change_from_vegard_percent":
+                         (other["volume_per_atom"] / record["equation_of_state"]["volume_at_start_per_atom"] - 1) * 100
+                         if "volume_at_start_per_atom" in (record.get("equation_of_state") or {}) else None})
+    differences = np.array([r["mixing_energy_difference_mev_per_atom"] for r in rows])
+    return {"max_abs_mev_per_atom": float(np.abs(differences).max()),
+            "rms_mev_per_atom": float(np.sqrt(np.mean(differences**2))), "structures": rows,
+            "seconds": time.perf_counter() - started}
+
+
 def fine_tuned(work: Path, epochs: int, seed: int):
     from atomtune.data.dataset import Dataset
     from atomtune.finetune import Full, Trainer, TrainingSettings
@@ -92,7 +121,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", default="/tmp/atomtune-bench-alloy")
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--max-cell-size", type=int, default=4)
+    parser.add_argument("--max-cell-size", nargs="+", default=["4"],
+                        help="largest enumerated cell, for every system (4) or per system (Ni-Al=4 Ni-Cu=3)")
     parser.add_argument("--supercell", type=int, default=4)
     parser.add_argument("--sweeps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
@@ -102,6 +132,9 @@ def main() -> None:
     parser.add_argument("--reference", choices=["gpaw"], default=None, help="add a GPAW column (shipped settings)")
     parser.add_argument("--reference-only", action="store_true", help="compute only the GPAW single points")
     parser.add_argument("--systems", nargs="+", default=["Ni-Al", "Ni-Cu"])
+    parser.add_argument("--reuse", action="store_true",
+                        help="read back a column's cluster-expansion and MC records from --work when an earlier run of "
+                             "the same protocol left them (to add the GPAW column without recomputing the models)")
     args = parser.parse_args()
     if args.reference and args.protocol == "relax":
         parser.error("--reference gpaw needs --protocol volume or pressure (GPAW relaxations are hours here)")
@@ -124,6 +157,8 @@ def main() -> None:
         models.update({"CHGNet 0.3.0 zero-shot": load_potential("chgnet-0.3.0"),
                        "CHGNet 0.3.0 fine-tuned (full)": tuned})
     relax = {"relax": True, "volume": "volume", "pressure": "pressure"}[args.protocol]
+    cell_sizes = {system: int(value) for item in args.max_cell_size
+                  for system, value in [item.split("=") if "=" in item else (None, item)]}
     systems = {
         "Ni-Al": {"species": ["Ni", "Al"], "concentration": 0.75,
                   "temperatures": [float(t) for t in range(3500, 249, -250)]},
@@ -139,8 +174,15 @@ def main() -> None:
         per_model = {}
         for name, potential in models.items():
             is_gpaw = potential == "gpaw"
+            tag = "gpaw" if is_gpaw else name.split()[-1].strip("()")
+            max_cell_size = cell_sizes.get(system, cell_sizes.get(None, 4))
+            saved = work / f"column_{system}_{tag}_{args.protocol}_{max_cell_size}.json"
+            if args.reuse and saved.exists() and not args.reference_only:
+                per_model[name] = json.loads(saved.read_text())
+                print(f"{system} {name}: read back from {saved}", flush=True)
+                continue
             calculator = gpaw_calculator(primitive) if is_gpaw else potential
-            settings = cluster_expansion.Settings(species=setup["species"], max_cell_size=args.max_cell_size,
+            settings = cluster_expansion.Settings(species=setup["species"], max_cell_size=max_cell_size,
                                                   cutoff_candidates=[[5.0], [6.0], [6.0, 4.5], [7.0, 5.0]],
                                                   relax=relax,
                                                   cache_dir=str(work / "gpaw-single-points") if is_gpaw else None)
@@ -148,8 +190,7 @@ def main() -> None:
             (summary,) = cluster_expansion.expansion_records(records)
             if "error" in summary:
                 raise SystemExit(f"{system} {name}: {summary['error']}")
-            tag = "gpaw" if is_gpaw else name.split()[-1].strip("()")
-            path = work / f"ce_{system}_{tag}_{args.protocol}.json"
+            path = work / f"ce_{system}_{tag}_{args.protocol}_{max_cell_size}.json"
             path.write_text(json.dumps(records))
             if args.reference_only:
                 print(f"{system} {name}: {summary['n_fitted']} fitted, CV {summary['cv_rmse_mev_per_atom']:.1f} "
@@ -172,6 +213,7 @@ def main() -> None:
                 "monte_carlo": {"transition": transition,
                                 "points": [r for r in mc_records if r["kind"] == "temperature"]},
             }
+            saved.write_text(json.dumps(per_model[name]))
             line = (f"{system} {name}: CV {summary['cv_rmse_mev_per_atom']:.1f} meV/atom, {summary['n_fitted']} fitted / "
                     f"{summary['n_failed']} left out, ground states "
                     f"{[g['formula'] + ' ' + g['space_group'] for g in summary['ground_states']]}; MC C-peak "
@@ -179,6 +221,9 @@ def main() -> None:
                     f"{summary['relax_seconds']:.0f} s, MC {transition['seconds']:.0f} s")
             print(line, flush=True)
         results["systems"][system] = per_model
+        if args.protocol == "pressure" and not args.reference_only:
+            results.setdefault("protocol_check", {})[system] = protocol_check(
+                primitive, setup["species"], max_cell_size, per_model["CHGNet 0.3.0 zero-shot"]["structures"])
     if args.reference_only:
         print(f"GPAW single points done in {time.perf_counter() - started_all:.0f} s")
         return
