@@ -64,9 +64,8 @@ class Settings:
     compared by cross-validation (fcc Ni: the 1st–4th neighbour shells lie at 2.5, 3.5, 4.3, 5.0 Å).
     ``fit_method``: trainstation's (``ardr``: sparse Bayesian, icet's usual choice for small training sets).
     ``cv_splits``: k of the k-fold CV. ``relax``: relax each structure (False: single points at the Vegard volume —
-    the cheapest setting for a DFT reference; ``"volume"``: volume only, see ``eos_points``; ``"pressure"``: see
-    below); ``relax_cell``; ``fmax``
-    eV/Å, ``max_steps``, ``optimizer``,
+    the cheapest setting for a DFT reference; ``"volume"`` and ``"pressure"``: volume only, see below);
+    ``relax_cell``; ``fmax`` eV/Å, ``max_steps``, ``optimizer``,
     ``batch_size``: as in the relax task. ``max_shape_strain``: a relaxed cell whose shape (volume change removed) is
     strained by more than this has left the parent lattice (fcc → bcc along the Bain path is 0.19): recorded with its
     energy, left out of the fit and counted — a lattice cluster expansion cannot describe it. ``predict_max_cell_size``: also evaluate the fitted expansion on all structures up to this size (None: off).
@@ -123,8 +122,9 @@ class Settings:
             raise AtomtuneError("predict_max_cell_size must be at least max_cell_size (or None).")
         if not any(self.relax is mode or self.relax == mode and isinstance(mode, str) for mode in RELAX_MODES):
             raise AtomtuneError(
-                f"relax {self.relax!r}: use true (cell and ions), \"volume\" (isotropic E(V) scan of single points) or "
-                f"false (one single point at the Vegard volume)."
+                f"relax {self.relax!r}: use true (cell and ions), \"volume\" (isotropic E(V) scan of single points), "
+                f"\"pressure\" (one single point with stress, corrected to zero pressure) or false (one single point "
+                f"at the Vegard volume)."
             )
         if self.relax in ("volume", "pressure"):
             if self.eos_points < 5:
@@ -599,7 +599,11 @@ class SinglePoints:
     """``energy(atoms)`` in eV with one calculator, each result kept as one JSON file in ``cache_dir`` (when given)
     named by the structure's content hash and :func:`calculator_fingerprint`, written atomically: a killed run loses
     only the single point in flight, and a rerun reads the others back. Counts single points and their CPU time (cached
-    ones count with the time they took when computed)."""
+    ones count with the time they took when computed).
+
+    The key holds the structure and the calculator's settings, not settings a calculator derives from the order it sees
+    cells in (GPAW's k-point mesh per cell family is the first family member's); the task computes the structures in
+    enumeration order every time, so a resumed run meets them in the same order."""
 
     def __init__(self, calculator, cache_dir: str | Path | None = None):
         from atomtune.tasks import as_calculator
