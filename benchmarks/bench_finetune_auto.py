@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import tempfile
@@ -40,6 +41,7 @@ def main() -> None:
     from atomtune.finetune.auto import BudgetError
     from atomtune.finetune.e0 import reestimate_element_energies
     from atomtune.finetune.featurized import FeaturizedSet
+    from atomtune.finetune.loop import selection_score
     from atomtune.finetune.metrics import errors
     from atomtune.finetune.spec import FinetuneSpec
     from atomtune.models import load_potential
@@ -76,6 +78,11 @@ def main() -> None:
                        "epochs_run": result.metrics.get("epochs_run"),
                        "winner": result.metrics.get("search", {}).get("winner"), "load_average": os.getloadavg(),
                        **errors(result.potential, FeaturizedSet.build("test", list(test), result.potential), 4)}
+                # the balanced validation score the run was selected on (1 = E0-aligned zero-shot): tells a wrong
+                # choice on validation from a validation set that disagrees with the test set
+                zero_shot = result.metrics["zero_shot"].get("valid_after_e0") or result.metrics["zero_shot"]["valid"]
+                row["valid_score"] = selection_score("balanced", math.nan, result.metrics["final"]["valid"], zero_shot)
+                row["valid"] = result.metrics["final"]["valid"]
                 if strategy == "auto":  # how the search decided: its slices' validation scores, the final choice
                     row["search"] = _search_summary(Path(directory), result.metrics["search"])
             rows.append(row)
