@@ -156,9 +156,10 @@ def rank_within_noise(results: list[tuple], order: list, reference: dict) -> lis
 
 
 def slice_or_fresh(share: float, slice_epochs: int, fresh_epochs: int) -> tuple[str, str]:
-    """``"slice"`` or ``"fresh"`` and why: the slice when it has the lower score on :data:`CLEARLY_BETTER` of the
-    resamples (``share``), the fresh run when it has, and within the noise the one that trained more epochs (the
-    fresh run on a tie)."""
+    """``"slice"`` or ``"fresh"`` and why. ``share``: the share of bootstrap resamples on which the slice has the
+    lower score. The slice when that is at least :data:`CLEARLY_BETTER`, the fresh run when it is at most
+    1 − :data:`CLEARLY_BETTER`; in between (within the noise) the one that trained more epochs, the fresh run on equal
+    epochs."""
     if share >= CLEARLY_BETTER:
         return "slice", f"better on {share:.0%} of bootstrap resamples of the validation structures"
     if share > 1 - CLEARLY_BETTER and slice_epochs > fresh_epochs:
@@ -212,7 +213,7 @@ class AutoSearch:
         if not candidates:
             raise AtomtuneError("--strategy auto has nothing to search: the candidate list is empty.")
         log(f"auto: {len(candidates)} candidates ({', '.join(c.name for c in candidates)}), budget {budget:.0f} s "
-            f"({SEARCH_FRACTION:.0%} to choose, the rest to train the winner)")
+            f"(at most {SEARCH_FRACTION:.0%} to choose, the rest to train the winner)")
 
         self._probe(model, train, valid, device, trust, budget, state, out)
         if len(valid) < SMALL_VALIDATION:
