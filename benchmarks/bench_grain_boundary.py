@@ -32,6 +32,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 TWIN = {"sigma": 3, "rotation_axis": [1, -1, 0], "plane": [1, 1, 1]}
+ROW_KEY = ("calculator", "twin_cell", "expand_times", "relax")
 PROVENANCE = Path(__file__).resolve().parents[1] / "src/atomtune/resources/ni_alloy/provenance.json"
 
 
@@ -78,21 +79,21 @@ class CachedReference(Calculator):
         }
 
 
-def twin_settings(expand_times: int, relax: bool, translations: int):
-    from atomtune.tasks import grain_boundary
+def record_cell(expand_times: int, record: dict):
+    """The compact twin cell of a record (for its k-mesh)."""
+    from atomtune.tasks.grain_boundary import compact_twin
 
-    return grain_boundary.Settings(
-        boundaries=[TWIN], expand_times=expand_times, translations=translations, relax=relax, twin_cell="compact"
-    )
+    return compact_twin("Ni", record["lattice_constant"], 3 * expand_times)
 
 
-def run_twin(calculator, expand_times: int, relax: bool, translations: int, relax_bulk: bool = True) -> dict:
+def run_twin(calculator, expand_times: int, relax: bool, translations: int, twin_cell: str = "compact") -> dict:
     from ase.build import bulk
 
     from atomtune.tasks import grain_boundary
 
-    settings = twin_settings(expand_times, relax, translations)
-    settings.relax_bulk = relax_bulk
+    settings = grain_boundary.Settings(
+        boundaries=[TWIN], expand_times=expand_times, translations=translations, relax=relax, twin_cell=twin_cell
+    )
     started, cpu_started = time.perf_counter(), time.process_time()
     (record,) = grain_boundary.run([bulk("Ni", "fcc", a=3.52)], calculator, settings, progress=False)
     if "error" in record:
@@ -110,6 +111,9 @@ def main() -> None:
     parser.add_argument("--gpaw-expand-times", default=None, help="for GPAW only (default: --expand-times)")
     parser.add_argument("--no-gpaw", action="store_true")
     parser.add_argument("--gpaw-cache", type=Path, default=Path("gb-gpaw-cache"))
+    parser.add_argument(
+        "--gpaw-kpoint-density", type=float, default=None, help="k-points per Å⁻¹ (default: the shipped dataset's)"
+    )
     parser.add_argument("--translations", type=int, default=1, help="translation grid (1: the coherent twin only)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/grain_boundary_twin_ni.json"))
     args = parser.parse_args()
@@ -135,7 +139,7 @@ def main() -> None:
     def save(row: dict) -> None:
         rows[:] = [
             old for old in rows
-            if (old["calculator"], old["expand_times"], old["relax"]) != (row["calculator"], row["expand_times"], row["relax"])
+            if [old[key] for key in ROW_KEY] != [row[key] for key in ROW_KEY]
         ]
         rows.append(row)
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -147,19 +151,27 @@ def main() -> None:
             "gamma_per_translation_j_per_m2", "excess_volume_angstrom", "relaxation_steps", "bulk_energy_per_atom",
             "wall_time_s", "cpu_time_s", "load_average",
         )
-        return {"calculator": name, "expand_times": n, "relax": relax, **{k: record[k] for k in keep}}
+        return {
+            "calculator": name, "twin_cell": record["twin_cell"], "expand_times": n, "relax": relax,
+            **{k: record[k] for k in keep if k in record},
+        }
 
     if not args.no_gpaw:
-        from atomtune.data.label import CalculatorSpec, GPAWSettings
+        from atomtune.data.label import CalculatorSpec, GPAWSettings, kpoint_mesh
 
         shipped = json.loads(PROVENANCE.read_text())["settings"]
-        spec = CalculatorSpec.parse("gpaw", {k: v for k, v in shipped.items() if k in GPAWSettings.__dataclass_fields__})
-        result["gpaw_settings"] = spec.resolved_kwargs()
+        settings = {k: v for k, v in shipped.items() if k in GPAWSettings.__dataclass_fields__}
+        name = "gpaw"
+        if args.gpaw_kpoint_density is not None and args.gpaw_kpoint_density != settings["kpoint_density"]:
+            settings["kpoint_density"] = args.gpaw_kpoint_density  # a k-point convergence check: its own rows
+            name = f"gpaw-kpoint-density-{args.gpaw_kpoint_density:g}"
+        spec = CalculatorSpec.parse("gpaw", settings)
+        result.setdefault("gpaw_settings", {})[name] = spec.resolved_kwargs()
         for n in gpaw_expand_times:
             calculator = CachedReference(spec, args.gpaw_cache)
             print(f"GPAW, {6 * n} atoms", flush=True)
             record = run_twin(calculator, n, relax=False, translations=args.translations)
-            row = row_of("gpaw", record, False, n)
+            row = row_of(name, record, False, n)
             cells = [r for r in calculator.records if r["n_atoms"] == 6 * n]
             twin, fcc = cells[-1], cells[0]  # the bulk reference cell is computed first, then the twin
             row.update(
@@ -174,10 +186,11 @@ def main() -> None:
                         "twin": twin.get("magnetic_moment", 0.0) / (6 * n),
                     },
                     "bulk_relaxation_single_points": len(calculator.records) - len(cells),
+                    "kpoint_mesh": kpoint_mesh(record_cell(n, record), spec.resolved_kwargs()["kpoint_density"]),
                 }
             )
             save(row)
-            print(f"GPAW {6 * n} atoms: γ = {row['gamma_gb_mj_per_m2']:.1f} mJ/m²", flush=True)
+            print(f"{name} {6 * n} atoms: γ = {row['gamma_gb_mj_per_m2']:.1f} mJ/m²", flush=True)
 
     for name in [m for m in args.models.split(",") if m]:
         from atomtune.models import load_potential
@@ -188,6 +201,10 @@ def main() -> None:
                 record = run_twin(potential, n, relax, args.translations)
                 save(row_of(name, record, relax, n))
                 print(f"{name} {6 * n} atoms relax={relax}: γ = {record['gamma_gb_mj_per_m2']:.1f} mJ/m²", flush=True)
+        # the same twin on pymatgen's CSL bicrystal (48 atoms at 2 periods): the compact cell must give the same γ
+        record = run_twin(potential, 2, False, args.translations, twin_cell="csl")
+        save(row_of(name, record, False, 2))
+        print(f"{name} CSL cell, {record['n_atoms']} atoms: γ = {record['gamma_gb_mj_per_m2']:.1f} mJ/m²", flush=True)
     print(json.dumps(result["rows"], indent=1, default=float)[:4000])
 
 
