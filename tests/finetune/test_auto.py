@@ -301,3 +301,20 @@ def test_candidates_within_the_validation_noise_keep_the_search_order():
     # a lead on every structure is beyond the noise: the best score goes first
     results[0] = (0.9, order[0], errors(0.9, 0.9, 0.9, 0.9, 0.9))
     assert [c.name for c in rank_within_noise(results, order, reference)] == ["lora-8", "full", "freeze-2"]
+
+
+def test_a_run_without_search_leaves_its_loading_time_inside_the_budget(toy_model, emt_split, tmp_path,
+                                                                        monkeypatch):
+    """Bug: without a search the first candidate got the whole remaining budget for its epochs, and loading,
+    featurizing and the final validation came on top (SevenNet-0, N = 25, 2 minutes under load 10: 133 s)."""
+    monkeypatch.setattr(AutoSearch, "_probe", _fake_probe(
+        {"probe_seconds": 0.1, "run_seconds": 5.05, "step_seconds": 0.05, "backbone": "toy"}))
+    train, valid = emt_split
+    started = time.perf_counter()
+    with pytest.warns(UserWarning, match="validation set has 2"):
+        AutoSearch(FinetuneSpec(strategy="auto", budget=30.0, epochs=3)).fit(toy_model, train, valid[:2],
+                                                                             tmp_path / "a", log=lambda message: None)
+    state = json.loads((tmp_path / "a" / "search.json").read_text())
+    # the epochs get what is left of the budget less the 5 s the probe says loading and validation take
+    assert state["final_run_budget_seconds"] <= 30.0 - 5.0
+    assert state["final_run_budget_seconds"] >= 30.0 - 5.0 - (time.perf_counter() - started)
