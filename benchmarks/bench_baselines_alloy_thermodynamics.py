@@ -4,7 +4,7 @@ the GPAW PBE energies that ship with atomtune.
 1. Fine-tune CHGNet 0.3.0 (full, ``--epochs``, E0 re-estimated) on the pool of the shipped GPAW Ni-alloy set (the same
    75 % split as the data-efficiency benchmarks; a fifth of it for validation). Cached in ``--work``.
 2. For each model: ``tasks.cluster_expansion`` on fcc Ni with species Ni–Al and Ni–Cu (every structure up to
-   ``--max-cell-size`` atoms, relaxed with the model), then ``tasks.monte_carlo`` canonical cooling at x(Ni) = 0.75
+   ``--max-cell-size`` atoms, relaxed with the model as ``--protocol`` says), then ``tasks.monte_carlo`` canonical cooling at x(Ni) = 0.75
    (Ni₃Al) and x(Ni) = 0.5 (Ni–Cu) on the fitted expansions.
 3. GPAW reference points from the shipped data: the shipped Birch–Murnaghan minima give L1₂ Ni₃Al's formation energy
    against fcc Ni and fcc Al; the shipped unstrained Ni–Cu cells (4-atom cubic cells with 1, 2, 3 Cu = L1₂ CuNi₃, L1₀
@@ -258,7 +258,7 @@ def plot(results: dict, suffix: str = "") -> None:
             x = np.array([r["concentration"] for r in structures])
             computed = np.array([np.nan if r["mixing_energy_per_atom"] is None else r["mixing_energy_per_atom"]
                                  for r in structures])
-            (points,) = hull_axis.plot(x, computed * 1000, "o", ms=3, alpha=0.45, label=f"{name}: relaxed")
+            (points,) = hull_axis.plot(x, computed * 1000, "o", ms=3, alpha=0.45, label=f"{name}: computed")
             ground = sorted(result["expansion"]["ground_states"], key=lambda g: g["concentration"])
             hull_axis.plot([g["concentration"] for g in ground], [g["mixing_energy_per_atom"] * 1000 for g in ground],
                            "-", color=points.get_color(), label=f"{name}: expansion hull")
