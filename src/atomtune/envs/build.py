@@ -5,9 +5,14 @@ fingerprint (``nequip-3f2a…``): a changed pin builds a new environment beside 
 (CI keeps the directory between runs on one machine). A directory is *ready* only once the build has written its
 ``atomtune-env.json`` marker at the very end, so an interrupted build is detected and redone, never half-used.
 
-Build order inside the new venv (``python3.11 -m venv``): ``torch==2.13.0`` first, the family's pins one by one (so a
-failure names the package and the pin), atomtune's core (``--no-deps -e`` of this checkout plus its light dependencies),
-then an import check. The pip output of every step goes to ``build.log`` in the environment directory.
+Build order inside the new venv (``python3.11 -m venv``): ``torch==2.13.0`` first, the family's pins in one pip call
+per kind (``--no-deps`` ones, then the rest: one resolve instead of one pip start-up and index look-up per pin),
+atomtune's core (``--no-deps -e`` of this checkout plus its light dependencies), then an import check. Before each pip
+call, the packages it would install that the main environment holds at the same version are hard-linked from there
+(:func:`link_from_main`: the same torch build and most of numpy / scipy / pymatgen …, neither downloaded, unpacked nor
+compiled again, nor stored twice). When a pip call of several pins fails, the pins are installed again one by one so that
+the error names the one that fails. The pip output of every step, with its duration, goes to ``build.log`` in the
+environment directory.
 """
 
 from __future__ import annotations
@@ -128,12 +133,16 @@ def atomtune_source() -> Path:
     return root
 
 
-def _directory_size_mb(path: Path) -> float:
+def _directory_size_mb(path: Path, unshared: bool = False) -> float:
+    """Apparent size of the files under ``path``; with ``unshared``, only of those not hard-linked elsewhere (the disk
+    the environment takes beyond what it shares with the main environment)."""
     total = 0
     for root, _, files in os.walk(path):
         for name in files:
             with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_size
+                status = os.lstat(os.path.join(root, name))
+                if not unshared or status.st_nlink == 1:
+                    total += status.st_size
     return total / 1e6
 
 
@@ -164,17 +173,89 @@ def _base_python(spec: EnvironmentSpec) -> str:
     )
 
 
-def build_steps(spec: EnvironmentSpec, source: Path) -> list[tuple[str, list[str], Pin | None]]:
-    """The pip invocations of a build: (label, arguments after ``python -m pip install``, the pin it installs)."""
-    steps: list[tuple[str, list[str], Pin | None]] = [
-        ("torch (same build as the main environment)", [TORCH_REQUIREMENT], Pin(TORCH_REQUIREMENT, "first, always"))
+def build_steps(spec: EnvironmentSpec, source: Path) -> list[tuple[str, list[str], tuple[Pin, ...]]]:
+    """The pip invocations of a build: (label, arguments after ``python -m pip install``, the pins it installs).
+
+    The family's pins go in two calls, the ``--no-deps`` ones first (as the specs list them: a package installed without
+    its declared dependencies, then the dependencies it does need), then all the others in one resolve."""
+    steps: list[tuple[str, list[str], tuple[Pin, ...]]] = [
+        ("torch (same build as the main environment)", [TORCH_REQUIREMENT], (Pin(TORCH_REQUIREMENT, "first, always"),))
     ]
-    for pin in spec.pins:
-        arguments = (["--no-deps"] if pin.no_deps else []) + [pin.requirement]
-        steps.append((pin.package, arguments, pin))
-    steps.append(("atomtune core", ["--no-deps", "-e", str(source)], None))
-    steps.append(("atomtune core dependencies", [pin.requirement for pin in spec.core], None))
+    for no_deps in (True, False):
+        pins = tuple(pin for pin in spec.pins if pin.no_deps == no_deps)
+        if pins:
+            arguments = (["--no-deps"] if no_deps else []) + [pin.requirement for pin in pins]
+            steps.append((", ".join(pin.package for pin in pins), arguments, pins))
+    steps.append(("atomtune core", ["--no-deps", "-e", str(source)], ()))
+    steps.append(("atomtune core dependencies", [pin.requirement for pin in spec.core], ()))
     return steps
+
+
+def link_from_main(python: Path, arguments: list[str], site_packages: Path, log, environment) -> list[str]:
+    """Hard-link into the new environment every package that ``pip install arguments`` would install and that the main
+    environment already holds at the very same version (it runs the same Python): every file its pip RECORD lists inside
+    site-packages, compiled bytecode included. The same files, not copies: nothing downloaded, unpacked or compiled
+    again, nothing stored twice (the mattersim environment shares all but six of its ~75 packages with the main one,
+    torch among them); the ``pip install`` that follows finds them satisfied and installs the rest. What pip would
+    install comes from its own resolver (``--dry-run --report``), so the environment ends up with exactly the versions a
+    plain install gives. Console scripts (outside site-packages, naming the main interpreter) are not linked; editable
+    installs never are. Returns ``name==version`` of what was linked; where linking fails (e.g. another file system)
+    nothing is left behind and pip installs everything, as without this."""
+    from importlib import metadata
+
+    report_path = site_packages.parent / "atomtune-pip-report.json"
+    command = [str(python), "-m", "pip", "install", "--progress-bar", "off", "--dry-run", "--quiet", "--report",
+               str(report_path), *arguments]
+    started = time.perf_counter()
+    result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=environment, check=False)
+    log.write(f"# pip's dry run (what it would install): {time.perf_counter() - started:.1f} s\n")
+    started = time.perf_counter()
+    if result.returncode != 0 or not report_path.exists():
+        return []  # the real install reports the failure
+    planned = json.loads(report_path.read_text()).get("install", [])
+    report_path.unlink()
+    # packages the venv already holds in another version (pip, setuptools) are left to pip: two must not mix
+    present = {_normalised(d.metadata["Name"]) for d in metadata.distributions(path=[str(site_packages)])}
+    linked_files: list[Path] = []
+    linked: list[str] = []
+    try:
+        for item in planned:
+            name, version = item["metadata"]["name"], item["metadata"]["version"]
+            if _normalised(name) in present:
+                continue
+            try:
+                distribution = metadata.distribution(name)
+            except metadata.PackageNotFoundError:
+                continue
+            direct = distribution.read_text("direct_url.json") or "{}"
+            if distribution.version != version or '"editable": true' in direct or not distribution.files:
+                continue
+            source_root = Path(distribution.locate_file("")).resolve()
+            # the .dist-info last, so that pip never sees a package installed whose files are not all there
+            files = sorted((f for f in distribution.files if not str(f).startswith("..")),
+                           key=lambda f: ".dist-info" in str(f))
+            for relative in files:
+                source, target = source_root / relative, site_packages / relative
+                if not source.is_file() or target.exists():
+                    continue  # a RECORD entry without its file (bytecode never written), or shared by two packages
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(source, target)
+                linked_files.append(target)
+            linked.append(f"{name}=={version}")
+    except OSError as error:
+        for target in linked_files:
+            target.unlink(missing_ok=True)
+        log.write(f"\n# not hard-linked from the main environment ({error}); pip installs everything\n")
+        return []
+    if linked:
+        log.write(f"# hard-linked from the main environment in {time.perf_counter() - started:.1f} s "
+                  f"({len(linked_files)} files): {' '.join(linked)}\n")
+    log.flush()
+    return linked
+
+
+def _normalised(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def build_environment(family: str, force: bool = False, echo=print) -> EnvironmentStatus:
@@ -204,17 +285,14 @@ def build_environment(family: str, force: bool = False, echo=print) -> Environme
             environment = dict(os.environ)
             environment.pop("PYTHONPATH", None)
             environment.pop("VIRTUAL_ENV", None)
-            for label, arguments, pin in build_steps(spec, source):
+            site_packages = path / "lib" / f"python{spec.python}" / "site-packages"
+            same_python = f"{sys.version_info[0]}.{sys.version_info[1]}" == spec.python
+            linked: list[str] = []
+            for label, arguments, pins in build_steps(spec, source):
                 echo(f"[env] {family}: installing {label}")
-                _run_logged(
-                    [str(python), "-m", "pip", "install", "--progress-bar", "off", *arguments],
-                    log,
-                    log_path,
-                    label,
-                    pin.package if pin else label,
-                    pin.requirement if pin else " ".join(arguments),
-                    environment,
-                )
+                if same_python and "-e" not in arguments:
+                    linked += link_from_main(python, arguments, site_packages, log, environment)
+                _install(python, arguments, pins, log, log_path, label, environment)
             echo(f"[env] {family}: checking imports {', '.join(spec.imports)}")
             check = "import importlib, sys\nfor name in sys.argv[1:]: importlib.import_module(name)\nimport atomtune.envs"
             _run_logged(
@@ -231,7 +309,9 @@ def build_environment(family: str, force: bool = False, echo=print) -> Environme
             "fingerprint": spec.fingerprint(),
             "build_seconds": round(seconds, 1),
             "size_mb": round(_directory_size_mb(path), 1),
+            "size_mb_not_shared": round(_directory_size_mb(path, unshared=True), 1),
             "installed": freeze,
+            "hard_linked_from_main_environment": linked,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         (path / (MARKER_FILE + ".tmp")).write_text(json.dumps(marker, indent=2))
@@ -240,10 +320,40 @@ def build_environment(family: str, force: bool = False, echo=print) -> Environme
     return environment_status(family)
 
 
+def _install(python: Path, arguments: list[str], pins: tuple[Pin, ...], log, log_path: Path, label: str,
+             environment) -> None:
+    """``pip install arguments``; when several pins fail together, install them one by one so that the error names the
+    pin that fails (if each installs alone, the error names them all: they conflict with each other)."""
+    command = [str(python), "-m", "pip", "install", "--progress-bar", "off"]
+    package = ", ".join(pin.package for pin in pins) if pins else label
+    requirement = " ".join(pin.requirement for pin in pins) if pins else " ".join(arguments)
+    if len(pins) < 2:
+        _run_logged([*command, *arguments], log, log_path, label, package, requirement, environment)
+        return
+    try:
+        _run_logged([*command, *arguments], log, log_path, label, package, requirement, environment)
+        return
+    except EnvironmentBuildError:
+        log.write("\n# the pins of this step failed together: installing them one by one to find the one that fails\n")
+    for pin in pins:
+        single = (["--no-deps"] if pin.no_deps else []) + [pin.requirement]
+        _run_logged([*command, *single], log, log_path, pin.package, pin.package, pin.requirement, environment)
+    raise EnvironmentBuildError(
+        f"environment build failed installing {package} together ({requirement}); each installs alone, so these pins "
+        f"conflict with each other. Full log: {log_path}.",
+        package=package, requirement=requirement, log_path=log_path,
+    )
+
+
 def _run_logged(command, log, log_path: Path, label: str, package: str, requirement: str, environment=None) -> None:
+    """Run ``command`` with its output (and duration) appended to the build log; a failure raises
+    :class:`EnvironmentBuildError` naming ``package`` and ``requirement``."""
     log.write(f"\n$ {' '.join(command)}\n")
     log.flush()
+    started = time.perf_counter()
     result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=environment, check=False)
+    log.write(f"# {time.perf_counter() - started:.1f} s, exit code {result.returncode}\n")
+    log.flush()
     if result.returncode != 0:
         log.flush()
         tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
