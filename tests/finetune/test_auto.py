@@ -318,3 +318,24 @@ def test_a_run_without_search_leaves_its_loading_time_inside_the_budget(toy_mode
     # the epochs get what is left of the budget less the 5 s the probe says loading and validation take
     assert state["final_run_budget_seconds"] <= 30.0 - 5.0
     assert state["final_run_budget_seconds"] >= 30.0 - 5.0 - (time.perf_counter() - started)
+
+
+def test_the_winner_reserve_follows_the_epochs_the_search_measured():
+    """Bug: the winner's time was set from the probe's one step, which under load underestimated an epoch (SevenNet-0,
+    N = 50: 12 s measured, 7 s estimated); the search ran its second rung, and the winner trained 7 of the default 15
+    epochs. After a rung the reserve is set again from the measured epochs, and a rung that no longer fits is not run."""
+    search = AutoSearch(FinetuneSpec(strategy="auto", budget=300, epochs=15))
+    alive = [Candidate("full", {}), Candidate("freeze-2", {})]
+    state = {"run_seconds": 10.0, "overhead_seconds": 10.0, "winner_reserve_seconds": 150.0, "rows": {
+        "full/rung-0": {"candidate": "full", "rung": 0, "epochs": 1, "seconds": 12.0},
+        "freeze-2/rung-0": {"candidate": "freeze-2", "rung": 0, "epochs": 1, "seconds": 8.0},
+        "lora-8/rung-0": {"candidate": "lora-8", "rung": 0, "epochs": 1, "seconds": 30.0}}}  # stopped: not counted
+    deadline = time.perf_counter() + 220.0  # 80 s of the budget spent
+    assert search._search_time_left(state, alive, 40, deadline) < 0
+    assert state["winner_reserve_seconds"] == pytest.approx(10.0 + 15 * 12.0)
+    # measured epochs that fit the reserve leave the next rung its time
+    state["winner_reserve_seconds"] = 150.0
+    state["rows"]["full/rung-0"]["seconds"] = 6.0
+    left = search._search_time_left(state, alive, 40, time.perf_counter() + 220.0)
+    assert state["winner_reserve_seconds"] == 150.0
+    assert left == pytest.approx(220.0 - 150.0 - 2 * (10.0 + 8.0), abs=1.0)  # one epoch and overhead per candidate
