@@ -261,6 +261,10 @@ class AutoSearch:
             if rung > 0 and self._search_time_left(state, alive, len(train), deadline) <= 0:
                 log(f"auto: the epochs measured in rung {rung - 1} leave no time for rung {rung} beside the winner's "
                     f"{state['winner_reserve_seconds']:.0f} s; {alive[0].name} wins")
+                for candidate in alive[1:]:
+                    state["stopped"].setdefault(candidate.name, {"rung": rung - 1,
+                                                                 "seconds": time.perf_counter() - started})
+                alive = alive[:1]
                 break
             slice_seconds = search_seconds / (rungs * len(alive))
             results = []
