@@ -48,8 +48,10 @@ def cell(n_atoms: int):
     return atoms
 
 
-def one_point(model: str, n_atoms: int, repeats: int, threads: int, budget_gib: float | None = None) -> dict:
-    """Run in a subprocess: time and peak memory of predict on one cell (chunked or refused as predict decides)."""
+def one_point(model: str, n_atoms: int, repeats: int, threads: int, budget_gib: float | None = None,
+              recompute: str = "auto") -> dict:
+    """Run in a subprocess: time and peak memory of predict on one cell (chunked or refused as predict decides;
+    ``recompute`` "on" / "off" forces ``potential.recompute_activations``, "auto" leaves it to the estimate)."""
     import resource
 
     from atomtune.models import chunking, load_potential
@@ -57,11 +59,15 @@ def one_point(model: str, n_atoms: int, repeats: int, threads: int, budget_gib: 
 
     configure_threads(threads)
     load_before = os.getloadavg()
-    potential = load_potential(model, trust=True)
+    potential = load_potential(model, trust=True).eval()
     atoms = cell(n_atoms)
     potential.predict([cell(4)])  # warm-up on a tiny cell: lazy imports, scripted modules
     if budget_gib is not None:
         potential.memory_budget = budget_gib * 2**30
+    if recompute != "auto":
+        if not chunking.can_recompute(potential):
+            return {"model": model, "n_atoms": len(atoms), "recompute": recompute, "error": "cannot recompute"}
+        potential.recompute_activations = recompute == "on"
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     budget = chunking.memory_budget_bytes(potential)
     point = {
@@ -69,6 +75,10 @@ def one_point(model: str, n_atoms: int, repeats: int, threads: int, budget_gib: 
         "n_atoms": len(atoms),
         "budget_gib": budget / 2**30,
         "estimated_gib": chunking.estimate_bytes(potential, len(atoms), chunking.number_density(atoms)) / 2**30,
+        "recompute": recompute,
+        "recomputed": chunking.can_recompute(potential) and chunking.recompute_wanted(
+            potential, int(chunking.estimate_edges(potential, len(atoms), chunking.number_density(atoms)))
+        ),
         "receptive_field_angstrom": potential.receptive_field,
     }
     times = []
@@ -181,10 +191,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--budget-gib", type=float, default=None, help="memory budget of predict (default: automatic)")
     parser.add_argument("--neighbours", type=int, default=None, help="time neighbour lists on an N-atom cell instead")
+    parser.add_argument(
+        "--recompute", default="auto",
+        help="comma-separated modes run one after the other for each model and size (interleaved): off (keep every "
+        "layer's activations), on (recompute them in the backward pass), auto (as predict decides by the estimate)",
+    )
     parser.add_argument("--point", nargs=2, help=argparse.SUPPRESS)  # internal: MODEL N, run one point and print JSON
     args = parser.parse_args(argv)
     if args.point:
-        print(json.dumps(one_point(args.point[0], int(args.point[1]), args.repeats, args.threads, args.budget_gib)))
+        print(json.dumps(one_point(args.point[0], int(args.point[1]), args.repeats, args.threads, args.budget_gib,
+                                   args.recompute)))
         return {}
     if args.neighbours:
         rows = neighbour_lists(args.models.split(","), args.neighbours, args.threads, args.repeats)
@@ -197,42 +213,48 @@ def main(argv=None) -> dict:
     import numpy as np
 
     points = []
-    for model in args.models.split(","):
-        for size in [int(s) for s in args.sizes.split(",")]:
-            started = time.perf_counter()
-            completed = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--point",
-                    model,
-                    str(size),
-                    "--repeats",
-                    str(args.repeats),
-                    "--threads",
-                    str(args.threads),
-                    *(["--budget-gib", str(args.budget_gib)] if args.budget_gib is not None else []),
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-                env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)),
-            )
-            if completed.returncode != 0:
-                point = {"model": model, "n_atoms": size, "error": completed.stderr.strip().splitlines()[-1:]}
-            else:
-                point = json.loads(completed.stdout.strip().splitlines()[-1])
-            point["wall_seconds_including_load"] = time.perf_counter() - started
-            print(json.dumps(point), flush=True)
-            points.append(point)
+    modes = args.recompute.split(",")
+    for model, size, mode in (
+        (model, int(size), mode) for model in args.models.split(",") for size in args.sizes.split(",") for mode in modes
+    ):
+        started = time.perf_counter()
+        completed = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--point",
+                model,
+                str(size),
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                str(args.threads),
+                *(["--budget-gib", str(args.budget_gib)] if args.budget_gib is not None else []),
+                "--recompute",
+                mode,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)),
+        )
+        if completed.returncode != 0:
+            point = {"model": model, "n_atoms": size, "recompute": mode,
+                     "error": completed.stderr.strip().splitlines()[-1:]}
+        else:
+            point = json.loads(completed.stdout.strip().splitlines()[-1])
+        point["wall_seconds_including_load"] = time.perf_counter() - started
+        print(json.dumps(point), flush=True)
+        points.append(point)
     exponents = {}
-    for model in args.models.split(","):
+    for model, mode in ((model, mode) for model in args.models.split(",") for mode in modes):
         mine = sorted(
-            (p for p in points if p["model"] == model and "seconds" in p), key=lambda p: p["n_atoms"]
+            (p for p in points if p["model"] == model and p.get("recompute", "auto") == mode and "seconds" in p),
+            key=lambda p: p["n_atoms"],
         )
         if len(mine) >= 2:
             n = np.log([p["n_atoms"] for p in mine[-2:]])
-            exponents[model] = {
+            exponents[model if len(modes) == 1 else f"{model} recompute={mode}"] = {
                 "time": float(np.diff(np.log([p["seconds"] for p in mine[-2:]]))[0] / np.diff(n)[0]),
                 "memory": float(
                     np.diff(np.log([max(p["peak_memory_mib"], 1e-3) for p in mine[-2:]]))[0] / np.diff(n)[0]

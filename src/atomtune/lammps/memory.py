@@ -5,7 +5,8 @@ operating system an hour in.
 The estimate is edges × bytes per edge: directed neighbour pairs within the model's cutoff (from the cell's number
 density, ρ·4/3·π·r_c³ per atom) times a per-backbone constant measured by ``benchmarks/bench_scale.py`` on CPU in
 float32 with autograd forces and stress (fcc Cu, 100–1000 atoms; memory grew linearly with N there, exponents in
-docs/lammps.md). Used by ``atomtune md`` for both engines.
+docs/lammps.md). CHGNet and SevenNet recompute their layers' activations in the backward pass when keeping them would
+not fit (``recompute_activations``, :mod:`atomtune.models.chunking`); their smaller measured constant applies then.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from atomtune.exceptions import AtomtuneError
 #: features, 11 kB/edge) and is scaled linearly by a model's first-interaction edge width (MACE-MP-0 medium: 128
 #: channels up to l = 3, ~14x wider): a rough, unmeasured extrapolation for the foundation models.
 BYTES_PER_EDGE = {"chgnet": 56_000.0, "sevennet": 153_000.0, "mace": 11_000.0}
+#: The same with each interaction layer's activations recomputed in the backward pass instead of kept
+#: (``recompute_activations``, :func:`atomtune.models.chunking.recompute_wanted`), CPU, float32, measured by
+#: ``benchmarks/bench_scale.py --recompute`` (benchmarks/results/scale_recompute_*.json).
+BYTES_PER_EDGE_RECOMPUTED = {"chgnet": 10_000.0, "sevennet": 17_000.0}
 #: Edge feature width (``interactions[0].target_irreps.dim``) of the MACE model BYTES_PER_EDGE["mace"] was measured on.
 MACE_REFERENCE_EDGE_WIDTH = 144
 #: Fraction of the available memory a run may plan to use.
@@ -63,7 +68,14 @@ def estimate(potential, atoms: Atoms) -> MemoryEstimate:
     if potential.backbone == "mace" and MACE_REFERENCE_EDGE_WIDTH:
         width = potential.model.interactions[0].target_irreps.dim
         per_edge *= width / MACE_REFERENCE_EDGE_WIDTH
-    return MemoryEstimate(len(atoms), edges, edges * per_edge, available_memory_bytes())
+    available = available_memory_bytes()
+    # None: recomputed when keeping the activations would not fit; True / False: forced (a backbone without it: False)
+    recompute = getattr(potential, "recompute_activations", False)
+    if recompute is None:
+        recompute = available is not None and edges * per_edge > USABLE_FRACTION * available
+    if recompute and potential.backbone in BYTES_PER_EDGE_RECOMPUTED:
+        per_edge = BYTES_PER_EDGE_RECOMPUTED[potential.backbone]
+    return MemoryEstimate(len(atoms), edges, edges * per_edge, available)
 
 
 def check_fits(potential, atoms: Atoms, where: str = "") -> MemoryEstimate:
@@ -87,4 +99,4 @@ def _cluster_density(atoms: Atoms) -> float:
     return len(atoms) / volume
 
 
-__all__ = ["BYTES_PER_EDGE", "MemoryEstimate", "available_memory_bytes", "check_fits", "estimate"]
+__all__ = ["BYTES_PER_EDGE", "BYTES_PER_EDGE_RECOMPUTED", "MemoryEstimate", "available_memory_bytes", "check_fits", "estimate"]

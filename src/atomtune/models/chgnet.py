@@ -20,7 +20,6 @@ inference speed-up measured in ``benchmarks/bench_predict_chgnet.py`` comes from
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.metadata
 import importlib.util
 import io
@@ -44,6 +43,9 @@ CHECKPOINTS = ("0.3.0", "0.2.0", "r2scan")
 CHECKPOINT_ELEMENTS = frozenset(chemical_symbols[1:95])
 #: File name of the saved model; CHGNet's own trainer format, so ``CHGNet.from_file(path)`` reads it too.
 WEIGHTS_FILE = "chgnet.pth.tar"
+#: Edge or angle rows per slice when a convolution's activations are recomputed (~5 kB of activations per angle row in
+#: float32: ~170 MB per slice).
+ROWS_PER_SLICE = 32_768
 
 
 @dataclass
@@ -435,32 +437,29 @@ class ChgnetPotential(Potential):
                 bond_vectors[data.angle_directed_bonds[:, 0]], bond_vectors[data.angle_directed_bonds[:, 1]]
             )
             angle_feas = model.angle_embedding(angle_bases)
-        # a cell too large for keeping every layer's edge and angle activations recomputes them per layer in the
-        # backward pass (atomtune.models.chunking.recompute_wanted; same numbers)
+        # a cell too large for keeping every layer's edge and angle activations recomputes them, a slice of rows at a
+        # time, in the backward pass (atomtune.models.chunking.recompute_wanted; the same numbers to round-off)
         recompute = chunking.recompute_wanted(self, len(data.atom_graph))
 
         for atom_layer, bond_layer, angle_layer in zip(
             model.atom_conv_layers[:-1], model.bond_conv_layers, model.angle_layers, strict=False
         ):
-            # recomputed per convolution rather than per layer: the bond and angle updates each hold A × 128 angle
-            # activations (A ≈ 130 N for fcc metals), so one of them at a time is the peak
             atom_feas = chunking.run_block(
-                functools.partial(_atom_conv, atom_layer, bond_weights=bond_weights_ag, data=data),
-                atom_feas, bond_feas, recompute=recompute,
+                _atom_conv, atom_layer, atom_feas, bond_feas, bond_weights_ag, data, recompute, recompute=recompute
             )
             if has_angles and bond_layer is not None:
                 bond_feas = chunking.run_block(
-                    functools.partial(_bond_conv, bond_layer, bond_weights=bond_weights_bg, data=data),
-                    atom_feas, bond_feas, angle_feas, recompute=recompute,
+                    _bond_conv, bond_layer, atom_feas, bond_feas, angle_feas, bond_weights_bg, data, recompute,
+                    recompute=recompute,
                 )
                 if angle_layer is not None:
                     angle_feas = chunking.run_block(
-                        functools.partial(_angle_update, angle_layer, data=data),
-                        atom_feas, bond_feas, angle_feas, recompute=recompute,
+                        _angle_update, angle_layer, atom_feas, bond_feas, angle_feas, data, recompute,
+                        recompute=recompute,
                     )
         return chunking.run_block(
-            functools.partial(_atom_conv, model.atom_conv_layers[-1], bond_weights=bond_weights_ag, data=data),
-            atom_feas, bond_feas, recompute=recompute,
+            _atom_conv, model.atom_conv_layers[-1], atom_feas, bond_feas, bond_weights_ag, data, recompute,
+            recompute=recompute,
         )
 
     def _energy(self, data: ChgnetGraphBatch, atom_features: torch.Tensor) -> torch.Tensor:
@@ -521,37 +520,61 @@ def _first_linear(mlp) -> tuple[torch.nn.Linear | None, list[torch.nn.Module]]:
     return None, []
 
 
-def _gated_mlp(gated, parts: list[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
-    """CHGNet's ``GatedMLP`` applied to ``cat([features[index] for features, index in parts], 1)`` without building it.
+def _gated_mlp(gated, parts: list[tuple[torch.Tensor, torch.Tensor | None]]):
+    """CHGNet's ``GatedMLP`` applied to ``cat([features[index] for features, index in parts], 1)`` without building it,
+    as ``(output_rows, projections)``: ``output_rows(rows, *projections)`` is the output of ``rows`` (a slice;
+    ``slice(None)`` for all).
 
-    ``index`` None means the features are already one row per output row.
+    ``index`` None means the features are already one row per output row. The first layer's projections of per-node
+    features (``index`` given) are computed once here, so that evaluating the rows in slices repeats none of them; they
+    are passed explicitly rather than read from the closure so that a checkpoint around the whole convolution can drop
+    them after its forward pass and recompute them.
     """
     core_first, core_rest = _first_linear(gated.mlp_core)
     gate_first, gate_rest = _first_linear(gated.mlp_gate)
     if core_first is None or gate_first is None:
-        return gated(torch.cat([f if i is None else f.index_select(0, i) for f, i in parts], dim=1))
+
+        def unsplit(rows: slice) -> torch.Tensor:
+            return gated(torch.cat([f[rows] if i is None else f.index_select(0, i[rows]) for f, i in parts], dim=1))
+
+        return unsplit, []
     weight = torch.cat([core_first.weight, gate_first.weight], dim=0)
-    hidden, start = None, 0
+    plan, projections, start = [], [], 0
     for features, index in parts:
         width = features.shape[1]
-        projected = features @ weight[:, start : start + width].T
+        block = weight[:, start : start + width].T
         start += width
-        if index is not None:
-            projected = projected.index_select(0, index)
-        hidden = projected if hidden is None else hidden + projected
+        if index is None:
+            plan.append((features, block, None))
+        else:
+            plan.append((None, None, index))
+            projections.append(features @ block)
     firsts = (core_first, gate_first)
+    bias = None
     if any(layer.bias is not None for layer in firsts):  # a side without bias adds zeros
-        hidden = hidden + torch.cat(
-            [layer.bias if layer.bias is not None else hidden.new_zeros(layer.out_features) for layer in firsts]
-        )
-    core, gate = hidden.split([core_first.out_features, gate_first.out_features], dim=1)
-    for module in core_rest:
-        core = module(core)
-    for module in gate_rest:
-        gate = module(gate)
-    if gated.norm is not None:
-        core, gate = gated.bn1(core), gated.bn2(gate)
-    return gated.activation(core) * gated.sigmoid(gate)
+        bias = torch.cat([layer.bias if layer.bias is not None else weight.new_zeros(layer.out_features) for layer in firsts])
+
+    def output_rows(rows: slice, *projections: torch.Tensor) -> torch.Tensor:
+        projected_nodes = iter(projections)
+        hidden = None
+        for features, block, index in plan:
+            if index is None:
+                projected = features[rows] @ block
+            else:
+                projected = next(projected_nodes).index_select(0, index[rows])
+            hidden = projected if hidden is None else hidden + projected
+        if bias is not None:
+            hidden = hidden + bias
+        core, gate = hidden.split([core_first.out_features, gate_first.out_features], dim=1)
+        for module in core_rest:
+            core = module(core)
+        for module in gate_rest:
+            gate = module(gate)
+        if gated.norm is not None:
+            core, gate = gated.bn1(core), gated.bn2(gate)
+        return gated.activation(core) * gated.sigmoid(gate)
+
+    return output_rows, projections
 
 
 def _sum_into(rows: torch.Tensor, owners: torch.Tensor, count: int) -> torch.Tensor:
@@ -559,30 +582,53 @@ def _sum_into(rows: torch.Tensor, owners: torch.Tensor, count: int) -> torch.Ten
     return rows.new_zeros(count, rows.shape[1]).index_add(0, owners, rows)
 
 
-def _atom_conv(layer, atom_feas, bond_feas, bond_weights, data: ChgnetGraphBatch) -> torch.Tensor:
+# With ``recompute`` (atomtune.models.chunking.recompute_wanted) each convolution runs over its edge or angle rows in
+# slices whose activations are recomputed in the backward pass: only one slice's activations (A × 128 per update: A ≈
+# 130 N angles for fcc metals) exist at a time. Without, one slice of all rows: the same operations as before.
+
+
+def _atom_conv(layer, atom_feas, bond_feas, bond_weights, data: ChgnetGraphBatch, recompute: bool = False):
     """``chgnet.model.layers.AtomConv.forward`` with the split first layer (same arguments, same result)."""
     center, neighbor = data.atom_graph[:, 0], data.atom_graph[:, 1]
     undirected = data.directed2undirected
     # CHGNet's order of the concatenation: center atom, bond, neighbour atom.
-    messages = _gated_mlp(layer.twoBody_atom, [(atom_feas, center), (bond_feas, undirected), (atom_feas, neighbor)])
-    messages = messages * bond_weights.index_select(0, undirected)
-    return _layer_output(layer, _sum_into(messages, center, len(atom_feas)), atom_feas, layer.atom_norm)
+    messages, projections = _gated_mlp(
+        layer.twoBody_atom, [(atom_feas, center), (bond_feas, undirected), (atom_feas, neighbor)]
+    )
+
+    def summed(rows: slice, *projections) -> torch.Tensor:
+        weighted = messages(rows, *projections) * bond_weights.index_select(0, undirected[rows])
+        return _sum_into(weighted, center[rows], len(atom_feas))
+
+    update = chunking.over_row_slices(summed, projections, len(center), ROWS_PER_SLICE, "sum", recompute)
+    return _layer_output(layer, update, atom_feas, layer.atom_norm)
 
 
-def _bond_conv(layer, atom_feas, bond_feas, angle_feas, bond_weights, data: ChgnetGraphBatch) -> torch.Tensor:
+def _bond_conv(layer, atom_feas, bond_feas, angle_feas, bond_weights, data: ChgnetGraphBatch, recompute: bool = False):
     """``chgnet.model.layers.BondConv.forward`` with the split first layer."""
     graph = data.bond_graph  # angle rows: center atom, undirected bond i, undirected bond j
     parts = [(bond_feas, graph[:, 1]), (bond_feas, graph[:, 2]), (angle_feas, None), (atom_feas, graph[:, 0])]
-    update = _gated_mlp(layer.twoBody_bond, parts)
-    update = update * bond_weights.index_select(0, graph[:, 1]) * bond_weights.index_select(0, graph[:, 2])
-    return _layer_output(layer, _sum_into(update, graph[:, 1], len(bond_feas)), bond_feas, layer.bond_norm)
+    updates, projections = _gated_mlp(layer.twoBody_bond, parts)
+
+    def summed(rows: slice, *projections) -> torch.Tensor:
+        first, second = graph[rows, 1], graph[rows, 2]
+        update = updates(rows, *projections) * bond_weights.index_select(0, first) * bond_weights.index_select(0, second)
+        return _sum_into(update, first, len(bond_feas))
+
+    update = chunking.over_row_slices(summed, projections, len(graph), ROWS_PER_SLICE, "sum", recompute)
+    return _layer_output(layer, update, bond_feas, layer.bond_norm)
 
 
-def _angle_update(layer, atom_feas, bond_feas, angle_feas, data: ChgnetGraphBatch) -> torch.Tensor:
+def _angle_update(layer, atom_feas, bond_feas, angle_feas, data: ChgnetGraphBatch, recompute: bool = False):
     """``chgnet.model.layers.AngleUpdate.forward`` with the split first layer."""
     graph = data.bond_graph
     parts = [(bond_feas, graph[:, 1]), (bond_feas, graph[:, 2]), (angle_feas, None), (atom_feas, graph[:, 0])]
-    return _layer_output(layer, _gated_mlp(layer.twoBody_bond, parts), angle_feas, layer.angle_norm)
+    updates, projections = _gated_mlp(layer.twoBody_bond, parts)
+
+    def updated(rows: slice, *projections) -> torch.Tensor:  # every row on its own (the norm too, in eval mode)
+        return _layer_output(layer, updates(rows, *projections), angle_feas[rows], layer.angle_norm)
+
+    return chunking.over_row_slices(updated, projections, len(graph), ROWS_PER_SLICE, "cat", recompute)
 
 
 def _layer_output(layer, update: torch.Tensor, features: torch.Tensor, norm) -> torch.Tensor:

@@ -22,7 +22,10 @@ Memory: each backbone's peak of one energy + forces + stress evaluation grows wi
 ``benchmarks/bench_scale.py``; the bytes-per-edge constants and their source are in :mod:`atomtune.lammps.memory`).
 ``Potential.predict`` estimates a cell's edges from its number density before building any graph, evaluates it whole
 when the estimate fits the memory budget, in chunks when it does not, and refuses with the estimate when even the
-smallest chunk (the receptive field around one atom) would not fit.
+smallest chunk (the receptive field around one atom) would not fit. A backbone that can recompute its layers'
+activations in the backward pass instead of keeping them (CHGNet, SevenNet: ``recompute_activations``, below) does so
+whenever keeping them would exceed the budget, and the estimates use its smaller bytes per edge: such a cell is
+evaluated whole, exactly, at ~1.5× the time, before chunking is considered.
 
 The price of exactness is the halo: a chunk holds its owned atoms plus a shell R thick, so with R = 24 Å (CHGNet) or
 25 Å (SevenNet-0) a chunk of dense matter holds thousands of atoms however few it owns; chunking saves memory only when the
@@ -102,13 +105,17 @@ class ChunkPlan:
 
 
 # -- memory estimate ----------------------------------------------------------------------------------------------------
-def bytes_per_edge(potential) -> float:
+def bytes_per_edge(potential, recompute: bool = False) -> float:
     """Peak bytes per directed edge of one energy + forces + stress pass (measured constants in float32, see
-    :mod:`atomtune.lammps.memory`: CHGNet 56 kB, SevenNet 153 kB, tiny MACE 11 kB scaled by a MACE model's edge width),
-    scaled by the model's float size."""
+    :mod:`atomtune.lammps.memory`: CHGNet 56 kB, SevenNet 153 kB, tiny MACE 11 kB scaled by a MACE model's edge width;
+    with ``recompute`` the constant of a pass that recomputes each interaction block's activations, see
+    :func:`recompute_wanted`), scaled by the model's float size."""
     from atomtune.lammps import memory
 
-    per_edge = memory.BYTES_PER_EDGE.get(potential.backbone, max(memory.BYTES_PER_EDGE.values()))
+    if recompute and can_recompute(potential):
+        per_edge = memory.BYTES_PER_EDGE_RECOMPUTED[potential.backbone]
+    else:
+        per_edge = memory.BYTES_PER_EDGE.get(potential.backbone, max(memory.BYTES_PER_EDGE.values()))
     if potential.backbone == "mace" and memory.MACE_REFERENCE_EDGE_WIDTH:
         try:
             width = potential.model.interactions[0].target_irreps.dim
@@ -132,10 +139,96 @@ def number_density(atoms: Atoms) -> float:
     return len(atoms) / float((extent + 2.0).prod())
 
 
-def estimate_bytes(potential, n_atoms: float, density: float) -> float:
-    """Peak bytes of evaluating ``n_atoms`` at number density ``density``: edges (n · ρ · 4/3 π r_c³) × bytes per edge."""
-    edges = n_atoms * density * 4.0 / 3.0 * math.pi * potential.cutoff**3
-    return edges * bytes_per_edge(potential)
+def estimate_edges(potential, n_atoms: float, density: float) -> float:
+    """Directed edges within the cutoff of ``n_atoms`` at number density ``density``: n · ρ · 4/3 π r_c³."""
+    return n_atoms * density * 4.0 / 3.0 * math.pi * potential.cutoff**3
+
+
+def estimate_bytes(
+    potential, n_atoms: float, density: float, recompute: bool | None = None, budget: float | None = None
+) -> float:
+    """Peak bytes of evaluating ``n_atoms`` at number density ``density``: edges × bytes per edge.
+
+    ``recompute`` None: as the backbone will run it (:func:`recompute_wanted`: with the smaller constant of recomputed
+    activations when keeping them would exceed ``budget``, default the memory budget, and the backbone can recompute);
+    True / False: with / without recomputed activations."""
+    edges = estimate_edges(potential, n_atoms, density)
+    if recompute is None:
+        recompute = _recompute_by_estimate(potential, edges, budget)
+    return edges * bytes_per_edge(potential, recompute)
+
+
+# -- recomputing activations (activation checkpointing) -----------------------------------------------------------------
+# Most of a deep backbone's peak is what autograd keeps for the backward pass: every interaction block's edge and angle
+# activations. torch.utils.checkpoint (non-reentrant, so it works under torch.autograd.grad) keeps only each block's
+# inputs and recomputes one block at a time during the backward: the same operations on the same inputs, hence the same
+# numbers (tests/models/test_checkpointed_inference.py), at the cost of a second forward pass through the blocks.
+# Inference only: a training step (create_graph) keeps its graph as before.
+
+
+def can_recompute(potential) -> bool:
+    """Whether the backbone can recompute its interaction blocks' activations (and has a measured constant for it)."""
+    from atomtune.lammps import memory
+
+    return hasattr(potential, "recompute_activations") and potential.backbone in memory.BYTES_PER_EDGE_RECOMPUTED
+
+
+def _recompute_by_estimate(potential, edges: float, budget: float | None = None) -> bool:
+    if not can_recompute(potential):
+        return False
+    if potential.recompute_activations is not None:
+        return bool(potential.recompute_activations)
+    if budget is None:
+        budget = memory_budget_bytes(potential)
+    return edges * bytes_per_edge(potential, recompute=False) > budget
+
+
+def recompute_wanted(potential, n_edges: int) -> bool:
+    """Whether a backbone's forward pass over ``n_edges`` directed edges should recompute its blocks' activations in
+    the backward pass instead of keeping them: ``potential.recompute_activations`` when set (True / False), else
+    (None) when keeping them would exceed the memory budget. Never while training or without autograd."""
+    if potential.training or not torch.is_grad_enabled():
+        return False
+    return _recompute_by_estimate(potential, float(n_edges))
+
+
+def over_row_slices(function, tensors, n_rows: int, rows_per_slice: int, combine: str, recompute: bool):
+    """``function(rows, *tensors)`` over the rows of an edge- or angle-level computation: without ``recompute`` one
+    call on all rows (``slice(None)``); with, one call per slice of ``rows_per_slice`` rows, each under
+    ``torch.utils.checkpoint`` (activations recomputed in the backward pass, so one slice's exist at a time), the
+    results summed (``combine`` "sum": a scatter onto nodes) or concatenated ("cat": one output row per row).
+
+    Large tensors derived inside the enclosing block go in ``tensors`` rather than the closure: a checkpoint around the
+    block then frees and recomputes them (a closure would keep them alive until the backward pass)."""
+    if not recompute:
+        return function(slice(None), *tensors)
+    from torch.utils.checkpoint import checkpoint
+
+    parts = [
+        checkpoint(
+            function, slice(start, min(start + rows_per_slice, n_rows)), *tensors, use_reentrant=False,
+            early_stop=False,
+        )
+        for start in range(0, max(n_rows, 1), rows_per_slice)
+    ]
+    if combine == "cat":
+        return torch.cat(parts)
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
+
+
+def run_block(function, *inputs, recompute: bool):
+    """``function(*inputs)``; with ``recompute``, under ``torch.utils.checkpoint`` (its activations recomputed in the
+    backward pass; gradients also reach tensors ``function`` reads from its closure)."""
+    if not recompute:
+        return function(*inputs)
+    from torch.utils.checkpoint import checkpoint
+
+    # early_stop=False: torch stops a recomputation early by raising an exception, which a TorchScript module inside the
+    # block (e3nn's in SevenNet) turns into a plain RuntimeError
+    return checkpoint(function, *inputs, use_reentrant=False, early_stop=False)
 
 
 def memory_budget_bytes(potential=None) -> float:
@@ -200,7 +293,7 @@ def plan(potential, atoms: Atoms, budget: float | None = None, grid=None) -> Chu
         budget = memory_budget_bytes(potential)
     reason = supports_chunking(potential, atoms)
     density = number_density(atoms)
-    whole = estimate_bytes(potential, len(atoms), density)
+    whole = estimate_bytes(potential, len(atoms), density, budget=budget)
     if reason:
         raise _too_large(potential, atoms, whole, budget, f"it cannot be split into chunks ({reason})")
     radius = float(potential.receptive_field) + HALO_MARGIN
@@ -213,7 +306,7 @@ def plan(potential, atoms: Atoms, budget: float | None = None, grid=None) -> Chu
             if candidate == (1, 1, 1):  # the whole cell: evaluated without chunks when it fits
                 continue
             cluster = _cluster_atoms_estimate(heights, candidate, radius, density)
-            needed = estimate_bytes(potential, cluster, density)
+            needed = estimate_bytes(potential, cluster, density, budget=budget)
             if needed <= budget:
                 candidates.append((int(np.prod(candidate)) * cluster, int(np.prod(candidate)), candidate, cluster))
         if not candidates:
@@ -223,7 +316,7 @@ def plan(potential, atoms: Atoms, budget: float | None = None, grid=None) -> Chu
                 potential, atoms, whole, budget,
                 f"even the finest split ({split} chunks, {min(heights / np.asarray(limits)):.1f} Å wide) needs the "
                 f"receptive field of {radius:.0f} Å around each chunk: ~{smallest:,.0f} atoms, "
-                f"~{_size(estimate_bytes(potential, smallest, density))} per chunk",
+                f"~{_size(estimate_bytes(potential, smallest, density, budget=budget))} per chunk",
             )
         _, _, grid, cluster = min(candidates)
     else:
@@ -231,7 +324,7 @@ def plan(potential, atoms: Atoms, budget: float | None = None, grid=None) -> Chu
         cluster = _cluster_atoms_estimate(heights, grid, radius, density)
     result = ChunkPlan(
         grid=tuple(grid), receptive_field=radius, estimated_cluster_atoms=cluster,
-        estimated_chunk_bytes=estimate_bytes(potential, cluster, density), estimated_whole_bytes=whole,
+        estimated_chunk_bytes=estimate_bytes(potential, cluster, density, budget=budget), estimated_whole_bytes=whole,
         budget_bytes=budget,
     )
     result.chunks = build_chunks(atoms, result.grid, radius, vacuum=float(potential.cutoff) + 1.0)
@@ -245,10 +338,13 @@ def _size(size: float) -> str:
 def _too_large(potential, atoms: Atoms, whole: float, budget: float, why: str) -> CellTooLargeError:
     lengths = "×".join(f"{length:.1f}" for length in atoms.cell.lengths())
     budget_text = _size(budget) if math.isfinite(budget) else "unlimited"
+    edges = estimate_edges(potential, len(atoms), number_density(atoms))
+    recompute = _recompute_by_estimate(potential, edges, budget)
+    how = " with each layer's activations recomputed in the backward pass" if recompute else ""
     return CellTooLargeError(
         f"{len(atoms)} atoms (cell {lengths} Å) with {potential.name} need about {_size(whole)} for one "
-        f"energy + forces + stress evaluation (~{whole / bytes_per_edge(potential):,.0f} neighbour pairs within "
-        f"{potential.cutoff:g} Å × {bytes_per_edge(potential) / 1e3:.0f} kB each), over the memory budget of "
+        f"energy + forces + stress evaluation{how} (~{edges:,.0f} neighbour pairs within {potential.cutoff:g} Å × "
+        f"{bytes_per_edge(potential, recompute) / 1e3:.0f} kB each), over the memory budget of "
         f"{budget_text}, and {why}. Use a smaller cell, a machine or GPU with more memory (or raise the budget: "
         f"potential.memory_budget = bytes), a backbone with a smaller receptive field, or export the model to LAMMPS "
         f"(`atomtune export`) and run it on several ranks."
@@ -340,10 +436,11 @@ def evaluate(potential, atoms: Atoms, chunk_plan: ChunkPlan, forces: bool = True
 
 
 def needs_chunking(potential, atoms: Atoms, budget: float | None = None) -> bool:
-    """Whether the estimated memory of evaluating ``atoms`` whole exceeds the budget."""
+    """Whether the estimated memory of evaluating ``atoms`` whole (with recomputed activations where the backbone
+    can, :func:`recompute_wanted`) exceeds the budget."""
     if budget is None:
         budget = memory_budget_bytes(potential)
-    return estimate_bytes(potential, len(atoms), number_density(atoms)) > budget
+    return estimate_bytes(potential, len(atoms), number_density(atoms), budget=budget) > budget
 
 
 def predict_chunked(potential, atoms: Atoms, forces: bool = True, stress: bool = True, budget: float | None = None,
@@ -362,10 +459,15 @@ __all__ = [
     "ChunkPlan",
     "build_chunks",
     "bytes_per_edge",
+    "can_recompute",
     "estimate_bytes",
+    "estimate_edges",
     "evaluate",
     "memory_budget_bytes",
     "needs_chunking",
+    "over_row_slices",
     "plan",
     "predict_chunked",
+    "recompute_wanted",
+    "run_block",
 ]

@@ -35,6 +35,7 @@ from ase.data import chemical_symbols
 
 from atomtune.data.dataset import cell_problem
 from atomtune.exceptions import AtomtuneError, ModelNotFoundError, UnsupportedElementsError
+from atomtune.models import chunking
 from atomtune.models.base import Potential, TrunkPass
 
 #: Single-fidelity checkpoint names whose weights ship inside the sevenn wheel (offline).
@@ -47,6 +48,9 @@ PRETRAINED_FILES = {
     "7net-mf-ompa": "SEVENNET_MF_ompa", "7net-omat": "SEVENNET_omat", "7net-omni": "SEVENNET_omni",
 }
 NATIVE_CHECKPOINT_FILE = "checkpoint_sevennet.pth"
+#: Edges per slice when a convolution's activations are recomputed (~25 kB of activations per edge in SevenNet-0's
+#: convolutions, float32: ~200 MB per slice).
+EDGES_PER_SLICE = 8_192
 #: SevenNet clamps the cell volume of non-periodic structures (volume 0) to this value, in Å³, before dividing the
 #: virial; so do we.
 MINIMUM_VOLUME = 1e-3
@@ -68,6 +72,10 @@ class SevennetPotential(Potential):
     # batch 3–4 no better (larger per-edge tensors fall out of cache); sevenn's own batched path was slower than 1-by-1.
     cpu_batch_size = 2
     gpu_batch_size = 32
+    #: Recompute each interaction layer's activations in the backward pass instead of keeping them (inference only;
+    #: same numbers, a fraction of the memory, ~1.3× the time): None decides per pass by the memory estimate
+    #: (:func:`atomtune.models.chunking.recompute_wanted`), True / False force it.
+    recompute_activations: bool | None = None
 
     def __init__(self, checkpoint: str, model: torch.nn.Module, config: dict, fast_convolution: bool = True):
         super().__init__(checkpoint)
@@ -412,24 +420,46 @@ class SevennetPotential(Potential):
         """SevenNet's forward without its force/stress module; stops after module ``until`` when given."""
         import sevenn._keys as KEY
         from sevenn.nn.force_output import ForceOutput, ForceStressOutput, ForceStressOutputFromEdge
-        from sevenn.nn.node_embedding import OnehotEmbedding
 
         model = self.model
         dtype = self.dtype
         if model.eval_type_map:
             data[KEY.NODE_FEATURE] = model._atomic_numbers_to_onehot(data[KEY.ATOMIC_NUMBERS])
+        # a cell too large for keeping every layer's edge activations recomputes them, a slice of edges at a time, in
+        # the backward pass (atomtune.models.chunking.recompute_wanted; the same numbers to round-off)
+        recompute = chunking.recompute_wanted(self, int(data[KEY.EDGE_IDX].shape[1]))
         for name, module in model._modules.items():
             if isinstance(module, (ForceOutput, ForceStressOutput, ForceStressOutputFromEdge)):
                 continue
-            plan = self._convolution_plan(name, module) if self.fast_convolution else None
-            data = plan(module, data) if plan is not None else module(data)
-            if isinstance(module, OnehotEmbedding) and dtype != torch.float32:
-                # sevenn's one-hot is always float32 (SevenNet trains in single precision); float64 models need a cast
-                for key in (module.key_output, module.key_additional_output):
-                    if key is not None:
-                        data[key] = data[key].to(dtype)
+            data = self._run_module(name, module, data, dtype, recompute)
             if name == until:
                 break
+        return data
+
+    def _run_module(self, name: str, module: torch.nn.Module, data, dtype: torch.dtype, recompute: bool = False):
+        import sevenn._keys as KEY
+        from sevenn.nn.node_embedding import OnehotEmbedding
+
+        plan = self._convolution_plan(name, module) if self.fast_convolution else None
+        if plan is not None:
+            data = plan(module, data, recompute)
+        elif recompute and _interaction_layer(name) is not None and "convolution" in name:
+            # sevenn's own convolution module, recomputed whole: it reads the edge tensors and writes node features
+            inputs = copy.copy(data)
+
+            def convolution(node_features):
+                layer_data = copy.copy(inputs)
+                layer_data[KEY.NODE_FEATURE] = node_features
+                return module(layer_data)[KEY.NODE_FEATURE]
+
+            data[KEY.NODE_FEATURE] = chunking.run_block(convolution, data[KEY.NODE_FEATURE], recompute=True)
+        else:
+            data = module(data)
+        if isinstance(module, OnehotEmbedding) and dtype != torch.float32:
+            # sevenn's one-hot is always float32 (SevenNet trains in single precision); float64 models need a cast
+            for key in (module.key_output, module.key_additional_output):
+                if key is not None:
+                    data[key] = data[key].to(dtype)
         return data
 
     def _convolution_plan(self, name: str, module: torch.nn.Module) -> EdgeTensorProductConvolution | None:
@@ -557,33 +587,44 @@ class EdgeTensorProductConvolution:
         inverse_layout[layout] = torch.arange(len(layout))
         return cls(blocks, inverse_layout)
 
-    def __call__(self, module, data):
-        """Run ``module`` (an ``IrrepsConvolution``) on ``data`` through this plan."""
-        weight = module.weight_nn(data[module.key_weight_input])
+    def __call__(self, module, data, recompute: bool = False):
+        """Run ``module`` (an ``IrrepsConvolution``) on ``data`` through this plan; with ``recompute``, over slices of
+        ``EDGES_PER_SLICE`` edges whose activations are recomputed in the backward pass (same sum, same numbers to
+        round-off)."""
+        weight_input = data[module.key_weight_input]
         edge_filter = data[module.key_filter]
-        features = data[module.key_x]
         # sevenn's convention: messages flow from edge_index[1] to edge_index[0]
         edge_source, edge_destination = data[module.key_edge_idx][1], data[module.key_edge_idx][0]
-        n_atoms, n_edges = features.shape[0], edge_filter.shape[0]
-        per_atom = []
-        for block, (coupling, weight_index, path_weight_columns, spread) in zip(
-            self.blocks, self._block_constants(edge_filter.dtype, edge_filter.device)
-        ):
-            channels, x_dim, width = block["channels"], block["x_dim"], block["width"]
-            start = block["start"]
-            source = features[:, start : start + channels * x_dim].index_select(0, edge_source)
-            projected = (edge_filter @ coupling).view(n_edges, x_dim, width)
-            if x_dim == 1:
-                weighted = weight.index_select(1, path_weight_columns).view(n_edges, block["n_paths"], channels)
-                weighted = weighted * source.view(n_edges, 1, channels)
-                message = weighted.view(n_edges, -1).index_select(1, spread).view(n_edges, channels, width) * projected
-            else:
-                message = torch.bmm(source.view(n_edges, channels, x_dim), projected)
-                message = message * weight.index_select(1, weight_index).view(n_edges, channels, width)
-            summed = torch.zeros(n_atoms, channels * width, dtype=message.dtype, device=message.device)
-            per_atom.append(summed.index_add(0, edge_destination, message.view(n_edges, -1)))
-        inverse_layout = self.inverse_layout.to(features.device)
-        data[module.key_x] = torch.cat(per_atom, dim=1).index_select(1, inverse_layout).div(module.denominator)
+        n_atoms = data[module.key_x].shape[0]
+        constants = self._block_constants(edge_filter.dtype, edge_filter.device)
+
+        def summed_messages(rows: slice, features: torch.Tensor) -> torch.Tensor:
+            weight = module.weight_nn(weight_input[rows])
+            rows_filter, source_index = edge_filter[rows], edge_source[rows]
+            n_edges = rows_filter.shape[0]
+            per_atom = []
+            for block, (coupling, weight_index, path_weight_columns, spread) in zip(self.blocks, constants):
+                channels, x_dim, width = block["channels"], block["x_dim"], block["width"]
+                start = block["start"]
+                source = features[:, start : start + channels * x_dim].index_select(0, source_index)
+                projected = (rows_filter @ coupling).view(n_edges, x_dim, width)
+                if x_dim == 1:
+                    weighted = weight.index_select(1, path_weight_columns).view(n_edges, block["n_paths"], channels)
+                    weighted = weighted * source.view(n_edges, 1, channels)
+                    message = weighted.view(n_edges, -1).index_select(1, spread).view(n_edges, channels, width)
+                    message = message * projected
+                else:
+                    message = torch.bmm(source.view(n_edges, channels, x_dim), projected)
+                    message = message * weight.index_select(1, weight_index).view(n_edges, channels, width)
+                summed = torch.zeros(n_atoms, channels * width, dtype=message.dtype, device=message.device)
+                per_atom.append(summed.index_add(0, edge_destination[rows], message.view(n_edges, -1)))
+            return torch.cat(per_atom, dim=1)
+
+        summed = chunking.over_row_slices(
+            summed_messages, [data[module.key_x]], edge_filter.shape[0], EDGES_PER_SLICE, "sum", recompute
+        )
+        inverse_layout = self.inverse_layout.to(summed.device)
+        data[module.key_x] = summed.index_select(1, inverse_layout).div(module.denominator)
         return data
 
     def _block_constants(self, dtype: torch.dtype, device: torch.device) -> list:
