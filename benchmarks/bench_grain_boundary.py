@@ -131,6 +131,11 @@ def main() -> None:
             "gamma": "(E_twin − E_fcc same cell) / 2A, mJ/m²",
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other jobs",
             "threads": 1,
+            "timing_note": (
+                "wall_time_s / cpu_time_s / load_average of a row: the task call in the run that wrote the row (for "
+                "GPAW rows read back from the cache they are near zero); GPAW's cost is single_point_cpu_s (one "
+                "process, one thread: what a dedicated core needs) and single_point_wall_s with the load average then"
+            ),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         }
     )

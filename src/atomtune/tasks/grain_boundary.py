@@ -190,7 +190,9 @@ def run(structures: Sequence[Atoms], calculator, settings: Settings | None = Non
     boundary), ``cell_length_normal`` (Å, after relaxation, at the best translation), ``translations`` (fractional
     in-plane shifts), ``gamma_per_translation_j_per_m2``, ``gamma_gb_j_per_m2`` and ``gamma_gb_mj_per_m2`` (the
     minimum), ``best_translation``, ``excess_volume_angstrom`` (normal expansion per boundary, Å³/Å²),
-    ``relaxation_steps``, ``converged``. A structure that is not cubic and elemental gives records with ``"error"``.
+    ``relaxation_steps``, ``converged``, ``twin_cell`` for the Σ3 (111) twin (``"csl"`` or ``"compact"``; a compact
+    record adds ``bulk_energy_per_atom``, eV, of the same-cell fcc stack it is measured from). A structure that is not
+    cubic and elemental gives records with ``"error"``.
     """
     settings = settings or Settings()
     settings.check()
@@ -239,7 +241,8 @@ def _grain_boundaries(bulk: Atoms, label: str, calculator, settings: Settings, b
                     return bicrystal(generator, boundary, settings.expand_times, translation, settings.rm_ratio)
 
                 record.update(_one_boundary(build, boundary, calculator, energy_per_atom, settings))
-                record["twin_cell" if boundary.is_coherent_twin else "cell"] = "csl"
+                if boundary.is_coherent_twin:
+                    record["twin_cell"] = "csl"
         except AtomtuneError as error:
             record["error"] = str(error)
         records.append(record)
