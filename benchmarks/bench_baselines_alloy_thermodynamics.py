@@ -69,6 +69,68 @@ def gpaw_calculator(primitive):
     return CalculatorSpec.parse("gpaw", settings).task_calculator(primitive)
 
 
+def gpaw_ni3al_orderings(work: Path, per_model: dict) -> dict:
+    """L1₂ and D0₂₂ Ni₃Al with GPAW by the ``pressure`` protocol (end members from the GPAW column's cache), and where
+    every column puts them against the hull of the structures the GPAW column has (mixing energies, meV/atom); a
+    model's L1₂ / D0₂₂ come from its run of the same protocol up to 4-atom cells in ``work``, when there is one.
+
+    For when the GPAW column stops short of 4-atom cells: these two 4-atom cells are computed directly (cached in
+    ``--work``/gpaw-direct, their k-mesh from their own cells)."""
+    from ase.build import bulk
+    from icet.tools import ConvexHull
+
+    from atomtune.tasks import cluster_expansion
+
+    primitive = bulk("Ni", "fcc", a=3.52)
+    cached = cluster_expansion.SinglePoints(gpaw_calculator(primitive), work / "gpaw-single-points")
+    ends = {}
+    for symbol, x in (("Al", 0.0), ("Ni", 1.0)):  # as the task scans them: from the element's own ASE volume
+        atoms = bulk(symbol, "fcc", a=3.52)
+        volume = cluster_expansion._element_volume_per_atom(atoms)
+        atoms.set_cell(atoms.cell[:] * (volume / atoms.get_volume()) ** (1 / 3), scale_atoms=True)
+        ends[x] = cluster_expansion.volume_scan(atoms, cached)
+    direct = cluster_expansion.SinglePoints(gpaw_calculator(primitive), work / "gpaw-direct")
+    points = {}
+    for atoms in cluster_expansion.enumerate_decorations(primitive, [["Al", "Ni"]], 4, 100):
+        name = f"{atoms.get_chemical_formula()} {cluster_expansion._space_group(atoms)}"
+        if name not in ("AlNi3 Pm-3m", "AlNi3 I4/mmm"):
+            continue
+        x = 0.75
+        volume = (1 - x) * ends[0.0]["volume_per_atom"] + x * ends[1.0]["volume_per_atom"]
+        atoms.set_cell(atoms.cell[:] * (volume * len(atoms) / atoms.get_volume()) ** (1 / 3), scale_atoms=True)
+        before = direct.cost()["cpu_seconds"]
+        result = cluster_expansion.pressure_corrected(
+            atoms, direct, (1 - x) * ends[0.0]["bulk_modulus_gpa"] + x * ends[1.0]["bulk_modulus_gpa"])
+        result["mixing_energy_per_atom"] = result["energy_per_atom"] - (
+            (1 - x) * ends[0.0]["energy_per_atom"] + x * ends[1.0]["energy_per_atom"])
+        result["cpu_seconds"] = direct.cost()["cpu_seconds"] - before
+        points[name] = result
+    gpaw_name = next(name for name, column in per_model.items() if "GPAW" in name)
+    ids = {r["id"] for r in per_model[gpaw_name]["structures"]}
+    hulls = {}
+    for name, column in per_model.items():
+        rows = [(f"{r['formula']} {r['space_group']}", r["concentration"], r["mixing_energy_per_atom"])
+                for r in column["structures"] if r["id"] in ids and r["mixing_energy_per_atom"] is not None]
+        if name == gpaw_name:
+            rows += [(key, 0.75, value["mixing_energy_per_atom"]) for key, value in points.items()]
+        else:  # the models' own L1₂ / D0₂₂, from their run of the same protocol up to 4-atom cells
+            four = work / f"column_Ni-Al_{name.split()[-1].strip('()')}_pressure_4.json"
+            if four.exists():
+                rows += [(f"{r['formula']} {r['space_group']}", 0.75, r["mixing_energy_per_atom"])
+                         for r in json.loads(four.read_text())["structures"]
+                         if f"{r['formula']} {r['space_group']}" in points]
+        x = np.array([row[1] for row in rows])
+        energies = np.array([row[2] for row in rows])
+        hull = ConvexHull(x, energies)
+        above = (energies - hull.get_energy_at_convex_hull(x)) * 1000
+        hulls[name] = {"vertices": [rows[k][0] for k in hull.structures],
+                       "structures": {row[0]: {"mixing_energy_mev_per_atom": row[2] * 1000,
+                                               "above_hull_mev_per_atom": float(d)} for row, d in zip(rows, above)}}
+    return {"ends": ends, "points": points, "hulls": hulls,
+            "d022_minus_l12_mev_per_atom": (points["AlNi3 I4/mmm"]["mixing_energy_per_atom"]
+                                            - points["AlNi3 Pm-3m"]["mixing_energy_per_atom"]) * 1000}
+
+
 def protocol_check(primitive, species, max_cell_size: int, pressure_records: list[dict]) -> dict:
     """How far the one-point pressure correction is from the 5-point E(V) minimum, measured with zero-shot CHGNet (the
     error the ``pressure`` protocol adds to every column, GPAW's included): per structure, meV/atom and %."""
@@ -221,6 +283,8 @@ def main() -> None:
                     f"{summary['relax_seconds']:.0f} s, MC {transition['seconds']:.0f} s")
             print(line, flush=True)
         results["systems"][system] = per_model
+        if system == "Ni-Al" and args.reference == "gpaw" and not args.reference_only:
+            results["gpaw_ni3al_orderings"] = gpaw_ni3al_orderings(work, per_model)
         if args.protocol == "pressure" and not args.reference_only:
             results.setdefault("protocol_check", {})[system] = protocol_check(
                 primitive, setup["species"], max_cell_size, per_model["CHGNet 0.3.0 zero-shot"]["structures"])
