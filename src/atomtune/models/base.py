@@ -28,6 +28,7 @@ scale without touching its weights.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -222,6 +223,22 @@ class Potential(torch.nn.Module, ABC):
                 volumes = torch.linalg.det(cells).abs()
                 output["stress"] = gradients[-1] / volumes[:, None, None]
         return output
+
+    @contextlib.contextmanager
+    def weights_without_gradients(self):
+        """Within: in eval mode (inference: :meth:`predict`, the ASE calculator), the weights stop requiring gradients
+        and get them back after, so that autograd records only what forces and stress (derivatives with respect to
+        positions and strain) need, as the families' own calculators run (fairchem's ``MLIPPredictUnit`` turns them off
+        for good). Weight gradients cost a UMA-S-size model ~4 % and a MatterSim-1M-size one ~7 % of its CPU time on
+        40-atom cells (benchmarks/bench_envs_*.py). In train mode it does nothing: fine-tuning needs them."""
+        trainable = [] if self.training else [parameter for parameter in self.parameters() if parameter.requires_grad]
+        for parameter in trainable:
+            parameter.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for parameter in trainable:
+                parameter.requires_grad_(True)
 
     def atom_energies_result(
         self, energies: torch.Tensor, positions: torch.Tensor, weights: torch.Tensor | None, forces: bool

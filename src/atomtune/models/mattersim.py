@@ -165,7 +165,8 @@ class MattersimPotential(Potential):
             inputs["atom_pos"] = torch.einsum("bi,bij->bj", positions, deformation[inputs["batch"]])
         else:
             inputs["atom_pos"] = positions
-        energy = self.model(inputs)
+        with self.weights_without_gradients():  # inference: derivatives with respect to positions and strain only
+            energy = self.model(inputs)
         # (1/V) ∂E/∂ε in eV/Å³ (mattersim's own forward divides this by ase.units.GPa to report GPa)
         return self.energy_derivatives(energy, positions, strain, cell, forces, stress)
 

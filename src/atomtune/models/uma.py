@@ -208,7 +208,8 @@ class UmaPotential(Potential):
         saved = (regress.forces, regress.stress)
         regress.forces, regress.stress = bool(forces or stress), bool(stress)
         try:
-            output = self.model(data)
+            with self.weights_without_gradients():  # as fairchem's MLIPPredictUnit in inference
+                output = self.model(data)
         finally:
             regress.forces, regress.stress = saved
         result = {"energy": self._denormalised(output, "energy", data).reshape(-1)}
