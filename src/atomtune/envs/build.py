@@ -227,8 +227,8 @@ def link_from_main(python: Path, arguments: list[str], site_packages: Path, log,
                 distribution = metadata.distribution(name)
             except metadata.PackageNotFoundError:
                 continue
-            direct = distribution.read_text("direct_url.json") or "{}"
-            if distribution.version != version or '"editable": true' in direct or not distribution.files:
+            editable = json.loads(distribution.read_text("direct_url.json") or "{}").get("dir_info", {}).get("editable")
+            if distribution.version != version or editable or not distribution.files:
                 continue
             source_root = Path(distribution.locate_file("")).resolve()
             # the .dist-info last, so that pip never sees a package installed whose files are not all there
