@@ -41,12 +41,16 @@ def md_pair_seconds(local_calculator, worker_calculator, steps: int, chunk: int 
         dynamics = VelocityVerlet(atoms, 2 * units.fs)
         started = time.perf_counter()
         dynamics.run(1)  # the worker starts here (imports, model load): reported apart
-        runs[name] = {"dynamics": dynamics, "atoms": atoms, "first": time.perf_counter() - started, "seconds": 0.0}
+        runs[name] = {"dynamics": dynamics, "atoms": atoms, "first": time.perf_counter() - started, "seconds": 0.0,
+                      "cpu": 0.0, "worker_cpu": 0.0}
+    worker_process = worker_calculator._process.pid
     for _ in range(steps // chunk):
         for run in runs.values():
-            started = time.perf_counter()
+            started, cpu, worker_cpu = time.perf_counter(), time.process_time(), process_cpu_seconds(worker_process)
             run["dynamics"].run(chunk)
             run["seconds"] += time.perf_counter() - started
+            run["cpu"] += time.process_time() - cpu
+            run["worker_cpu"] += process_cpu_seconds(worker_process) - worker_cpu
     done = (steps // chunk) * chunk
     local_atoms, worker_atoms = runs["in_process"]["atoms"], runs["worker"]["atoms"]
     energy_difference = abs(local_atoms.get_potential_energy() - worker_atoms.get_potential_energy())
@@ -54,10 +58,20 @@ def md_pair_seconds(local_calculator, worker_calculator, steps: int, chunk: int 
         "steps": done,
         "seconds_per_step_in_process": runs["in_process"]["seconds"] / done,
         "seconds_per_step_worker": runs["worker"]["seconds"] / done,
+        # CPU seconds per step (load-insensitive): this process's, and the worker's (idle while in-process steps run)
+        "cpu_seconds_per_step_in_process": runs["in_process"]["cpu"] / done,
+        "cpu_seconds_per_step_worker_main_process": runs["worker"]["cpu"] / done,
+        "cpu_seconds_per_step_worker_process": runs["worker"]["worker_cpu"] / done,
         "first_step_seconds_in_process": runs["in_process"]["first"],
         "first_step_seconds_worker": runs["worker"]["first"],
         "final_energy_difference_ev": energy_difference,
     }
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -87,6 +101,9 @@ def main() -> None:
         "threads": arguments.threads,
         **timing,
         "overhead_fraction": timing["seconds_per_step_worker"] / timing["seconds_per_step_in_process"] - 1.0,
+        "cpu_overhead_fraction": (timing["cpu_seconds_per_step_worker_main_process"]
+                                  + timing["cpu_seconds_per_step_worker_process"])
+        / timing["cpu_seconds_per_step_in_process"] - 1.0,
         "environments": environments,
         "machine": f"{platform.node()} {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (shared)",
     }

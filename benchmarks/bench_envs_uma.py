@@ -71,6 +71,9 @@ def main() -> None:
     result = {
         "checkpoint": arguments.checkpoint,
         **timing.summary(),
+        # process CPU time: far less sensitive to a shared machine's load than wall time
+        "cpu_seconds": timing.cpu_seconds,
+        "cpu_speedup": timing.speedup(cpu=True),
         "threads": arguments.threads,
         "calculator_settings": arguments.calculator_settings,
         "default_batch_size": potential.cpu_batch_size,

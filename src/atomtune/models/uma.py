@@ -86,8 +86,8 @@ class UmaPotential(Potential):
     backbone = "uma"
     # bench_envs_uma.py (1 thread, loaded 2-core machine, docs/performance.md): batching pays on the tiny test model
     # (batch 4: 2.2x fairchem's calculator loop at equal settings on 5-atom cells) but not at UMA-S's size on 40-atom
-    # cells (batch 1: 0.8x, batch 4: 0.6x; the mixture of experts merges its weights and runs once per structure in a
-    # batch, and the larger edge tensors cost more per edge on CPU), so one structure per call
+    # cells (batch 1: 0.96x in CPU time, batch 4: 0.6x in wall time; the mixture of experts merges its weights and runs
+    # once per structure in a batch, and the larger edge tensors cost more per edge on CPU), so one structure per call
     cpu_batch_size = 1
     gpu_batch_size = 32
 
