@@ -192,31 +192,64 @@ def recompute_wanted(potential, n_edges: int) -> bool:
     return _recompute_by_estimate(potential, float(n_edges))
 
 
-def over_row_slices(function, tensors, n_rows: int, rows_per_slice: int, combine: str, recompute: bool):
+def over_row_slices(
+    function, tensors, n_rows: int, rows_per_slice: int, combine: str, recompute: bool, release_memory: bool = False
+):
     """``function(rows, *tensors)`` over the rows of an edge- or angle-level computation: without ``recompute`` one
     call on all rows (``slice(None)``); with, one call per slice of ``rows_per_slice`` rows, each under
     ``torch.utils.checkpoint`` (activations recomputed in the backward pass, so one slice's exist at a time), the
     results summed (``combine`` "sum": a scatter onto nodes) or concatenated ("cat": one output row per row).
 
     Large tensors derived inside the enclosing block go in ``tensors`` rather than the closure: a checkpoint around the
-    block then frees and recomputes them (a closure would keep them alive until the backward pass)."""
+    block then frees and recomputes them (a closure would keep them alive until the backward pass). ``release_memory``:
+    hand the heap's free pages back to the operating system before each slice (:func:`_return_freed_memory`)."""
     if not recompute:
         return function(slice(None), *tensors)
     from torch.utils.checkpoint import checkpoint
 
-    parts = [
-        checkpoint(
-            function, slice(start, min(start + rows_per_slice, n_rows)), *tensors, use_reentrant=False,
+    def trimmed(rows: slice, *tensors):
+        if release_memory:
+            _return_freed_memory()
+        return function(rows, *tensors)
+
+    total, parts = None, []
+    for start in range(0, max(n_rows, 1), rows_per_slice):
+        part = checkpoint(
+            trimmed, slice(start, min(start + rows_per_slice, n_rows)), *tensors, use_reentrant=False,
             early_stop=False,
         )
-        for start in range(0, max(n_rows, 1), rows_per_slice)
-    ]
-    if combine == "cat":
-        return torch.cat(parts)
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
-    return total
+        if combine == "cat":
+            parts.append(part)
+        else:  # summed as they come: a list of per-slice sums (one node-sized tensor each) would hold them all
+            total = part if total is None else total + part
+    return torch.cat(parts) if combine == "cat" else total
+
+
+_malloc_trim = None
+
+
+def _return_freed_memory() -> None:
+    """Hand the C heap's free pages back to the operating system (glibc ``malloc_trim``; nothing elsewhere).
+
+    glibc serves allocations below its adaptive mmap threshold (up to 32 MB: a slice's activations) from the heap, and
+    pages freed between longer-lived tensors stay resident: without this, the resident memory of a recomputing pass
+    grew to 3× its live memory at ~10³ atoms and without bound at 10⁴ (CHGNet, 10,976 atoms: past 13 GiB and rising
+    before it was stopped; benchmarks/bench_scale.py --recompute). Called before each slice (forward and recomputation);
+    the pages it returns are faulted in again by the next slice, which is what it costs in time (CHGNet at 864 atoms:
+    2.4× the time of keeping the activations instead of ~1.2×). SevenNet-0's slices did not need it (5.4 GiB resident
+    at 10,976 atoms without), so only CHGNet asks for it.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
 
 
 def run_block(function, *inputs, recompute: bool):
