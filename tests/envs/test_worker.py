@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,6 +112,9 @@ def test_socket_calculator_matches_in_process_md(tiny_mace_model_file):
         other = bulk("Al", "fcc", a=4.05)
         other.calc = calculator
         assert np.isfinite(other.get_potential_energy())
+        scratch = calculator.log_path.parent
+        assert scratch.is_dir()
+    assert not scratch.exists()  # the worker's scratch folder (structure file, log) goes with the calculator
     for mine, theirs in zip(local, remote):
         np.testing.assert_allclose(theirs, mine, rtol=0, atol=1e-10)
 
@@ -129,5 +133,7 @@ def test_socket_worker_errors_and_death_are_reported(tiny_mace_model_file):
         nickel.get_potential_energy()
         os.kill(calculator._process.pid, signal.SIGKILL)
         nickel.positions[0, 0] += 0.01
-        with pytest.raises(WorkerDiedError, match="SIGKILL"):
+        with pytest.raises(WorkerDiedError, match="SIGKILL") as death:
             nickel.get_potential_energy()
+    log = Path(str(death.value).split("Log: ")[1].split(". Last lines")[0])
+    assert log.is_file()  # the log the message names outlives the calculator's scratch folder

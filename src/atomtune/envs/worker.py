@@ -23,6 +23,7 @@ import argparse
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -319,8 +320,9 @@ class WorkerCalculator(SocketIOCalculator):
         self.dtype = dtype
         self.threads = threads
         self.python = worker_python(family)  # fails here, before any socket, if the environment is not built
-        self._scratch = Path(tempfile.mkdtemp(prefix="atomtune-socket-"))
-        self.log_path = self._scratch / "worker.log"
+        # made when a worker starts, removed by close() (a model only asked for predict units never makes one)
+        self._scratch: Path | None = None
+        self.log_path: Path | None = None
         self._log_handle = None
         self._system: tuple | None = None
         #: every worker death seen by this calculator: a task that records per-structure errors and goes on still
@@ -329,6 +331,9 @@ class WorkerCalculator(SocketIOCalculator):
         super().__init__(unixsocket=f"atomtune-{uuid.uuid4().hex[:12]}", timeout=timeout, launch_client=self._launch)
 
     def _launch(self, atoms, properties=None, port=None, unixsocket=None):
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="atomtune-socket-"))
+            self.log_path = self._scratch / "worker.log"
         structure_file = self._scratch / "structure.json"
         _write_json(structure_file, encode_structures([atoms]))
         self._error_file = self._scratch / "error.json"
@@ -397,9 +402,10 @@ class WorkerCalculator(SocketIOCalculator):
         if error_file is not None and error_file.exists():
             raise_worker_error(json.loads(error_file.read_text()), f"socket worker for {self.model}")
         exit_state = _describe_exit(process.returncode if process is not None else None)
+        kept = _keep_log(self.log_path) if self.log_path is not None else None  # close() removes the scratch folder
         message = (
             f"the {self.family or 'main'} worker for {self.model} died ({exit_state}; {type(error).__name__}: "
-            f"{error}). Log: {self.log_path}. Last lines:\n  {_log_tail(self.log_path)}"
+            f"{error}). Log: {kept}. Last lines:\n  {_log_tail(kept) if kept else ''}"
         )
         self.worker_failures.append(message)
         raise WorkerDiedError(message) from None
@@ -428,6 +434,9 @@ class WorkerCalculator(SocketIOCalculator):
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
 
 class WorkerModel(WorkerCalculator):
