@@ -2,8 +2,8 @@
 
 The grain-boundary task with ``twin_cell="compact"`` builds the twin on the one-atom-per-(111)-layer cell (12 atoms at
 ``expand_times`` 2, 18 at 3, 24 at 4) with the same cell stacked ABCABC… as its bulk reference, so a plane-wave DFT
-reference shares one k-mesh between the two and the small difference (γ ≈ 40–100 mJ/m² is 5–15 meV per 12-atom cell) is
-not swamped by k-point error. Every calculator goes through the same ``grain_boundary.run`` call:
+reference shares one k-mesh between the two and the small difference (γ = 40 mJ/m² is 27 meV per cell: two
+boundaries of 5.4 Å²) is not swamped by a mesh mismatch. Every calculator goes through the same ``grain_boundary.run`` call:
 
 - GPAW at the shipped Ni dataset's settings (``src/atomtune/resources/ni_alloy/provenance.json``: PW 450 eV, PBE,
   k-density 2.5 Å⁻¹ Γ-centred, Fermi–Dirac 0.1 eV, spin-polarised, force-consistent free energy), one thread. Each GPAW

@@ -22,8 +22,9 @@ The coherent Σ3 (111) twin of an fcc crystal has a much smaller exact cell than
 (111) layer): the hexagonal 1 × 1 (111) cell with one atom per layer, stacked ABCABC|BACBAC (``twin_cell="compact"``,
 6 × ``expand_times`` atoms: 12 at 2 periods instead of 48). Its bulk reference is the same cell stacked ABCABC… and
 computed with the same calculator, so a plane-wave DFT reference uses one k-mesh for both and its k-point and basis
-errors cancel in E_twin − E_fcc (a twin energy of 40 mJ/m² is 5 meV per 12-atom cell: a 1 meV/atom k-mesh mismatch
-between the bicrystal and a primitive-cell bulk would be larger than the answer). That makes a DFT twin energy affordable.
+errors cancel in E_twin − E_fcc (a twin energy of 40 mJ/m² is 27 meV per cell, two boundaries of 5.4 Å² in Ni: a
+1 meV/atom k-mesh mismatch between a 12-atom bicrystal and a primitive-cell bulk would be 12 meV of it). That makes a
+DFT twin energy affordable; the k-mesh must still be converged for γ itself (docs/lammps.md, section 4).
 """
 
 from __future__ import annotations
