@@ -329,8 +329,9 @@ class AutoSearch:
     def _finish(self, result, winner: str, budget: float, started: float, state: dict, out: Path, log):
         """The search's summary: a row for the returned model in the search log, the plot, ``metrics.json``'s
         ``search`` entry, and a note when the model is the E0-aligned zero-shot (nothing beat it on validation)."""
-        metrics = result.metrics
-        zero_shot_kept = metrics.get("saved_epoch") == 0 and state.get("decision", {}).get("kept") != "slice"
+        metrics, decision = result.metrics, state.get("decision", {})
+        # an adopted slice starts from the previous rung's model: its saved epoch 0 is not the zero-shot model
+        zero_shot_kept = metrics.get("saved_epoch") == 0 and decision.get("kept") != "slice"
         if zero_shot_kept:
             log("auto: no epoch of the winner beat the E0-aligned zero-shot on the validation score; the model is the "
                 "foundation model with the per-element energies refitted on the training set")
@@ -339,7 +340,8 @@ class AutoSearch:
             "candidate": winner, "rung": "final", "finished": True, "valid": metrics["final"]["valid"],
             "score": state.get("final_score"), "learning_rate": (getattr(result, "record", None) or {}).get(
                 "settings", {}).get("learning_rate"),
-            "seconds": sum(h.get("seconds", 0.0) for h in history), "epochs": metrics.get("epochs_run"),
+            "seconds": sum(h.get("seconds", 0.0) for h in history),
+            "epochs": decision["slice_epochs"] if decision.get("kept") == "slice" else metrics.get("epochs_run"),
             "curve": [[h.get("seconds", 0.0), h["valid_score"]] for h in history
                       if h.get("epoch", 0) > 0 and "valid_score" in h],
         }
