@@ -23,9 +23,12 @@ from atomtune.exceptions import AtomtuneError
 #: features, 11 kB/edge) and is scaled linearly by a model's first-interaction edge width (MACE-MP-0 medium: 128
 #: channels up to l = 3, ~14x wider): a rough, unmeasured extrapolation for the foundation models.
 BYTES_PER_EDGE = {"chgnet": 56_000.0, "sevennet": 153_000.0, "mace": 11_000.0}
-#: The same with each interaction layer's activations recomputed in the backward pass instead of kept
+#: The same with each convolution's activations recomputed in the backward pass instead of kept
 #: (``recompute_activations``, :func:`atomtune.models.chunking.recompute_wanted`), CPU, float32, measured by
-#: ``benchmarks/bench_scale.py --recompute`` (benchmarks/results/scale_recompute_*.json).
+#: ``benchmarks/bench_scale.py --recompute`` (benchmarks/results/scale_recompute_*.json). The peak is a fixed part (one
+#: slice's activations, ~0.5 GiB) plus a part per edge (SevenNet-0: 10.3 kB; 826 MiB at 864 Cu atoms, 4.99 GiB at
+#: 10,976); one constant per backbone that covers cells from where recomputation starts on an ~11 GiB budget (~1,800
+#: atoms SevenNet-0, ~2,900 CHGNet), so it overestimates 10⁴ atoms by up to ~50 %.
 BYTES_PER_EDGE_RECOMPUTED = {"chgnet": 10_000.0, "sevennet": 17_000.0}
 #: Edge feature width (``interactions[0].target_irreps.dim``) of the MACE model BYTES_PER_EDGE["mace"] was measured on.
 MACE_REFERENCE_EDGE_WIDTH = 144

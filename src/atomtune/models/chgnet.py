@@ -85,9 +85,10 @@ class ChgnetPotential(Potential):
     #: One structure per forward pass on CPU: batches of 1, 2 and 4 ran equally fast with one thread, 8 and 16 slower
     #: (benchmarks/bench_predict_chgnet.py); one keeps memory flat for large cells.
     cpu_batch_size = 1
-    #: Recompute each interaction layer's activations in the backward pass instead of keeping them (inference only;
-    #: same numbers, about a quarter of the memory, ~1.3× the time): None decides per pass by the memory estimate
-    #: (:func:`atomtune.models.chunking.recompute_wanted`), True / False force it.
+    #: Recompute the convolutions' activations in the backward pass instead of keeping them (inference only; the same
+    #: numbers to float32 round-off; at 864 Cu atoms 1/5 of the memory at 2.4× the time, docs/performance.md "Scale"):
+    #: None decides per pass by the memory estimate (:func:`atomtune.models.chunking.recompute_wanted`), True / False
+    #: force it.
     recompute_activations: bool | None = None
 
     def __init__(self, model, checkpoint: str):

@@ -25,7 +25,7 @@ when the estimate fits the memory budget, in chunks when it does not, and refuse
 smallest chunk (the receptive field around one atom) would not fit. A backbone that can recompute its layers'
 activations in the backward pass instead of keeping them (CHGNet, SevenNet: ``recompute_activations``, below) does so
 whenever keeping them would exceed the budget, and the estimates use its smaller bytes per edge: such a cell is
-evaluated whole, exactly, at ~1.5× the time, before chunking is considered.
+evaluated whole, exactly (to float32 round-off), at 1.1–2.4× the time, before chunking is considered.
 
 The price of exactness is the halo: a chunk holds its owned atoms plus a shell R thick, so with R = 24 Å (CHGNet) or
 25 Å (SevenNet-0) a chunk of dense matter holds thousands of atoms however few it owns; chunking saves memory only when the

@@ -72,9 +72,10 @@ class SevennetPotential(Potential):
     # batch 3–4 no better (larger per-edge tensors fall out of cache); sevenn's own batched path was slower than 1-by-1.
     cpu_batch_size = 2
     gpu_batch_size = 32
-    #: Recompute each interaction layer's activations in the backward pass instead of keeping them (inference only;
-    #: same numbers, a fraction of the memory, ~1.3× the time): None decides per pass by the memory estimate
-    #: (:func:`atomtune.models.chunking.recompute_wanted`), True / False force it.
+    #: Recompute the convolutions' activations in the backward pass instead of keeping them (inference only; the same
+    #: numbers to float32 round-off; at 864 Cu atoms 1/6 of the memory at 1.1–1.4× the time, docs/performance.md
+    #: "Scale"): None decides per pass by the memory estimate (:func:`atomtune.models.chunking.recompute_wanted`),
+    #: True / False force it.
     recompute_activations: bool | None = None
 
     def __init__(self, checkpoint: str, model: torch.nn.Module, config: dict, fast_convolution: bool = True):
