@@ -146,3 +146,55 @@ def test_one_point_pressure_correction_agrees_with_the_volume_scan():
         assert record["energy_per_atom"] == pytest.approx(
             state["energy_at_start_per_atom"] + state["correction_mev_per_atom"] / 1000, abs=1e-12)
     assert max(-r["equation_of_state"]["correction_mev_per_atom"] for r in mixed) > 1.0
+
+
+class _PulayEMT(EMT):
+    """EMT whose stress carries a constant extra pressure (GPa), as a plane-wave code's does at a finite cutoff (Pulay
+    stress): the energy is EMT's, the stress is no longer its volume derivative."""
+
+    def __init__(self, pressure_gpa: float):
+        super().__init__()
+        self.pressure_gpa = pressure_gpa
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+        from ase.units import GPa
+
+        super().calculate(atoms, properties, system_changes)
+        if "stress" in self.results:
+            stress = np.array(self.results["stress"], dtype=float)
+            stress[:3] -= self.pressure_gpa * GPa  # ASE: compression is negative stress
+            self.results["stress"] = stress
+
+
+def test_pressure_protocol_subtracts_the_end_members_stress_offset():
+    """A constant stress offset (5 GPa, GPAW's size at 450 eV) is measured at the end members' E(V) minima, recorded, and
+    taken out: the mixing energies are EMT's own. Without the subtraction the offset would be read as a volume
+    mismatch and lower every energy by up to ~(P + 5 GPa)²V/2B. EMT's own stress is its energy's derivative: its
+    offsets are ~0 (the E(V) fit's error)."""
+    common = {"species": ["Cu", "Pd"], "max_cell_size": 3, "cv_splits": 3, "cutoff_candidates": [[4.0]],
+              "relax": "pressure"}
+    plain = ce.run([_cu_pd()], EMT(), ce.Settings(**common), progress=False)
+    shifted = ce.run([_cu_pd()], _PulayEMT(5.0), ce.Settings(**common), progress=False)
+    (plain_summary,), (shifted_summary,) = ce.expansion_records(plain), ce.expansion_records(shifted)
+    assert set(plain_summary["pressure_offsets_gpa"]) == {"Cu", "Pd"}
+    for symbol, offset in plain_summary["pressure_offsets_gpa"].items():
+        assert abs(offset) < 0.05
+        assert shifted_summary["pressure_offsets_gpa"][symbol] == pytest.approx(offset + 5.0, abs=1e-9)
+    plain = {r["id"]: r for r in plain if r["kind"] == "structure"}
+    mixed = [r for r in shifted if r["kind"] == "structure" and 0 < r["concentration"] < 1]
+    assert mixed
+    naive = []
+    for record in mixed:
+        state = record["equation_of_state"]
+        assert state["pressure_gpa"] == pytest.approx(plain[record["id"]]["equation_of_state"]["pressure_gpa"] + 5.0,
+                                                      abs=1e-9)
+        assert record["mixing_energy_per_atom"] == pytest.approx(plain[record["id"]]["mixing_energy_per_atom"], abs=1e-9)
+        assert record["volume_per_atom"] == pytest.approx(plain[record["id"]]["volume_per_atom"], rel=1e-9)
+        # what ignoring the offset would give: the same single point corrected with the raw pressure
+        from ase.units import GPa
+
+        volume = state["volume_at_start_per_atom"]
+        naive.append(state["energy_at_start_per_atom"]
+                     - (state["pressure_gpa"] * GPa) ** 2 * volume / (2 * state["bulk_modulus_gpa"] * GPa))
+    differences = [abs(e - r["energy_per_atom"]) for e, r in zip(naive, mixed)]
+    assert max(differences) > 2e-3  # eV/atom: the bias the subtraction removes

@@ -82,7 +82,11 @@ class Settings:
     point with stress at its Vegard volume V, and its zero-pressure energy and volume are taken to second order,
     E₀ = E − P²V / 2B and V₀ = V (1 + P/B), with P its pressure and B the end members' bulk moduli interpolated
     linearly in x (the one-point volume relaxation a DFT reference can afford; anharmonicity and the bulk modulus'
-    change with composition are left out).
+    change with composition are left out). P is the single point's pressure less the end members' pressures at their
+    own E(V) minima interpolated linearly in x (one more single point with stress per end member): the Pulay-stress
+    correction of a calculator whose stress is not the derivative of its energy (a plane-wave code at a finite cutoff
+    — GPAW at 450 eV reads −1 to −5 GPa at its own minima); ~0 for a model whose stress is the derivative of its
+    energy (EMT, an MLIP's autograd stress), to the E(V) fit's error.
 
     ``cache_dir``: a folder for the single points (``relax`` False, ``"volume"`` or ``"pressure"``): one JSON file per
     structure and calculator, written atomically, so a killed run loses only the structure in flight."""
@@ -151,7 +155,9 @@ class ExpansionRecord:
     ``ecis``: per orbit its order, radius (Å), multiplicity, parameter and ECI (parameter / multiplicity), eV/atom. ``candidates``: CV RMSE of every cutoff set tried. ``ground_states`` / ``reference_ground_states``:
     the vertices of the expansion's / the calculator's hull (id, formula, space group, x, mixing energy);
     ``hull_matches_reference``: both hulls have their vertices at the same concentrations;
-    ``hull_energy_rmse_mev_per_atom``: RMS difference of the two hulls over the enumerated concentrations."""
+    ``hull_energy_rmse_mev_per_atom``: RMS difference of the two hulls over the enumerated concentrations.
+    ``pressure_offsets_gpa``: with ``relax: "pressure"``, each end member's pressure at its own E(V) minimum (the
+    Pulay-stress offset subtracted from every structure's pressure, interpolated in x); None otherwise."""
 
     id: str
     kind: str
@@ -178,6 +184,7 @@ class ExpansionRecord:
     fit_seconds: float
     ecis: list
     expansion: dict
+    pressure_offsets_gpa: dict | None = None
 
 
 def run(structures: Sequence[Atoms], calculator, settings: Settings | None = None, progress: bool = True) -> list[dict]:
@@ -389,8 +396,17 @@ def _expand(preparation: _Preparation, calculator, settings: Settings, progress:
         fit_seconds=fit_seconds,
         ecis=fit["ecis"],
         expansion=expansion_to_dict(expansion, primitive, per_site, name),
+        pressure_offsets_gpa=_pressure_offsets(decorations, ends, mixing),
     )
     return records + [json_ready(asdict(summary))]
+
+
+def _pressure_offsets(decorations, ends: list[int], mixing: list[str]) -> dict | None:
+    """End member → its pressure (GPa) at its E(V) minimum, the offset ``relax: "pressure"`` subtracts; None otherwise."""
+    states = [decorations[i].info.get("equation_of_state") or {} for i in ends]
+    if not all("pressure_at_minimum_gpa" in state for state in states):
+        return None
+    return {symbol: state["pressure_at_minimum_gpa"] for symbol, state in zip(mixing, states)}
 
 
 def _concentration(atoms: Atoms, mixing: list[str], per_site: list[list[str]]) -> float:
@@ -421,6 +437,7 @@ def _energies(decorations, concentrations, calculator, settings: Settings, progr
     ends = [i for i, x in enumerate(concentrations) if x in (0.0, 1.0)]
     single_points = None if settings.relax is True else SinglePoints(calculator, settings.cache_dir)
     moduli: dict[float, float] = {}  # end members' bulk moduli (GPa) from their E(V) scans, for relax "pressure"
+    offsets: dict[float, float] = {}  # end members' pressures (GPa) at their E(V) minima, for relax "pressure"
 
     def compute(indices: list[int], volumes: dict[float, float] | None) -> None:
         batch = []
@@ -466,12 +483,17 @@ def _energies(decorations, concentrations, calculator, settings: Settings, progr
                                        settings.eos_type, settings.eos_max_rescans)
                     energies[i] = scan.pop("energy_per_atom")
                     decorations[i].info["volume_per_atom"] = scan.pop("volume_per_atom")
+                    if settings.relax == "pressure":
+                        scan["pressure_at_minimum_gpa"] = pressure_at_volume(
+                            atoms, single_points, decorations[i].info["volume_per_atom"])
+                        offsets[concentrations[i]] = scan["pressure_at_minimum_gpa"]
                     decorations[i].info["equation_of_state"] = scan
                     moduli[concentrations[i]] = scan["bulk_modulus_gpa"]
                 elif settings.relax == "pressure":
                     x = concentrations[i]
                     bulk_modulus_gpa = (1 - x) * moduli[0.0] + x * moduli[1.0]
-                    corrected = pressure_corrected(atoms, single_points, bulk_modulus_gpa)
+                    corrected = pressure_corrected(atoms, single_points, bulk_modulus_gpa,
+                                                   (1 - x) * offsets[0.0] + x * offsets[1.0])
                     energies[i] = corrected.pop("energy_per_atom")
                     decorations[i].info["volume_per_atom"] = corrected.pop("volume_per_atom")
                     decorations[i].info["equation_of_state"] = corrected
@@ -554,23 +576,40 @@ def volume_scan(atoms: Atoms, energy, points: int = 5, volume_range: float = 0.1
     )
 
 
-def pressure_corrected(atoms: Atoms, single_points: SinglePoints, bulk_modulus_gpa: float) -> dict:
+def pressure_at_volume(atoms: Atoms, single_points: SinglePoints, volume_per_atom: float) -> float:
+    """Pressure (GPa, compression > 0) of ``atoms`` scaled isotropically to ``volume_per_atom`` (Å³), one single point
+    with stress; at an end member's E(V) minimum this is the offset of the calculator's stress from −dE/dV."""
+    from ase.units import GPa
+
+    scaled = atoms.copy()
+    scaled.set_cell(atoms.cell[:] * (volume_per_atom * len(atoms) / atoms.get_volume()) ** (1 / 3), scale_atoms=True)
+    result = single_points.compute(scaled, stress=True)
+    return -float(np.mean(np.asarray(result["stress"], dtype=float)[:3])) / GPa  # ASE: tensile stress > 0
+
+
+def pressure_corrected(atoms: Atoms, single_points: SinglePoints, bulk_modulus_gpa: float,
+                       pressure_offset_gpa: float = 0.0) -> dict:
     """Zero-pressure energy and volume of ``atoms`` from one single point with stress, to second order in the volume
     change: with E(V) ≈ E − P (V′ − V) + B (V′ − V)² / 2V, the minimum is at V₀ = V (1 + P/B) with E₀ = E − P² V / 2B.
-    ``bulk_modulus_gpa``: B at this composition. Returns ``energy_per_atom`` (eV), ``volume_per_atom`` (Å³), the
-    single point's ``pressure_gpa`` and ``energy_at_start_per_atom``, and the correction in meV/atom."""
+    ``bulk_modulus_gpa``: B at this composition. ``pressure_offset_gpa``: the calculator's pressure where its E(V) has
+    its minimum (at this composition; the end members' interpolated), subtracted from the single point's before the
+    correction (Pulay stress). Returns ``energy_per_atom`` (eV), ``volume_per_atom`` (Å³), the single point's
+    ``pressure_gpa`` and ``energy_at_start_per_atom``, the ``pressure_offset_gpa`` used, and the correction in
+    meV/atom."""
     from ase.units import GPa
 
     n, volume = len(atoms), atoms.get_volume()
     result = single_points.compute(atoms, stress=True)
-    pressure = -float(np.mean(np.asarray(result["stress"], dtype=float)[:3]))  # eV/Å³; ASE: tensile stress > 0
+    measured = -float(np.mean(np.asarray(result["stress"], dtype=float)[:3]))  # eV/Å³; ASE: tensile stress > 0
+    pressure = measured - pressure_offset_gpa * GPa
     bulk_modulus = bulk_modulus_gpa * GPa
     if not bulk_modulus > 0:
         raise AtomtuneError(f"{atoms.get_chemical_formula()}: bulk modulus {bulk_modulus_gpa} GPa; the end members' "
                             f"E(V) scans gave no positive bulk modulus.")
     correction = -pressure**2 * volume / (2 * bulk_modulus)
     return {"energy_per_atom": (result["energy"] + correction) / n, "volume_per_atom": volume * (1 + pressure /
-            bulk_modulus) / n, "pressure_gpa": pressure / GPa, "bulk_modulus_gpa": bulk_modulus_gpa,
+            bulk_modulus) / n, "pressure_gpa": measured / GPa, "pressure_offset_gpa": pressure_offset_gpa,
+            "bulk_modulus_gpa": bulk_modulus_gpa,
             "energy_at_start_per_atom": result["energy"] / n, "volume_at_start_per_atom": volume / n,
             "correction_mev_per_atom": correction / n * 1000}
 
