@@ -14,6 +14,11 @@ refuses it when even one chunk cannot fit: each point records the chunk plan (gr
 refusal with its estimate, and the load average of the machine before and after. ``--budget-gib`` sets the budget (the
 default: a fraction of MemAvailable), e.g. to measure chunked evaluation of a cell that would fit whole.
 
+``--recompute off,on`` (comma-separated, run alternately for each model and size) forces
+``potential.recompute_activations`` off or on (CHGNet, SevenNet: activations recomputed in the backward pass instead of
+kept; "auto", the default, leaves it to the memory estimate); the points of a recomputing pass set
+``atomtune.lammps.memory.BYTES_PER_EDGE_RECOMPUTED``.
+
 ``--neighbours N`` times, on the ~N-atom cell, each backbone's own graph building (``featurize``) against the neighbour
 lists of vesin (if importable), matscipy and ASE at the backbone's cutoff, and checks that they find the same pairs.
 
@@ -21,6 +26,7 @@ lists of vesin (if importable), matscipy and ASE at the backbone's cutoff, and c
     python benchmarks/bench_scale.py --models sevennet-0 --sizes 100,1000 --repeats 1   # smoke test
     python benchmarks/bench_scale.py --models MACE.model --sizes 10000 --budget-gib 1 --out results/scale_chunked.json
     python benchmarks/bench_scale.py --neighbours 10000 --out benchmarks/results/scale_neighbours.json
+    python benchmarks/bench_scale.py --models chgnet-0.3.0 --sizes 1000 --recompute off,on,off,on --repeats 1
 """
 
 from __future__ import annotations

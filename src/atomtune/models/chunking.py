@@ -236,8 +236,8 @@ def _return_freed_memory() -> None:
     grew to 3× its live memory at ~10³ atoms and without bound at 10⁴ (CHGNet, 10,976 atoms: past 13 GiB and rising
     before it was stopped; benchmarks/bench_scale.py --recompute). Called before each slice (forward and recomputation);
     the pages it returns are faulted in again by the next slice, which is what it costs in time (CHGNet at 864 atoms:
-    2.4× the time of keeping the activations instead of ~1.2×). SevenNet-0's slices did not need it (5.4 GiB resident
-    at 10,976 atoms without), so only CHGNet asks for it.
+    2.4× the time of keeping the activations instead of ~1.0×). SevenNet-0's slices did not need it (4.9 GiB above the
+    loaded model at 10,976 atoms without), so only CHGNet asks for it.
     """
     global _malloc_trim
     if _malloc_trim is None:
@@ -373,7 +373,7 @@ def _too_large(potential, atoms: Atoms, whole: float, budget: float, why: str) -
     budget_text = _size(budget) if math.isfinite(budget) else "unlimited"
     edges = estimate_edges(potential, len(atoms), number_density(atoms))
     recompute = _recompute_by_estimate(potential, edges, budget)
-    how = " with each layer's activations recomputed in the backward pass" if recompute else ""
+    how = " with the convolutions' activations recomputed in the backward pass" if recompute else ""
     return CellTooLargeError(
         f"{len(atoms)} atoms (cell {lengths} Å) with {potential.name} need about {_size(whole)} for one "
         f"energy + forces + stress evaluation{how} (~{edges:,.0f} neighbour pairs within {potential.cutoff:g} Å × "
