@@ -13,7 +13,8 @@ the GPAW PBE energies that ship with atomtune.
    (``provenance.json``), as a column next to the models. GPAW's cell-and-ion relaxations are hours here, so
    ``--protocol`` sets what every column does (models and GPAW alike): ``relax`` (cell and ions; the models only),
    ``volume`` (5-point E(V) scan of each structure) or ``pressure`` (end members scanned, every other structure one
-   single point with stress at its Vegard volume, corrected to zero pressure to second order). GPAW single points are
+   single point with stress at its Vegard volume, less the end members' pressure at their own E(V) minima, corrected to
+   zero pressure to second order). GPAW single points are
    cached one file each in ``--work``/gpaw-single-points, so a killed run resumes; ``--reference-only`` computes just
    them (run it in the background, then the full benchmark reads them back).
 
@@ -31,7 +32,7 @@ import json
 import os
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,8 @@ def gpaw_ni3al_orderings(work: Path, per_model: dict) -> dict:
     model's L1₂ / D0₂₂ come from its run of the same protocol up to 4-atom cells in ``work``, when there is one.
 
     For when the GPAW column stops short of 4-atom cells: these two 4-atom cells are computed directly (cached in
-    ``--work``/gpaw-direct, their k-mesh from their own cells)."""
+    ``--work``/gpaw-direct, their k-mesh from their own cells). Their pressures are taken less the end members' pressures
+    at their own E(V) minima (interpolated in x), as the task does."""
     from ase.build import bulk
     from icet.tools import ConvexHull
 
@@ -89,6 +91,8 @@ def gpaw_ni3al_orderings(work: Path, per_model: dict) -> dict:
         volume = cluster_expansion._element_volume_per_atom(atoms)
         atoms.set_cell(atoms.cell[:] * (volume / atoms.get_volume()) ** (1 / 3), scale_atoms=True)
         ends[x] = cluster_expansion.volume_scan(atoms, cached)
+        ends[x]["pressure_at_minimum_gpa"] = cluster_expansion.pressure_at_volume(
+            atoms, cached, ends[x]["volume_per_atom"])
     direct = cluster_expansion.SinglePoints(gpaw_calculator(primitive), work / "gpaw-direct")
     points = {}
     for atoms in cluster_expansion.enumerate_decorations(primitive, [["Al", "Ni"]], 4, 100):
@@ -100,7 +104,8 @@ def gpaw_ni3al_orderings(work: Path, per_model: dict) -> dict:
         atoms.set_cell(atoms.cell[:] * (volume * len(atoms) / atoms.get_volume()) ** (1 / 3), scale_atoms=True)
         before = direct.cost()["cpu_seconds"]
         result = cluster_expansion.pressure_corrected(
-            atoms, direct, (1 - x) * ends[0.0]["bulk_modulus_gpa"] + x * ends[1.0]["bulk_modulus_gpa"])
+            atoms, direct, (1 - x) * ends[0.0]["bulk_modulus_gpa"] + x * ends[1.0]["bulk_modulus_gpa"],
+            (1 - x) * ends[0.0]["pressure_at_minimum_gpa"] + x * ends[1.0]["pressure_at_minimum_gpa"])
         result["mixing_energy_per_atom"] = result["energy_per_atom"] - (
             (1 - x) * ends[0.0]["energy_per_atom"] + x * ends[1.0]["energy_per_atom"])
         result["cpu_seconds"] = direct.cost()["cpu_seconds"] - before
@@ -160,6 +165,36 @@ def protocol_check(primitive, species, max_cell_size: int, pressure_records: lis
             "seconds": time.perf_counter() - started}
 
 
+def stress_offsets(calculators: dict, elements=("Ni", "Al", "Cu"), step: float = 0.005) -> dict:
+    """Per calculator and end member: the pressure from its stress at the minimum of its 5-point E(V) scan (what the
+    ``pressure`` protocol subtracts, GPa) and −dE/dV there by central differences (± ``step`` in volume). Where the
+    stress is the energy's derivative the two agree, and what remains of the offset is the equation-of-state fit's
+    minimum missing the calculator's own; where they differ the stress has a genuine offset (Pulay stress)."""
+    from ase.build import bulk
+    from ase.units import GPa
+
+    from atomtune.tasks import cluster_expansion
+
+    rows = {}
+    for name, calculator in calculators.items():
+        single_points = cluster_expansion.SinglePoints(calculator)
+        for symbol in elements:
+            atoms = bulk(symbol, "fcc", a=3.52)  # as the task scans an end member: from the element's own ASE volume
+            volume = cluster_expansion._element_volume_per_atom(atoms)
+            atoms.set_cell(atoms.cell[:] * (volume / atoms.get_volume()) ** (1 / 3), scale_atoms=True)
+            scan = cluster_expansion.volume_scan(atoms, single_points)
+            v0 = scan["volume_per_atom"]
+            above, below = (atoms.copy(), atoms.copy())
+            for scaled, factor in ((above, 1 + step), (below, 1 - step)):
+                scaled.set_cell(atoms.cell[:] * (factor * v0 / atoms.get_volume()) ** (1 / 3), scale_atoms=True)
+            rows[f"{name}: {symbol}"] = {
+                "volume_per_atom": v0, "bulk_modulus_gpa": scan["bulk_modulus_gpa"],
+                "pressure_from_stress_gpa": cluster_expansion.pressure_at_volume(atoms, single_points, v0),
+                "minus_de_dv_gpa": -(single_points(above) - single_points(below)) / (2 * step * v0) / GPa}
+            print(f"{name} {symbol}: {rows[f'{name}: {symbol}']}", flush=True)
+    return rows
+
+
 def fine_tuned(work: Path, epochs: int, seed: int):
     from atomtune.data.dataset import Dataset
     from atomtune.finetune import Full, Trainer, TrainingSettings
@@ -194,6 +229,9 @@ def main() -> None:
     parser.add_argument("--reference", choices=["gpaw"], default=None, help="add a GPAW column (shipped settings)")
     parser.add_argument("--reference-only", action="store_true", help="compute only the GPAW single points")
     parser.add_argument("--systems", nargs="+", default=["Ni-Al", "Ni-Cu"])
+    parser.add_argument("--offsets-only", action="store_true",
+                        help="only the models' (and EMT's) stress offsets at their end members' E(V) minima, written to "
+                             "baselines_alloy_thermodynamics_pressure_offsets.json")
     parser.add_argument("--reuse", action="store_true",
                         help="read back a column's cluster-expansion and MC records from --work when an earlier run of "
                              "the same protocol left them (to add the GPAW column without recomputing the models)")
@@ -212,6 +250,20 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     started_all = time.perf_counter()
     models, finetune_seconds = {}, None
+    if args.offsets_only:
+        from ase.calculators.emt import EMT
+
+        tuned, _ = fine_tuned(work, args.epochs, args.seed)
+        offsets = stress_offsets({"EMT": EMT(), "CHGNet 0.3.0 zero-shot": load_potential("chgnet-0.3.0"),
+                                  "CHGNet 0.3.0 fine-tuned (full)": tuned})
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "baselines_alloy_thermodynamics_pressure_offsets.json").write_text(json.dumps({
+            "benchmark": "baselines_alloy_thermodynamics stress offsets",
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                        "load_average_at_end": os.getloadavg()},
+            "settings": vars(args), "offsets": offsets, "seconds": time.perf_counter() - started_all}, indent=1))
+        return
     if args.reference == "gpaw":
         models["GPAW (PBE, shipped settings)"] = "gpaw"
     if not args.reference_only:
@@ -240,9 +292,13 @@ def main() -> None:
             max_cell_size = cell_sizes.get(system, cell_sizes.get(None, 4))
             saved = work / f"column_{system}_{tag}_{args.protocol}_{max_cell_size}.json"
             if args.reuse and saved.exists() and not args.reference_only:
-                per_model[name] = json.loads(saved.read_text())
-                print(f"{system} {name}: read back from {saved}", flush=True)
-                continue
+                column = json.loads(saved.read_text())
+                if args.protocol != "pressure" or column["expansion"].get("pressure_offsets_gpa") is not None:
+                    per_model[name] = column
+                    print(f"{system} {name}: read back from {saved}", flush=True)
+                    continue
+                # written before the pressure protocol subtracted the end members' stress offsets: computed again
+                print(f"{system} {name}: {saved} has no pressure offsets; computed again", flush=True)
             calculator = gpaw_calculator(primitive) if is_gpaw else potential
             settings = cluster_expansion.Settings(species=setup["species"], max_cell_size=max_cell_size,
                                                   cutoff_candidates=[[5.0], [6.0], [6.0, 4.5], [7.0, 5.0]],
@@ -279,7 +335,8 @@ def main() -> None:
             line = (f"{system} {name}: CV {summary['cv_rmse_mev_per_atom']:.1f} meV/atom, {summary['n_fitted']} fitted / "
                     f"{summary['n_failed']} left out, ground states "
                     f"{[g['formula'] + ' ' + g['space_group'] for g in summary['ground_states']]}; MC C-peak "
-                    f"{transition['transition_temperature_k']} K ({transition['ordering']}), relax "
+                    f"{transition['transition_temperature_k']} K ({transition['ordering']}), pressure offsets "
+                    f"{summary.get('pressure_offsets_gpa')} GPa, relax "
                     f"{summary['relax_seconds']:.0f} s, MC {transition['seconds']:.0f} s")
             print(line, flush=True)
         results["systems"][system] = per_model
@@ -293,7 +350,7 @@ def main() -> None:
         return
     results.update({
         "benchmark": "baselines_alloy_thermodynamics",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
                     "note": "shared 2-core machine, other sessions running"},
         "settings": vars(args),
