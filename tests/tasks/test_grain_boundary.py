@@ -134,7 +134,7 @@ def test_compact_twin_stacking_and_translation_scan():
     first, second = neighbor_list("i", twin, 3.6 / np.sqrt(2) + 0.05), neighbor_list("i", twin, 3.6 - 0.05)
     assert np.all(np.bincount(first) == 12) and np.all(np.bincount(second) == 12)
     with pytest.raises(AtomtuneError, match="multiple of 3"):
-        gb.compact_twin("Cu", 3.6, 4)
+        gb.compact_twin("Cu", 3.6, 4)  # 8 layers: the ABC stack does not close
     # shifting the second grain off the twin position (bridge / on-top stacking) costs energy
     (scanned,) = gb.run(
         [bulk("Cu", "fcc", a=3.6)],

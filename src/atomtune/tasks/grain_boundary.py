@@ -280,16 +280,17 @@ def compact_twin(
 ) -> Atoms:
     """The coherent Σ3 (111) twin of fcc ``element`` on the hexagonal 1 × 1 (111) cell, one atom per layer, normal
     along z: ``layers_per_grain`` layers stacked ABC… and then their mirror image, ABCABC|BACBAC for 6 (two twin planes
-    per cell, ``layers_per_grain`` layers apart: the last layer of each grain); the second grain shifted by ``translation`` (fractions of the in-plane
-    cell vectors). ``twinned=False`` gives the same cell stacked ABCABC… (the bulk reference, same k-mesh); either way
-    2 × ``layers_per_grain`` must be a multiple of 3 for the fcc cell to be periodic. ``lattice_constant``: cubic a, Å."""
+    per cell, ``layers_per_grain`` layers apart: the last layer of each grain); the second grain shifted by
+    ``translation`` (fractions of the in-plane cell vectors). ``twinned=False`` gives the same cell stacked ABCABC…
+    (the bulk reference, same k-mesh). ``layers_per_grain``: a multiple of 3, so that the fcc reference is periodic in
+    the same cell. ``lattice_constant``: cubic a, Å."""
     from ase.build import fcc111
 
     layers = 2 * layers_per_grain
-    if layers_per_grain < 2 or layers % 3:
+    if layers_per_grain < 3 or layers_per_grain % 3:
         raise AtomtuneError(
-            f"compact twin of {element}: {layers_per_grain} layers per grain; give ≥ 2 with 2 × layers a multiple of 3 "
-            "(3, 6, 9, … : the cell of the fcc reference repeats every 3 layers)."
+            f"compact twin of {element}: {layers_per_grain} layers per grain; give a multiple of 3 (3, 6, 9, …): "
+            "the fcc reference in the same cell repeats every 3 layers."
         )
     atoms = fcc111(element, (1, 1, layers), a=lattice_constant, periodic=True)
     order = np.argsort(atoms.positions[:, 2], kind="stable")
@@ -317,8 +318,7 @@ def _compact_twin(
     layers_per_grain = 3 * settings.expand_times
     reference = compact_twin(element, lattice_constant, layers_per_grain, twinned=False)
     reference.calc = calculator
-    if settings.relax:
-        _relax_normal(reference, settings)
+    reference_converged = _relax_normal(reference, settings)[0] if settings.relax else True
     energy_per_atom = float(reference.get_potential_energy()) / len(reference)
 
     def build(translation) -> Atoms:
@@ -327,6 +327,12 @@ def _compact_twin(
     result = _one_boundary(build, boundary, calculator, energy_per_atom, settings)
     result["twin_cell"] = "compact"
     result["bulk_energy_per_atom"] = energy_per_atom  # of the same-cell fcc stack (eV), what γ is measured from
+    if not reference_converged:
+        result["converged"] = False
+        result["error"] = (
+            f"the relaxation of the fcc reference cell ({len(reference)} atoms) did not converge to fmax "
+            f"{settings.fmax} eV/Å in {settings.max_steps} steps"
+        )
     return result
 
 
