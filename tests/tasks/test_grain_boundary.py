@@ -127,7 +127,8 @@ def test_compact_twin_stacking_and_translation_scan():
     fcc = gb.compact_twin("Cu", 3.6, 6, twinned=False)
     sites = {tuple(np.round(p, 3)): letter for p, letter in zip(fcc.positions[:3, :2], "ABC")}
     stacking = "".join(sites[tuple(np.round(p, 3))] for p in twin.positions[:, :2])
-    assert stacking == "ABCABCBACBAC" and "".join(sites[tuple(np.round(p, 3))] for p in fcc.positions[:, :2]) == "ABC" * 4
+    assert stacking == "ABCABCBACBAC"
+    assert "".join(sites[tuple(np.round(p, 3))] for p in fcc.positions[:, :2]) == "ABC" * 4
     # a coherent twin keeps every atom's 12 nearest neighbours at a/√2: the stacking changes only beyond them
     from ase.neighborlist import neighbor_list
 
