@@ -140,3 +140,17 @@ def test_export_command_writes_the_model_and_a_snippet_for_the_given_types(tiny_
         ],
     )
     assert isinstance(bad.exception, AtomtuneError) and "Fe" in str(bad.exception)
+
+
+def test_md_command_says_when_activations_are_recomputed(cell_file, tmp_path, monkeypatch):
+    from atomtune.models.chgnet import ChgnetPotential
+
+    monkeypatch.setattr(ChgnetPotential, "recompute_activations", True)  # as for a cell over the memory budget
+    settings = {**SHORT, "steps": 4, "nve_steps": 0, "sample_interval": 2}
+    result = CliRunner().invoke(
+        app,
+        ["md", "--model", "chgnet-0.3.0", "--data", str(cell_file), "--settings", json.dumps(settings), "--out",
+         str(tmp_path / "md"), "--no-progress", "--threads", "1"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "activations recomputed in the backward pass" in " ".join(result.output.split())  # rich wraps lines

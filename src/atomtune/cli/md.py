@@ -70,8 +70,11 @@ def register(app: typer.Typer) -> None:
                 for index, atoms in enumerate(structures):
                     # a cell over the memory budget runs in exact chunks (atomtune.models.chunking); one whose smallest
                     # chunk would not fit either is refused here, with the estimate, before anything runs
-                    whole = chunking.estimate_bytes(potential, len(atoms), chunking.number_density(atoms))
+                    density = chunking.number_density(atoms)
+                    whole = chunking.estimate_bytes(potential, len(atoms), density)
                     text = f"~{whole / 2**30:.2f} GiB per force evaluation (estimate)"
+                    if chunking.recompute_for_inference(potential, chunking.estimate_edges(potential, len(atoms), density)):
+                        text += ", activations recomputed in the backward pass (same numbers, more time)"
                     if chunking.needs_chunking(potential, atoms):
                         try:
                             summary = chunking.plan(potential, atoms).summary()

@@ -154,7 +154,7 @@ def estimate_bytes(
     True / False: with / without recomputed activations."""
     edges = estimate_edges(potential, n_atoms, density)
     if recompute is None:
-        recompute = _recompute_by_estimate(potential, edges, budget)
+        recompute = recompute_for_inference(potential, edges, budget)
     return edges * bytes_per_edge(potential, recompute)
 
 
@@ -173,7 +173,10 @@ def can_recompute(potential) -> bool:
     return hasattr(potential, "recompute_activations") and potential.backbone in memory.BYTES_PER_EDGE_RECOMPUTED
 
 
-def _recompute_by_estimate(potential, edges: float, budget: float | None = None) -> bool:
+def recompute_for_inference(potential, edges: float, budget: float | None = None) -> bool:
+    """Whether an inference pass (``predict``, a calculator) of the backbone over ``edges`` directed edges recomputes
+    its blocks' activations: ``potential.recompute_activations`` when set, else when keeping them would exceed
+    ``budget`` (default: the memory budget); False for a backbone that cannot."""
     if not can_recompute(potential):
         return False
     if potential.recompute_activations is not None:
@@ -189,7 +192,7 @@ def recompute_wanted(potential, n_edges: int) -> bool:
     (None) when keeping them would exceed the memory budget. Never while training or without autograd."""
     if potential.training or not torch.is_grad_enabled():
         return False
-    return _recompute_by_estimate(potential, float(n_edges))
+    return recompute_for_inference(potential, float(n_edges))
 
 
 def over_row_slices(
@@ -372,7 +375,7 @@ def _too_large(potential, atoms: Atoms, whole: float, budget: float, why: str) -
     lengths = "×".join(f"{length:.1f}" for length in atoms.cell.lengths())
     budget_text = _size(budget) if math.isfinite(budget) else "unlimited"
     edges = estimate_edges(potential, len(atoms), number_density(atoms))
-    recompute = _recompute_by_estimate(potential, edges, budget)
+    recompute = recompute_for_inference(potential, edges, budget)
     how = " with the convolutions' activations recomputed in the backward pass" if recompute else ""
     return CellTooLargeError(
         f"{len(atoms)} atoms (cell {lengths} Å) with {potential.name} need about {_size(whole)} for one "
