@@ -56,3 +56,20 @@ def substituted_cu_cells(count: int, seed: int = 0):
         atoms.info["id"] = f"emt-{k}"
         cells.append(atoms)
     return cells
+
+
+def alloy_cell(repeat: int = 3):
+    """A rattled, strained fcc Cu/Ni/Al supercell of 4·repeat³ atoms (unlabelled; a non-cubic cell, so chunks and
+    slices run along skewed vectors): the large mixed cell of the chunking and recomputed-activation tests."""
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((repeat, repeat, repeat))
+    rng = np.random.default_rng(3)
+    symbols = np.array(atoms.get_chemical_symbols())
+    symbols[rng.random(len(atoms)) < 0.2] = "Ni"
+    symbols[rng.random(len(atoms)) < 0.1] = "Al"
+    atoms.set_chemical_symbols(symbols.tolist())
+    atoms.set_cell(atoms.cell[:] @ (np.eye(3) + [[0.02, 0.03, 0.0], [0.0, -0.01, 0.02], [0.01, 0.0, 0.015]]),
+                   scale_atoms=True)
+    atoms.rattle(0.05, seed=1)
+    return atoms

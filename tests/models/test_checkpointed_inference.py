@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 import torch.utils.checkpoint
-from ase import Atoms
 from ase.build import bulk
+from emt_data import alloy_cell
 
 from atomtune.models import chunking
 
@@ -19,20 +19,6 @@ from atomtune.models import chunking
 ENERGY_TOLERANCE = 1e-6  # eV/atom
 FORCE_TOLERANCE = 1e-5  # eV/Å
 STRESS_TOLERANCE = 1e-6  # eV/Å³
-
-
-def mixed_cell() -> Atoms:
-    """A rattled, strained fcc Cu/Ni/Al 3×3×3 supercell (108 atoms)."""
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 3))
-    rng = np.random.default_rng(7)
-    symbols = np.array(atoms.get_chemical_symbols())
-    symbols[rng.random(len(atoms)) < 0.25] = "Ni"
-    symbols[rng.random(len(atoms)) < 0.1] = "Al"
-    atoms.set_chemical_symbols(symbols.tolist())
-    atoms.set_cell(atoms.cell[:] @ (np.eye(3) + [[0.02, 0.01, 0.0], [0.0, -0.015, 0.01], [0.01, 0.0, 0.01]]),
-                   scale_atoms=True)
-    atoms.rattle(0.05, seed=2)
-    return atoms
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +81,7 @@ def assert_same(first: dict, second: dict, n_atoms: int) -> None:
 def test_recomputed_activations_give_the_same_numbers(name, request, monkeypatch, checkpoint_calls):
     potential = request.getfixturevalue(name)
     small_slices(monkeypatch, potential)
-    atoms = mixed_cell()
+    atoms = alloy_cell(3)
     kept = predict_with(potential, monkeypatch, atoms, False)
     assert checkpoint_calls == []  # not applied when not asked
     recomputed = predict_with(potential, monkeypatch, atoms, True)
@@ -112,7 +98,7 @@ def test_a_wrong_recomputation_would_be_caught(name, request, monkeypatch):
     """The comparison above can fail: dropping every slice but the first changes forces far beyond the tolerance."""
     potential = request.getfixturevalue(name)
     small_slices(monkeypatch, potential)
-    atoms = mixed_cell()
+    atoms = alloy_cell(3)
     kept = predict_with(potential, monkeypatch, atoms, False)
     original = chunking.over_row_slices
 
@@ -131,7 +117,7 @@ def test_predict_recomputes_when_the_estimate_exceeds_the_budget(name, request, 
     """recompute_activations None (the default): a budget between the estimates with and without recomputation makes
     predict evaluate the cell whole with recomputed activations, not in chunks; the same numbers."""
     potential = request.getfixturevalue(name)
-    atoms = mixed_cell()
+    atoms = alloy_cell(3)
     kept = predict_with(potential, monkeypatch, atoms, False)
     density = chunking.number_density(atoms)
     keeping = chunking.estimate_bytes(potential, len(atoms), density, recompute=False)

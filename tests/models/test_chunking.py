@@ -10,26 +10,13 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
+from emt_data import alloy_cell
 
 from atomtune.models import chunking
 
 ENERGY_TOLERANCE = 1e-8  # eV/atom
 FORCE_TOLERANCE = 1e-7  # eV/Å
 STRESS_TOLERANCE = 1e-9  # eV/Å³
-
-
-def alloy_cell(repeat: int = 3) -> Atoms:
-    """A rattled, strained fcc Cu/Ni/Al supercell of 4·repeat³ atoms (non-cubic cell: chunks along skewed vectors)."""
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((repeat, repeat, repeat))
-    rng = np.random.default_rng(3)
-    symbols = np.array(atoms.get_chemical_symbols())
-    symbols[rng.random(len(atoms)) < 0.2] = "Ni"
-    symbols[rng.random(len(atoms)) < 0.1] = "Al"
-    atoms.set_chemical_symbols(symbols.tolist())
-    atoms.set_cell(atoms.cell[:] @ (np.eye(3) + [[0.02, 0.03, 0.0], [0.0, -0.01, 0.02], [0.01, 0.0, 0.015]]),
-                   scale_atoms=True)
-    atoms.rattle(0.05, seed=1)
-    return atoms
 
 
 def water_lattice(n: int = 3, spacing: float = 7.0) -> Atoms:
