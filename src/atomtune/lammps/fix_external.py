@@ -28,6 +28,7 @@ import numpy as np
 from ase import Atoms, units
 
 from atomtune.exceptions import AtomtuneError
+from atomtune.tasks.md import Settings as MDSettings  # owns the defaults both MD engines share
 
 FIX_ID = "atomtune_model"
 #: LAMMPS metal units: pressure in bar.
@@ -112,17 +113,17 @@ class LammpsDynamics:
     that redefines the box, types, masses or interactions is refused (see :data:`RESERVED_COMMANDS`).
     """
 
-    timestep_fs: float = 2.0
+    timestep_fs: float = MDSettings.timestep_fs
     ensemble: str = "nve"
-    temperature_k: float = 300.0
-    pressure_gpa: float = 0.0
-    thermostat: str = "langevin"
-    friction_per_fs: float = 0.01
-    thermostat_time_fs: float = 100.0
-    barostat: str = "mtk"
-    barostat_time_fs: float = 1000.0
-    bulk_modulus_gpa: float = 100.0
-    seed: int = 1
+    temperature_k: float = MDSettings.temperature_k
+    pressure_gpa: float = MDSettings.pressure_gpa
+    thermostat: str = MDSettings.thermostat
+    friction_per_fs: float = MDSettings.friction_per_fs
+    thermostat_time_fs: float = MDSettings.thermostat_time_fs
+    barostat: str = MDSettings.barostat
+    barostat_time_fs: float = MDSettings.barostat_time_fs
+    bulk_modulus_gpa: float = MDSettings.bulk_modulus_gpa
+    seed: int = MDSettings.seed + 1  # LAMMPS seeds must be positive (as dynamics_for maps the md task's seed)
     extra_commands: Sequence[str] = field(default_factory=tuple)
 
     def check(self) -> None:
