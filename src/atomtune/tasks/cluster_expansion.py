@@ -446,14 +446,13 @@ def _energies(decorations, concentrations, calculator, settings: Settings, progr
             if volumes is not None:
                 x = concentrations[i]
                 target = (1 - x) * volumes[0.0] + x * volumes[1.0]
-                atoms.set_cell(atoms.cell[:] * (target * len(atoms) / atoms.get_volume()) ** (1 / 3), scale_atoms=True)
+                atoms = scaled_to_volume(atoms, target)
             elif settings.relax in ("volume", "pressure"):
                 # An end member's scan starts at its element's own volume (Al's is 50 % above Ni's, far outside a
                 # ±10 % scan around the parent cell's volume).
                 target = _element_volume_per_atom(atoms)
                 if target is not None:
-                    atoms.set_cell(atoms.cell[:] * (target * len(atoms) / atoms.get_volume()) ** (1 / 3),
-                                   scale_atoms=True)
+                    atoms = scaled_to_volume(atoms, target)
             batch.append(atoms)
         if settings.relax is True:
             relaxations = relax_structures(
@@ -530,6 +529,18 @@ def _element_volume_per_atom(atoms: Atoms) -> float | None:
     return reference.get_volume() / len(reference)
 
 
+def scaled_to_volume(atoms: Atoms, volume_per_atom: float) -> Atoms:
+    """A copy of ``atoms`` scaled isotropically to ``volume_per_atom`` (Å³): fractional positions and cell shape kept."""
+    scaled = atoms.copy()
+    scaled.set_cell(atoms.cell[:] * (volume_per_atom * len(atoms) / atoms.get_volume()) ** (1 / 3), scale_atoms=True)
+    return scaled
+
+
+def _pressure(stress) -> float:
+    """Pressure (eV/Å³, compression > 0) from an ASE Voigt stress (xx, yy, zz, …; ASE's tensile stress > 0)."""
+    return -float(np.mean(np.asarray(stress, dtype=float)[:3]))
+
+
 def volume_scan(atoms: Atoms, energy, points: int = 5, volume_range: float = 0.1, eos_type: str = "birchmurnaghan",
                 max_rescans: int = 2) -> dict:
     """Volume-only relaxation: ``atoms`` scaled isotropically (fractional positions and cell shape kept) to ``points``
@@ -549,9 +560,7 @@ def volume_scan(atoms: Atoms, energy, points: int = 5, volume_range: float = 0.1
     def energy_at(volume: float) -> float:
         key = round(volume, 6)
         if key not in computed:
-            scaled = atoms.copy()
-            scaled.set_cell(atoms.cell[:] * (volume / start_volume) ** (1 / 3), scale_atoms=True)
-            computed[key] = float(energy(scaled))
+            computed[key] = float(energy(scaled_to_volume(atoms, volume / n)))
         return computed[key]
 
     centre = start_volume
@@ -581,10 +590,8 @@ def pressure_at_volume(atoms: Atoms, single_points: SinglePoints, volume_per_ato
     with stress; at an end member's E(V) minimum this is the offset of the calculator's stress from −dE/dV."""
     from ase.units import GPa
 
-    scaled = atoms.copy()
-    scaled.set_cell(atoms.cell[:] * (volume_per_atom * len(atoms) / atoms.get_volume()) ** (1 / 3), scale_atoms=True)
-    result = single_points.compute(scaled, stress=True)
-    return -float(np.mean(np.asarray(result["stress"], dtype=float)[:3])) / GPa  # ASE: tensile stress > 0
+    result = single_points.compute(scaled_to_volume(atoms, volume_per_atom), stress=True)
+    return _pressure(result["stress"]) / GPa
 
 
 def pressure_corrected(atoms: Atoms, single_points: SinglePoints, bulk_modulus_gpa: float,
@@ -600,7 +607,7 @@ def pressure_corrected(atoms: Atoms, single_points: SinglePoints, bulk_modulus_g
 
     n, volume = len(atoms), atoms.get_volume()
     result = single_points.compute(atoms, stress=True)
-    measured = -float(np.mean(np.asarray(result["stress"], dtype=float)[:3]))  # eV/Å³; ASE: tensile stress > 0
+    measured = _pressure(result["stress"])  # eV/Å³
     pressure = measured - pressure_offset_gpa * GPa
     bulk_modulus = bulk_modulus_gpa * GPa
     if not bulk_modulus > 0:
