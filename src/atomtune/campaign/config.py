@@ -204,34 +204,42 @@ class Campaign(Strict):
         other path in the file: a plain path (a ``.model`` file, a fine-tuned directory) or the path part of a family
         spec (``nequip:./m.nequip.zip``, ``orb:ARCHITECTURE@./w.ckpt``). A spec whose path does not exist there, and a
         named checkpoint, pass unchanged (the registry then reports it)."""
-        from atomtune.envs.specs import SPECS
-
         resolved = self.resolve(spec)
         if resolved.exists():
             return str(resolved)
-        prefix, separator, rest = spec.partition(":")
-        if not (separator and prefix in SPECS and rest):
+        parts = _family_file_part(spec)
+        if parts is None:
             return spec
-        head, at, tail = rest.rpartition("@")
-        candidate = self.resolve(tail if at else rest)
-        if not candidate.exists() or Path(tail if at else rest).expanduser().is_absolute():
+        head, target = parts
+        candidate = self.resolve(target)
+        if not candidate.exists() or Path(target).expanduser().is_absolute():
             return spec
-        return f"{prefix}:{head}@{candidate}" if at else f"{prefix}:{candidate}"
+        return f"{head}{candidate}"
 
 
 _MODEL_FILE_SUFFIXES = (".zip", ".pt", ".pth", ".ckpt", ".model", ".json", ".yaml")
+
+
+def _family_file_part(spec: str) -> tuple[str, str] | None:
+    """A family spec split before its path part: ``nequip:./m.nequip.zip`` → (``nequip:``, ``./m.nequip.zip``),
+    ``orb:ARCH@./w.ckpt`` → (``orb:ARCH@``, ``./w.ckpt``); None for a spec that names no family environment."""
+    from atomtune.envs.specs import SPECS
+
+    prefix, separator, rest = spec.partition(":")
+    if not (separator and prefix in SPECS and rest):
+        return None
+    head, at, tail = rest.rpartition("@")
+    return (f"{prefix}:{head}@", tail) if at else (f"{prefix}:", rest)
 
 
 def _missing_family_file(campaign: Campaign, spec: str) -> str | None:
     """The path part of a family spec (``nequip:./m.nequip.zip``, ``orb:ARCH@./w.ckpt``) when it names a file (a folder
     in it or a model-file suffix) that exists neither next to the campaign file nor as given; None otherwise (a
     checkpoint name such as ``uma:uma-s-1p1``, or a file that exists)."""
-    from atomtune.envs.specs import SPECS
-
-    prefix, separator, rest = spec.partition(":")
-    if not (separator and prefix in SPECS and rest):
+    parts = _family_file_part(spec)
+    if parts is None:
         return None
-    target = rest.rpartition("@")[2]
+    target = parts[1]
     looks_like_file = ":" not in target and ("/" in target or target.endswith(_MODEL_FILE_SUFFIXES))
     if not looks_like_file or campaign.resolve(target).exists() or Path(target).expanduser().exists():
         return None

@@ -26,6 +26,8 @@ BYTES_PER_EDGE = {"chgnet": 56_000.0, "sevennet": 153_000.0, "mace": 11_000.0}
 BYTES_PER_EDGE_RECOMPUTED = {"chgnet": 10_000.0, "sevennet": 17_000.0}
 #: Edge feature width (``interactions[0].target_irreps.dim``) of the MACE model BYTES_PER_EDGE["mace"] was measured on.
 MACE_REFERENCE_EDGE_WIDTH = 144
+
+
 def available_memory_bytes() -> float | None:
     """``MemAvailable`` from /proc/meminfo (bytes), or None where there is no such file."""
     try:

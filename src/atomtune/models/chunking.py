@@ -504,6 +504,7 @@ __all__ = [
     "over_row_slices",
     "plan",
     "predict_chunked",
+    "recompute_for_inference",
     "recompute_wanted",
     "run_block",
 ]
