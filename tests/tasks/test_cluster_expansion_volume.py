@@ -118,6 +118,20 @@ def test_single_points_are_cached_so_a_killed_run_resumes(tmp_path):
     assert ce.calculator_fingerprint(EMT()) != ce.calculator_fingerprint(EMT(asap_cutoff=True))
 
 
+
+@pytest.mark.parametrize("content", ["{\"energy\": -3.", "[1, 2]", "{\"energy\": \"x\"}"])
+def test_a_damaged_cache_file_is_computed_again(tmp_path, content):
+    """A cut-short, wrong-type or wrong-content cache file is a miss (computed again and overwritten), not a crash."""
+    points = ce.SinglePoints(EMT(), tmp_path)
+    atoms = bulk("Cu", "fcc", a=3.6)
+    expected = points(atoms)
+    (cached,) = tmp_path.glob("*.json")
+    cached.write_text(content)
+    again = ce.SinglePoints(EMT(), tmp_path)
+    assert again(atoms) == pytest.approx(expected, rel=1e-12) and again.n_cached == 0
+    assert again(atoms) == pytest.approx(expected, rel=1e-12) and again.n_cached == 1  # the file was rewritten
+
+
 def test_bad_volume_settings_are_refused_before_any_work():
     for bad, match in (({"relax": "cell"}, "relax 'cell'"), ({"relax": "volume", "eos_points": 3}, "at least 5"),
                        ({"relax": "volume", "eos_volume_range": 0.7}, "eos_volume_range"),

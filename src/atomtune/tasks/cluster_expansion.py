@@ -680,7 +680,9 @@ class SinglePoints:
             try:
                 record = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError):
-                record = None
+                record = None  # not there yet, or cut short by a kill: computed again
+            if not (isinstance(record, dict) and isinstance(record.get("energy"), (int, float))):
+                record = None  # a file that is not a single point's record: computed again and overwritten
             if record is not None and (not stress or record.get("stress") is not None):
                 # A calculator that picks settings per cell family from the first cell it sees (GPAW's k-point mesh,
                 # CellFamilyCalculator) must see the cells in the same order on a resumed run.
