@@ -212,3 +212,16 @@ def test_pressure_protocol_subtracts_the_end_members_stress_offset():
                      - (state["pressure_gpa"] * GPa) ** 2 * volume / (2 * state["bulk_modulus_gpa"] * GPa))
     differences = [abs(e - r["energy_per_atom"]) for e, r in zip(naive, mixed)]
     assert max(differences) > 2e-3  # eV/atom: the bias the subtraction removes
+
+
+def test_volume_modes_pass_the_task_settings_check_and_a_quoted_number_still_does_not():
+    """`atomtune bench` and campaign files read task settings through TaskRun: the words a bool-or-string field takes
+    (relax "volume" / "pressure") go through; a quoted number for a numeric field is still refused."""
+    from atomtune.tasks.spec import TaskRun, TaskSettingsError
+
+    for mode in ("volume", "pressure"):
+        assert TaskRun(task="cluster_expansion", settings={"relax": mode}).task_settings().relax == mode
+    with pytest.raises(TaskSettingsError, match="'eos_points' must be a whole number"):
+        TaskRun(task="cluster_expansion", settings={"relax": "pressure", "eos_points": "5"})
+    with pytest.raises(AtomtuneError, match="relax 'presure'"):
+        TaskRun(task="cluster_expansion", settings={"relax": "presure"}).task_settings().check()

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import typing
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -57,10 +58,13 @@ class TaskRun(BaseModel):
                 hint = f" Did you mean '{close[0]}'?" if close else ""
                 problems.append(f"unknown {name} setting '{key}'.{hint} Valid: {', '.join(fields)}")
         defaults = {field.name: field.default for field in dataclasses.fields(settings_class)}
+        hints = typing.get_type_hints(settings_class)
         for key, value in settings.items():
             default = defaults.get(key)
-            # pydantic would turn "0.01" into 0.01; a quoted number in a settings file is a typo worth naming.
-            if isinstance(value, str) and isinstance(default, (int, float, bool)):
+            # pydantic would turn "0.01" into 0.01; a quoted number in a settings file is a typo worth naming, unless
+            # the field also takes words (cluster_expansion's relax: true, false, "volume" or "pressure")
+            takes_strings = hints.get(key) is str or str in typing.get_args(hints.get(key))
+            if isinstance(value, str) and isinstance(default, (int, float, bool)) and not takes_strings:
                 kind = ("true or false" if isinstance(default, bool) else
                         "a whole number" if isinstance(default, int) else "a number")
                 problems.append(f"{name} setting '{key}' must be {kind} (like {default!r}), got the string {value!r}")
