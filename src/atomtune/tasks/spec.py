@@ -18,7 +18,14 @@ from types import ModuleType
 from typing import Any
 
 from ase import Atoms
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from atomtune.exceptions import AtomtuneError
 
