@@ -37,13 +37,15 @@ METRICS = (
 )
 
 
-def strategies(lora_rank: int, freeze_depth: int) -> dict[str, dict]:
-    """Display name → FinetuneSpec fields."""
-    return {
+def strategies(lora_rank: int, freeze_depth: int, chosen: str = "full,freeze,lora") -> dict[str, dict]:
+    """Display name → FinetuneSpec fields, for the strategies named in ``chosen``."""
+    every = {
         "full": {"strategy": "full"},
         f"freeze (last {freeze_depth} blocks)": {"strategy": "freeze", "freeze_depth": freeze_depth},
         f"LoRA (rank {lora_rank})": {"strategy": "lora", "lora_rank": lora_rank},
     }
+    wanted = {name.strip() for name in chosen.split(",")}
+    return {name: fields for name, fields in every.items() if fields["strategy"] in wanted}
 
 
 def main() -> None:
@@ -58,6 +60,8 @@ def main() -> None:
     parser.add_argument("--freeze-depth", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strategies", default="full,freeze,lora", help="which of full, freeze, lora to run")
+    parser.add_argument("--tag", default="", help="appended to the result names (a study beside the main table)")
     args = parser.parse_args()
 
     from atomtune.runtime import configure_threads
@@ -87,7 +91,8 @@ def main() -> None:
     results = ROOT / "benchmarks" / "results"
     results.mkdir(exist_ok=True)
     # one file per backbone (CHGNet, the first one measured, keeps the plain name the docs link to)
-    stem = "finetune_data_efficiency" + ("" if args.model == "chgnet-0.3.0" else f"_{args.model}")
+    stem = "finetune_data_efficiency" + ("" if args.model == "chgnet-0.3.0" else f"_{args.model}") + (
+        f"_{args.tag}" if args.tag else "")
     record_path = results / f"{stem}.json"
     record = {
         "benchmark": "finetune_data_efficiency",
@@ -108,7 +113,7 @@ def main() -> None:
         chosen = [pool[int(i)] for i in order[:size]]
         n_valid = max(2, size // 5)
         train, valid = chosen[n_valid:], chosen[:n_valid]
-        for name, fields in strategies(args.lora_rank, args.freeze_depth).items():
+        for name, fields in strategies(args.lora_rank, args.freeze_depth, args.strategies).items():
             if (size, name) in done:
                 continue
             spec = FinetuneSpec(**fields, epochs=args.epochs, learning_rate=args.learning_rate,
@@ -130,10 +135,13 @@ def main() -> None:
             record["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                                  "load_average": os.getloadavg()}
             record_path.write_text(json.dumps(record, indent=2))  # after every run: a killed benchmark loses one run
-    rows.sort(key=lambda row: (row["training_structures"], list(strategies(args.lora_rank, args.freeze_depth)).index(
-        row["strategy"])))
+    order_of = list(strategies(args.lora_rank, args.freeze_depth, args.strategies))
+    rows.sort(key=lambda row: (row["training_structures"], order_of.index(row["strategy"])))
     record_path.write_text(json.dumps(record, indent=2))
     figure_path = plot(rows, zero_shot, results / f"{stem}.png", len(data), args.model)
+    if args.tag:  # a study beside the main table: its figure stays with its results
+        print(f"wrote {record_path} and {figure_path}")
+        return
     docs_figure = ROOT / "docs" / "figures" / f"{stem}.png"
     docs_figure.parent.mkdir(parents=True, exist_ok=True)
     docs_figure.write_bytes(figure_path.read_bytes())

@@ -339,3 +339,31 @@ def test_the_winner_reserve_follows_the_epochs_the_search_measured():
     left = search._search_time_left(state, alive, 40, time.perf_counter() + 220.0)
     assert state["winner_reserve_seconds"] == 150.0
     assert left == pytest.approx(220.0 - 150.0 - 2 * (10.0 + 8.0), abs=1.0)  # one epoch and overhead per candidate
+
+
+def test_a_continuing_slice_warms_up_over_its_first_epoch():
+    """Bug: a continuation restarted AdamW (empty moments) at the full constant rate, so its first steps moved every
+    weight by about the rate at once (4 of 10 rung-1 continuations gained nothing). Rung 0 keeps its constant rate."""
+    import torch
+
+    from atomtune.finetune.auto import slice_schedule
+    from atomtune.finetune.loop import Trainer
+
+    steps_per_epoch = 6
+    rates = {}
+    for rung in (0, 1, 2):
+        spec = FinetuneSpec(**slice_schedule(rung))
+        settings = spec.training_settings("chgnet", n_train=24)
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=settings.learning_rate)
+        scheduler = Trainer(settings)._scheduler(optimizer, steps_per_epoch)
+        factors = []
+        for _ in range(3 * steps_per_epoch):
+            factors.append(optimizer.param_groups[0]["lr"] / settings.learning_rate)
+            optimizer.step()
+            scheduler.step()
+        rates[rung] = factors
+    assert rates[0] == pytest.approx([1.0] * len(rates[0]))
+    for rung in (1, 2):
+        warm, after = rates[rung][:steps_per_epoch], rates[rung][steps_per_epoch:]
+        assert warm[0] < 0.2 and all(b > a for a, b in zip(warm, warm[1:])), warm
+        assert after == pytest.approx([1.0] * len(after))

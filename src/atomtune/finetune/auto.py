@@ -155,6 +155,19 @@ def rank_within_noise(results: list[tuple], order: list, reference: dict) -> lis
     return [item[1] for item in ties] + [item[1] for item in ranked if not tied(item)]
 
 
+#: A search slice runs until its time is up; its epoch count is only this ceiling.
+SLICE_EPOCH_CEILING = 10_000
+
+
+def slice_schedule(rung: int) -> dict:
+    """The schedule of a search slice: a constant rate until its time is up. A continuation (rung ≥ 1) restarts AdamW
+    from the previous rung's weights with empty moment estimates, whose first steps move every weight by about the full
+    rate at once; it warms up linearly over its first epoch (a fraction of the epoch ceiling), as a fresh run does
+    (rung 1 of the GPAW search: 4 of 10 continuations without warm-up gained nothing on validation)."""
+    warmup = 0.0 if rung == 0 else 1.0 / SLICE_EPOCH_CEILING
+    return {"epochs": SLICE_EPOCH_CEILING, "scheduler": "constant", "warmup_fraction": warmup}
+
+
 def slice_or_fresh(share: float, slice_epochs: int, fresh_epochs: int) -> tuple[str, str]:
     """``"slice"`` or ``"fresh"`` and why. ``share``: the share of bootstrap resamples on which the slice has the
     lower score. The slice when that is at least :data:`CLEARLY_BETTER`, the fresh run when it is at most
@@ -409,9 +422,8 @@ class AutoSearch:
         search_end = deadline - self._winner_reserve(state)
         seconds = max(1.0, min(seconds, search_end - time.perf_counter()) - overhead)
         backbone = state.get("backbone")
-        # a slice runs until its time is up: constant rate, no warm-up (the epoch count is only a ceiling)
-        spec = self._spec_of(candidate, backbone, epochs=10_000, scheduler="constant", warmup_fraction=0.0,
-                             e0=self.spec.e0 if rung == 0 else False, budget=seconds)
+        spec = self._spec_of(candidate, backbone, **slice_schedule(rung), e0=self.spec.e0 if rung == 0 else False,
+                             budget=seconds)
         began = time.perf_counter()
         try:
             result = spec.fit(start_from, train, valid, directory, device=device, resume=has_checkpoint(directory),
