@@ -367,3 +367,30 @@ def test_a_continuing_slice_warms_up_over_its_first_epoch():
         warm, after = rates[rung][:steps_per_epoch], rates[rung][steps_per_epoch:]
         assert warm[0] < 0.2 and all(b > a for a, b in zip(warm, warm[1:])), warm
         assert after == pytest.approx([1.0] * len(after))
+
+
+def test_the_search_ranks_by_the_runs_selection_metric(toy_model, search_split, tmp_path):
+    """Bug: the search ranked candidates by the balanced score whatever --selection-metric said, so a user who asked
+    for the best forces got the best balance of energy, forces and stress (SevenNet-0, N = 25: full beat LoRA by the
+    balanced score while LoRA had 31 % lower held-out force RMSE). ``loss`` cannot be resampled per structure."""
+    from atomtune.finetune.auto import StructureErrors, rank_within_noise
+
+    count = np.full(8, 12.0)
+    # forces 20 % better on every structure, energy twice as bad: worse balanced, better forces
+    forces_first = StructureErrors(np.full(8, 20.0), np.full(8, 0.64 * 0.12), count, np.full(8, 1.0))
+    balanced_first = StructureErrors(np.full(8, 10.0), np.full(8, 0.12), count, np.full(8, 1.0))
+    reference = balanced_first.metrics()
+    results = []
+    for name, errors in (("a", forces_first), ("b", balanced_first)):
+        row = {"per_structure": errors.as_dict()}
+        results.append((0.0, Candidate(name, {}), row))
+    order = [candidate for _, candidate, _ in results]
+    from atomtune.finetune.loop import selection_score
+
+    for metric, first in (("balanced", "b"), ("forces_rmse", "a"), ("energy_mae", "b")):
+        scored = [(selection_score(metric, math.nan, StructureErrors.from_dict(row["per_structure"]).metrics(),
+                                   reference), candidate, row) for _, candidate, row in results]
+        assert rank_within_noise(scored, order, reference, metric)[0].name == first, metric
+    with pytest.raises(AtomtuneError, match="selection-metric loss"):
+        AutoSearch(FinetuneSpec(strategy="auto", budget=30.0, selection_metric="loss")).fit(
+            toy_model, *search_split, tmp_path / "auto", progress=False, log=lambda message: None)

@@ -102,8 +102,9 @@ def register(app: typer.Typer) -> None:
             "else a stop for the run."
         ),
         selection_metric: str = typer.Option(
-            None, "--selection-metric", help="What picks the saved epoch: balanced (each validation error over its "
-            "zero-shot value), forces_rmse, energy_mae or loss." + _default("selection_metric"),
+            None, "--selection-metric", help="What picks the saved epoch (and ranks --strategy auto's candidates): "
+            "balanced (each validation error over its zero-shot value), forces_rmse, energy_mae or loss (not with "
+            "auto)." + _default("selection_metric"),
         ),
         warmup_fraction: float = typer.Option(
             None, "--warmup-fraction", help="Share of optimizer steps with a linear LR warm-up." + _default("warmup_fraction")

@@ -2,8 +2,8 @@
 wall-time budget by successive halving, then train the winner for the rest of the budget.
 
 Synchronous successive halving (Jamieson & Talwalkar, AISTATS 2016; the building block of Hyperband): every candidate
-trains for a short slice of time, the best third (by the balanced validation score, :func:`~atomtune.finetune.loop.
-selection_score`) continue from where they stopped with three times the time, until one is left; it then trains afresh
+trains for a short slice of time, the best third (by the validation score of the run's selection metric, balanced by
+default, :func:`~atomtune.finetune.loop.selection_score`) continue from where they stopped with three times the time, until one is left; it then trains afresh
 from the foundation model with its defaults for what remains of the budget. The search only gets the time a fixed run of
 the default epochs would not need, so the winner trains as long as a fixed strategy would. The winner's best slice
 replaces the fresh run only when it is better on validation beyond the noise of the few validation structures (a paired
@@ -31,6 +31,7 @@ import numpy as np
 
 from atomtune.exceptions import AtomtuneError
 from atomtune.files import OutputLock, atomic_write_json
+from atomtune.finetune.loop import SELECTION_METRICS
 
 #: Default budget of ``--strategy auto`` when none is given.
 DEFAULT_BUDGET_SECONDS = 600.0
@@ -50,6 +51,9 @@ SMALL_VALIDATION = 5
 #: by the old "lower score wins" rule: 185 meV/Å on the 40 test structures, where the fresh run's fixed LoRA gave 123.
 CLEARLY_BETTER = 0.9
 BOOTSTRAP_RESAMPLES = 2000
+#: The selection metrics (``FinetuneSpec.selection_metric``) that score single validation structures, so that the
+#: search can resample them; ``loss`` is a whole-set number.
+SEARCH_METRICS = tuple(metric for metric in SELECTION_METRICS if metric != "loss")
 
 
 class BudgetError(AtomtuneError):
@@ -131,7 +135,7 @@ class StructureErrors:
         return result
 
 
-def rank_within_noise(results: list[tuple], order: list, reference: dict) -> list:
+def rank_within_noise(results: list[tuple], order: list, reference: dict, metric: str = "balanced") -> list:
     """Candidates of one rung, best first: ``results`` holds (score, candidate, row with ``per_structure`` errors).
     The candidates the best one does not beat on :data:`CLEARLY_BETTER` of paired bootstrap resamples of the
     validation structures are within its noise: they come first, in the search's ``order`` (most promising first, as
@@ -148,7 +152,7 @@ def rank_within_noise(results: list[tuple], order: list, reference: dict) -> lis
         if best_errors is None or "per_structure" not in item[2]:
             return False
         return share_better(best_errors, StructureErrors.from_dict(item[2]["per_structure"]),
-                            reference) < CLEARLY_BETTER
+                            reference, metric) < CLEARLY_BETTER
 
     position = {candidate.name: index for index, candidate in enumerate(order)}
     ties = sorted((item for item in ranked if tied(item)), key=lambda item: position.get(item[1].name, len(order)))
@@ -183,19 +187,19 @@ def slice_or_fresh(share: float, slice_epochs: int, fresh_epochs: int) -> tuple[
                                                f", or more epochs than the fresh run's {fresh_epochs})"))
 
 
-def share_better(candidate: StructureErrors, other: StructureErrors, reference: dict,
+def share_better(candidate: StructureErrors, other: StructureErrors, reference: dict, metric: str = "balanced",
                  resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> float:
     """Share of paired bootstrap resamples of the validation structures (the same structures for both models) on which
-    ``candidate`` has the strictly lower balanced score (:func:`~atomtune.finetune.loop.selection_score`, ratios to
-    ``reference``, the E0-aligned zero-shot errors)."""
+    ``candidate`` has the strictly lower score by ``metric`` (:func:`~atomtune.finetune.loop.selection_score`; the
+    balanced one takes ratios to ``reference``, the E0-aligned zero-shot errors)."""
     from atomtune.finetune.loop import selection_score
 
     count = len(candidate.energy_mev_per_atom)
     draws = np.random.default_rng(seed).integers(0, count, size=(resamples, count))
     wins = 0
     for indices in draws:
-        mine = selection_score("balanced", math.nan, candidate.metrics(indices), reference)
-        theirs = selection_score("balanced", math.nan, other.metrics(indices), reference)
+        mine = selection_score(metric, math.nan, candidate.metrics(indices), reference)
+        theirs = selection_score(metric, math.nan, other.metrics(indices), reference)
         wins += mine < theirs - 1e-12
     return wins / resamples
 
@@ -208,6 +212,11 @@ class AutoSearch:
         self.spec = spec
         self.candidates = candidates
 
+    @property
+    def metric(self) -> str:
+        """What ranks the candidates and picks slice or fresh run: the spec's ``selection_metric``."""
+        return self.spec.selection_metric
+
     def fit(self, model: str, train, valid, out, device: str = "cpu", resume: bool = False, general=None,
             progress: bool = True, trust: bool = False, log=print):
         out = Path(out)
@@ -218,6 +227,11 @@ class AutoSearch:
     def _fit(self, model, train, valid, out, device, general, progress, trust, log):
         from atomtune.finetune.loop import selection_score
 
+        if self.metric not in SEARCH_METRICS:
+            raise AtomtuneError(
+                f"--strategy auto ranks its candidates by {', '.join(SEARCH_METRICS)} on each validation structure; "
+                f"--selection-metric {self.metric} is a whole-set loss that cannot be resampled per structure: use "
+                f"one of those.")
         budget = self.spec.budget_seconds or DEFAULT_BUDGET_SECONDS
         started = time.perf_counter()
         deadline = started + budget
@@ -287,13 +301,13 @@ class AutoSearch:
                 if row is None:
                     continue
                 reference = reference or row["reference"]
-                row["score"] = selection_score("balanced", math.nan, row["valid"], reference)
+                row["score"] = selection_score(self.metric, math.nan, row["valid"], reference)
                 results.append((row["score"], candidate, row))
                 self._write_state(out, state)
             if not results:
                 raise AtomtuneError("auto: every candidate failed in the first rung; see the search log in "
                                     f"{out / SEARCH_FILE}.")
-            ranked = rank_within_noise(results, candidates, reference)
+            ranked = rank_within_noise(results, candidates, reference, self.metric)
             keep = max(1, len(alive) // ETA)
             for candidate in ranked[keep:]:
                 state["stopped"].setdefault(candidate.name, {"rung": rung,
@@ -311,7 +325,7 @@ class AutoSearch:
         best_slice = min((row for row in state["rows"].values() if row.get("candidate") == winner.name
                           and "score" in row), key=lambda row: row["score"])
         slice_directory = out / "search" / winner.name / f"rung-{best_slice['rung']}"
-        state["final_score"] = selection_score("balanced", math.nan, result.metrics["final"]["valid"], reference)
+        state["final_score"] = selection_score(self.metric, math.nan, result.metrics["final"]["valid"], reference)
         if fresh:
             result = self._slice_or_fresh(result, best_slice, slice_directory, valid, out, device, reference, state,
                                           log)
@@ -324,7 +338,7 @@ class AutoSearch:
         from atomtune.models import load_potential
 
         share = share_better(StructureErrors.from_dict(best_slice["per_structure"]),
-                             StructureErrors.of(result.potential, valid, self.spec.batch_size), reference)
+                             StructureErrors.of(result.potential, valid, self.spec.batch_size), reference, self.metric)
         fresh_epochs, slice_epochs = result.metrics["epochs_run"], best_slice["epochs"]
         kept, why = slice_or_fresh(share, slice_epochs, fresh_epochs)
         state["decision"] = {"slice": f"{best_slice['candidate']}/rung-{best_slice['rung']}", "kept": kept,
@@ -500,7 +514,7 @@ class AutoSearch:
         result = spec.fit(model, train, valid, out, device=device, resume=has_checkpoint(out), general=general,
                           progress=progress, trust=trust, log=log)
         zero_shot = result.metrics["zero_shot"].get("valid_after_e0") or result.metrics["zero_shot"]["valid"]
-        state["final_score"] = selection_score("balanced", math.nan, result.metrics["final"]["valid"], zero_shot)
+        state["final_score"] = selection_score(self.metric, math.nan, result.metrics["final"]["valid"], zero_shot)
         return self._finish(result, candidate.name, deadline - started, started, state, out, log)
 
     def _train_winner(self, winner, model, train, valid, out, device, trust, general, progress, remaining, state,
