@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--budgets", default="5m")
     parser.add_argument("--strategies", default="auto,full,freeze,lora")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--selection-metric", default=None,
+                        help="every run's selection metric (default: atomtune's); results get it as a suffix")
     args = parser.parse_args()
 
     from atomtune.data.dataset import Dataset
@@ -63,7 +65,8 @@ def main() -> None:
     print(rows[-1], flush=True)
     for budget in args.budgets.split(","):
         for strategy in args.strategies.split(","):
-            spec = FinetuneSpec(strategy=strategy, budget=budget)
+            chosen_metric = {"selection_metric": args.selection_metric} if args.selection_metric else {}
+            spec = FinetuneSpec(strategy=strategy, budget=budget, **chosen_metric)
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as directory:
                 try:
@@ -93,7 +96,8 @@ def main() -> None:
         "data": {"file": str(args.data), "train": len(train), "valid": len(valid), "test": len(test)},
         "settings": vars(args), "rows": rows,
     }
-    path = ROOT / "benchmarks" / "results" / f"finetune_auto_{args.model}_N{args.size}.json"
+    suffix = f"_{args.selection_metric}" if args.selection_metric else ""
+    path = ROOT / "benchmarks" / "results" / f"finetune_auto_{args.model}_N{args.size}{suffix}.json"
     if path.is_file():  # a rerun of some strategies / budgets replaces those rows and keeps the others
         previous = json.loads(path.read_text())
         if previous.get("data") == record["data"]:
