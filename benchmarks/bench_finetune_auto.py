@@ -4,7 +4,7 @@ Data protocol of bench_finetune_data_efficiency.py (the shipped GPAW Ni-alloy se
 test set, the first N of one fixed shuffle of the rest, a fifth of them for validation). Each run is scored on the test
 set: force RMSE, E0-aligned energy MAE (E0 refit on the run's training part, as the fine-tune does), stress RMSE; the
 zero-shot row is the foundation model with E0 refit on the same training part. Results in
-``benchmarks/results/finetune_auto_<model>_N<n>.json``.
+``benchmarks/results/finetune_auto_<model>_N<n>[_<selection metric>].json``.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_finetune_auto.py --model chgnet-0.3.0 --size 25 --budgets 5m
 """
