@@ -2,7 +2,8 @@
 ``--device cuda`` on a GPU).
 
 Same data on both sides: EMT-labelled fcc supercells of 8–32 atoms (Cu, Ni, Al, Pd, Ag, Pt, Au hosts, a third with ~30 %
-substituted sites; strained ±3 %, rattled 0.05 Å), a fixed train/validation split, CHGNet 0.3.0 in float32, full
+substituted sites; strained ±3 %, rattled 0.05 Å; ``--atoms N``: every cell the cubic 4-atom cell repeated to N atoms
+instead, as close to a cube as N/4 allows), a fixed train/validation split, CHGNet 0.3.0 in float32, full
 fine-tuning, the same loss (MSE; energy per atom 1, forces 1, stress 0.1 GPa⁻², CHGNet's defaults), batch size, learning
 rate, cosine schedule and epochs; each epoch ends with a validation pass on both sides. CHGNet's side gets stresses in
 VASP's kbar convention (its ``StructureData`` multiplies them by −0.1), energies per atom, no magmoms; atomtune's side
@@ -15,6 +16,8 @@ machine hits both alike. Seconds per epoch = the best epoch of a run (training +
 of ``gpu_suite.py``; peak RSS is then not per side); on a GPU each side also reports the peak memory torch allocated.
 
     python benchmarks/bench_finetune_chgnet.py --structures 40 --epochs 2 --threads 1
+    python benchmarks/bench_finetune_chgnet.py --atoms 256 --structures 8 --epochs 1 --batch-size 1 --repeats 2 \\
+        --out benchmarks/results/finetune_chgnet_large.json                  # 6 train / 2 valid cells of 256 atoms
 """
 
 from __future__ import annotations
@@ -34,24 +37,28 @@ import numpy as np
 
 HOSTS = [("Cu", 3.61), ("Ni", 3.52), ("Al", 4.05), ("Pd", 3.89), ("Ag", 4.09), ("Pt", 3.92), ("Au", 4.08)]
 REPEATS = [(2, 1, 1), (3, 1, 1), (2, 2, 1), (3, 2, 1), (2, 2, 2)]  # 8–32 atoms from the 4-atom cubic cell
-ELEMENTS = [host for host, _ in HOSTS]
 
 
-def benchmark_structures(count: int, seed: int = 0):
-    """``count`` EMT-labelled cells of 8–32 atoms (labels on a SinglePointCalculator, ASE units)."""
+def benchmark_structures(count: int, seed: int = 0, atoms_per_cell: int | None = None, hosts=HOSTS):
+    """``count`` EMT-labelled fcc cells (labels on a SinglePointCalculator, ASE units): 8–32 atoms each, or
+    ``atoms_per_cell`` each (a multiple of 4); hosts cycle through ``hosts`` ((symbol, lattice constant Å) pairs, EMT
+    elements), substitutions draw from the same symbols."""
     from ase.build import bulk
     from ase.calculators.emt import EMT
 
     from atomtune.data.dataset import attach_labels
 
+    large_repeat = None if atoms_per_cell is None else cubic_repeat(atoms_per_cell)
+    elements = [host for host, _ in hosts]
     rng = np.random.default_rng(seed)
     structures = []
     for k in range(count):
-        host, lattice_constant = HOSTS[k % len(HOSTS)]
-        atoms = bulk(host, "fcc", a=lattice_constant, cubic=True).repeat(REPEATS[rng.integers(len(REPEATS))])
+        host, lattice_constant = hosts[k % len(hosts)]
+        repeat = REPEATS[rng.integers(len(REPEATS))]  # drawn either way, so the rest of the stream does not change
+        atoms = bulk(host, "fcc", a=lattice_constant, cubic=True).repeat(large_repeat or repeat)
         if k % 3 == 0:
             symbols = [
-                ELEMENTS[rng.integers(len(ELEMENTS))] if rng.random() < 0.3 else symbol
+                elements[rng.integers(len(elements))] if rng.random() < 0.3 else symbol
                 for symbol in atoms.get_chemical_symbols()
             ]
             atoms.set_chemical_symbols(symbols)
@@ -65,6 +72,17 @@ def benchmark_structures(count: int, seed: int = 0):
     return structures
 
 
+def cubic_repeat(atoms_per_cell: int) -> tuple[int, int, int]:
+    """The repeat (n1 ≤ n2 ≤ n3, n1·n2·n3 = atoms_per_cell / 4) of the 4-atom cubic fcc cell closest to a cube."""
+    if isinstance(atoms_per_cell, bool) or atoms_per_cell < 4 or atoms_per_cell % 4:
+        raise SystemExit(f"--atoms {atoms_per_cell}: must be a multiple of 4 (the cubic 4-atom fcc cell is repeated), "
+                         "e.g. 108, 216 or 256.")
+    cells = atoms_per_cell // 4
+    shapes = [(a, b, cells // (a * b)) for a in range(1, cells + 1) for b in range(a, cells + 1)
+              if cells % (a * b) == 0 and cells // (a * b) >= b]
+    return min(shapes, key=lambda shape: shape[2] / shape[0])
+
+
 def split(structures, valid_fraction: float = 0.2):
     n_valid = max(1, int(round(len(structures) * valid_fraction)))
     return structures[n_valid:], structures[:n_valid]
@@ -74,7 +92,7 @@ def run_atomtune(args) -> dict:
     from atomtune.finetune import Full, Trainer, TrainingSettings
     from atomtune.models import load_potential
 
-    train, valid = split(benchmark_structures(args.structures, args.seed))
+    train, valid = split(benchmark_structures(args.structures, args.seed, args.atoms))
     potential = load_potential("chgnet-0.3.0", device=args.device)
     settings = TrainingSettings(
         epochs=args.epochs,
@@ -115,7 +133,7 @@ def run_chgnet(args) -> dict:
 
     from atomtune.data.dataset import labels_of
 
-    train, valid = split(benchmark_structures(args.structures, args.seed))
+    train, valid = split(benchmark_structures(args.structures, args.seed, args.atoms))
 
     def dataset(structures):
         labels = [labels_of(atoms) for atoms in structures]
@@ -214,6 +232,7 @@ def alternate_sides(
                 continue
             command = [sys.executable, script, "--side", side] + [
                 f"--{name.replace('_', '-')}={getattr(args, name)}" for name in forwarded
+                if getattr(args, name) is not None
             ]
             output = subprocess.run(command, env=environment, capture_output=True, text=True)
             if output.returncode != 0:
@@ -227,6 +246,8 @@ def alternate_sides(
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--structures", type=int, default=40)
+    parser.add_argument("--atoms", type=int, default=None,
+                        help="atoms per cell, a multiple of 4 (default: a mix of 8–32-atom cells)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=5e-3)
@@ -243,17 +264,19 @@ def main(argv=None) -> dict:
         print("RESULT " + json.dumps(measure_side(args)))
         return {}
 
+    if args.atoms is not None:
+        cubic_repeat(args.atoms)  # a bad --atoms is refused here, not in the first side's process
     runs = alternate_sides(__file__, ("chgnet", "atomtune"), args,
-                           ("structures", "epochs", "batch_size", "learning_rate", "threads", "seed", "device",
-                            "scratch"))
+                           ("structures", "atoms", "epochs", "batch_size", "learning_rate", "threads", "seed",
+                            "device", "scratch"))
     best = {side: min(results, key=lambda r: r["seconds_per_epoch"]) for side, results in runs.items()}
-    structures = benchmark_structures(args.structures, args.seed)
+    structures = benchmark_structures(args.structures, args.seed, args.atoms)
     record = {
         "benchmark": "finetune_chgnet",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg()},
-        "settings": {k: getattr(args, k) for k in ("structures", "epochs", "batch_size", "learning_rate", "threads",
-                                                    "repeats", "seed", "device")},
+        "settings": {k: getattr(args, k) for k in ("structures", "atoms", "epochs", "batch_size", "learning_rate",
+                                                    "threads", "repeats", "seed", "device")},
         "atoms_per_structure": [int(min(len(a) for a in structures)), int(max(len(a) for a in structures))],
         "best": best,
         "runs": runs,

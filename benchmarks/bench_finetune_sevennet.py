@@ -1,6 +1,6 @@
 """Benchmark: one epoch of SevenNet-0 fine-tuning with atomtune's ``Trainer`` against ``sevenn train`` (fine_tune preset; CPU, ``--device cuda`` on a GPU).
 
-Same data as ``bench_finetune_chgnet.py`` (EMT-labelled fcc cells of 8–32 atoms, same split). ``sevenn train`` runs the
+Same data as ``bench_finetune_chgnet.py`` (EMT-labelled fcc cells of 8–32 atoms, or ``--atoms N`` each; same split). ``sevenn train`` runs the
 ``fine_tune`` preset (SevenNet-0 11Jul2024, Adam lr 0.004, Huber δ 0.01, force weight 1, stress weight 0.01 in kbar,
 stress trained) with our epochs, batch size and files; its epoch time is read from ``log.sevenn`` ("Epoch N elapsed",
 training + validation). atomtune trains the same checkpoint (full fine-tuning, Huber δ 0.01, lr 0.004, constant
@@ -10,6 +10,8 @@ own process with an explicit torch thread count (peak memory = that process's ma
 ``--in-process`` runs atomtune's side in this process (``sevenn train`` is always its own process).
 
     python benchmarks/bench_finetune_sevennet.py --structures 40 --epochs 2 --threads 1
+    python benchmarks/bench_finetune_sevennet.py --atoms 256 --structures 8 --epochs 1 --batch-size 1 --repeats 2 \\
+        --out benchmarks/results/finetune_sevennet_large.json                # 6 train / 2 valid cells of 256 atoms
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_finetune_chgnet import (  # noqa: E402  (same data, same runner)
     alternate_sides,
     benchmark_structures,
+    cubic_repeat,
     split,
     with_peak_memory,
 )
@@ -40,7 +43,7 @@ def run_atomtune(args) -> dict:
     from atomtune.finetune import Full, LossWeights, Trainer, TrainingSettings, default_loss_weights
     from atomtune.models import load_potential
 
-    train, valid = split(benchmark_structures(args.structures, args.seed))
+    train, valid = split(benchmark_structures(args.structures, args.seed, args.atoms))
     potential = load_potential("sevennet-0", device=args.device)
     defaults = default_loss_weights("sevennet")
     settings = TrainingSettings(
@@ -74,7 +77,7 @@ def run_sevenn(args) -> dict:
     import yaml
     from ase.io import write
 
-    train, valid = split(benchmark_structures(args.structures, args.seed))
+    train, valid = split(benchmark_structures(args.structures, args.seed, args.atoms))
     work = Path(args.scratch) / "sevenn"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -133,6 +136,8 @@ def measure_side(args) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--structures", type=int, default=40)
+    parser.add_argument("--atoms", type=int, default=None,
+                        help="atoms per cell, a multiple of 4 (default: a mix of 8–32-atom cells)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
@@ -147,16 +152,20 @@ def main(argv=None) -> dict:
     if args.side:
         print("RESULT " + json.dumps(measure_side(args)))
         return {}
+    if args.atoms is not None:
+        cubic_repeat(args.atoms)  # a bad --atoms is refused here, not in the first side's process
     runs = alternate_sides(__file__, ("sevenn", "atomtune"), args,
-                           ("structures", "epochs", "batch_size", "threads", "seed", "device", "scratch"),
+                           ("structures", "atoms", "epochs", "batch_size", "threads", "seed", "device", "scratch"),
                            measure=measure_side)
     best = {side: min(results, key=lambda r: r["seconds_per_epoch"]) for side, results in runs.items()}
+    structures = benchmark_structures(args.structures, args.seed, args.atoms)
     record = {
         "benchmark": "finetune_sevennet",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg()},
-        "settings": {k: getattr(args, k) for k in ("structures", "epochs", "batch_size", "threads", "repeats", "seed",
-                                                    "device")},
+        "settings": {k: getattr(args, k) for k in ("structures", "atoms", "epochs", "batch_size", "threads", "repeats",
+                                                    "seed", "device")},
+        "atoms_per_structure": [int(min(len(a) for a in structures)), int(max(len(a) for a in structures))],
         "best": best,
         "runs": runs,
         "speedup_per_epoch": best["sevenn"]["seconds_per_epoch"] / best["atomtune"]["seconds_per_epoch"],
