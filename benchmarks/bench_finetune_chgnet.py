@@ -226,7 +226,8 @@ def alternate_sides(
         for side in sides if round_index % 2 == 0 else tuple(reversed(sides)):
             if args.in_process:
                 result = measure(argparse.Namespace(**{**vars(args), "side": side}))
-                result["peak_rss_mib"] = None  # this process ran every side so far: not this side's peak
+                if not result.pop("own_process", False):  # a side that ran in a child process of its own keeps its peak
+                    result["peak_rss_mib"] = None  # this process ran every side so far: not this side's peak
                 runs[side].append(result)
                 print(f"{side:9s} {result['seconds_per_epoch']:.1f} s/epoch (in process)", flush=True)
                 continue
@@ -238,6 +239,7 @@ def alternate_sides(
             if output.returncode != 0:
                 raise SystemExit(output.stdout[-4000:] + output.stderr[-4000:])
             result = json.loads(output.stdout.split("RESULT ", 1)[1])
+            result.pop("own_process", None)  # every side here has its own process
             runs[side].append(result)
             print(f"{side:9s} {result['seconds_per_epoch']:.1f} s/epoch, peak {result['peak_rss_mib']:.0f} MiB", flush=True)
     return runs

@@ -130,6 +130,7 @@ def measure_side(args) -> dict:
         return with_peak_memory(run_atomtune(args), args.device)
     result = run_sevenn(args)
     result["peak_rss_mib"] = result.pop("peak_rss_mib_sevenn_process")
+    result["own_process"] = True  # `sevenn train` is always a process of its own: its peak stands with --in-process
     return result
 
 
