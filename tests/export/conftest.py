@@ -11,6 +11,6 @@ import pytest
 def tiny_mace_model_file(pytestconfig, tmp_path_factory) -> Path:
     from mace_tiny import tiny_mace_model_path
 
-    cache = pytestconfig.cache
+    cache = getattr(pytestconfig, "cache", None)
     directory = cache.mkdir("mace-tiny") if cache is not None else tmp_path_factory.mktemp("mace-tiny")
     return tiny_mace_model_path(directory)

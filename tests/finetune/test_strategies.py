@@ -185,3 +185,19 @@ def test_lora_scale_is_alpha_over_each_updates_effective_rank(toy_backbone):
     LoRA(rank=4, alpha=8.0).apply(torch.nn.Sequential(layer))
     paths = layer.parametrizations.weight[0].paths
     assert [(path.rank, path.scale) for path in paths] == [(4, 2.0), (2, 4.0)]
+
+
+def test_freeze_without_a_depth_takes_the_backbones_default(toy_backbone, backbone_potential):
+    """CHGNet's last interaction is an atom convolution only: its default depth (3) also trains the last bond and angle
+    updates; a backbone without its own default trains the last two blocks."""
+    toy = toy_backbone()
+    assert Freeze().trained_blocks(toy) == Freeze(toy.default_freeze_depth).trained_blocks(toy) == [
+        "interaction", "readout"]
+    chgnet = backbone_potential("chgnet")
+    trained = Freeze().trained_blocks(chgnet)
+    assert trained == [name for name, _ in chgnet.blocks()][-3:]
+    blocks = dict(chgnet.blocks())
+    assert {"bond_conv", "angle_update"} <= set(blocks[trained[0]].keys())
+    from atomtune.finetune.spec import FinetuneSpec
+
+    assert FinetuneSpec(strategy="freeze").strategy_object().trained_blocks(chgnet) == trained

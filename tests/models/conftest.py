@@ -13,7 +13,7 @@ def tiny_mace_model_file(pytestconfig, tmp_path_factory) -> Path:
     """Path of the tiny Ni/Cu/Al MACE model (float64, pickled like mace_run_train's ``*.model``); ~15 s on first build."""
     from mace_tiny import tiny_mace_model_path
 
-    cache = pytestconfig.cache
+    cache = getattr(pytestconfig, "cache", None)
     directory = cache.mkdir("mace-tiny") if cache is not None else tmp_path_factory.mktemp("mace-tiny")
     return tiny_mace_model_path(directory)
 

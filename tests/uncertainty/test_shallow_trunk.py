@@ -24,7 +24,7 @@ from atomtune.uncertainty.train import _perturb
 def tiny_mace_file(pytestconfig, tmp_path_factory):
     from mace_tiny import tiny_mace_model_path
 
-    cache = pytestconfig.cache
+    cache = getattr(pytestconfig, "cache", None)
     directory = cache.mkdir("mace-tiny") if cache is not None else tmp_path_factory.mktemp("mace-tiny")
     return tiny_mace_model_path(directory)
 

@@ -70,7 +70,8 @@ def register(app: typer.Typer) -> None:
             "freeze / LoRA and the learning rate within --budget)." + _default("strategy"),
         ),
         freeze_depth: str = typer.Option(
-            None, "--freeze-depth", help="Blocks that train, from the readout ('all')." + _default("freeze_depth")
+            None, "--freeze-depth", help="Blocks that train, from the readout ('all') [default: the backbone's "
+            "default_freeze_depth, docs/finetuning.md]."
         ),
         lora_rank: int = typer.Option(None, "--lora-rank", help="LoRA rank r." + _default("lora_rank")),
         lora_alpha: float = typer.Option(None, "--lora-alpha", help="LoRA α (update scaled by α/r). [default: 2·r]"),

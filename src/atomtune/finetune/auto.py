@@ -68,13 +68,13 @@ class Candidate:
 
 def candidates_for(spec) -> list[Candidate]:
     """The default search space around ``spec``, most promising first (a short budget keeps the first ones): full,
-    LoRA rank 8, freeze of the last 2 blocks, full at 3× the rate, LoRA rank 32, freeze of the readout only (each at the
-    strategy's default rate unless ``spec.learning_rate`` pins it)."""
+    LoRA rank 8, freeze at the backbone's default depth, full at 3× the rate, LoRA rank 32, freeze of the readout only
+    (each at the strategy's default rate unless ``spec.learning_rate`` pins it)."""
     rate = {} if spec.learning_rate is None else {"learning_rate": spec.learning_rate}
     return [
         Candidate("full", {"strategy": "full", **rate}),
         Candidate("lora-8", {"strategy": "lora", "lora_rank": 8, **rate}),
-        Candidate("freeze-2", {"strategy": "freeze", "freeze_depth": 2, **rate}),
+        Candidate("freeze", {"strategy": "freeze", **rate}),
         Candidate("full-lr3x", {"strategy": "full", "learning_rate_factor": 3.0}),
         Candidate("lora-32", {"strategy": "lora", "lora_rank": 32, **rate}),
         Candidate("freeze-1", {"strategy": "freeze", "freeze_depth": 1, **rate}),

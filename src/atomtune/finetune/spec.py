@@ -91,8 +91,8 @@ class FinetuneSpec(BaseModel):
     :class:`~atomtune.finetune.LossWeights`, None = the backbone's documented default).
 
     - ``strategy``: full | freeze | lora | replay | mace-multihead (mace_run_train's own replay fine-tuning);
-    - ``freeze_depth``: blocks that train, counted from the readout (``"all"``); ``lora_rank``, ``lora_alpha`` (None: 2·r),
-      ``lora_targets``; ``replay_*``: data replayed every epoch, generated pseudo-labelled structures, loss weight,
+    - ``freeze_depth``: blocks that train, counted from the readout (``"all"``; None: the backbone's
+      ``default_freeze_depth``); ``lora_rank``, ``lora_alpha`` (None: 2·r), ``lora_targets``; ``replay_*``: data replayed every epoch, generated pseudo-labelled structures, loss weight,
       structures per epoch, what trains under replay (``replay_base``);
     - training: ``epochs`` (None: enough for :data:`MIN_OPTIMIZER_STEPS` steps, 5–30 epochs), ``learning_rate`` (None:
       :func:`default_learning_rate` of the backbone and strategy), ``budget`` (wall time, ``"10m"``; for ``auto`` the
@@ -106,7 +106,7 @@ class FinetuneSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: Literal["full", "freeze", "lora", "replay", "mace-multihead", "auto"] = "full"
-    freeze_depth: int | Literal["all"] = _argument_default(Freeze, "depth")
+    freeze_depth: int | Literal["all"] | None = _argument_default(Freeze, "depth")
     lora_rank: int = Field(default=_argument_default(LoRA, "rank"), gt=0)
     lora_alpha: float | None = Field(default=_argument_default(LoRA, "alpha"), gt=0)
     lora_targets: tuple[str, ...] = LAYER_KINDS

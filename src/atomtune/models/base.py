@@ -93,6 +93,9 @@ class Potential(torch.nn.Module, ABC):
     #: Structures per forward pass in ``predict`` on CPU / GPU; chosen per backbone by measurement (benchmarks/).
     cpu_batch_size: ClassVar[int] = 1
     gpu_batch_size: ClassVar[int] = 32
+    #: Blocks (of :meth:`blocks`, from the readout) that ``--strategy freeze`` trains when no depth is given; chosen
+    #: per backbone by measurement (docs/finetuning.md, "Freeze depth").
+    default_freeze_depth: ClassVar[int] = 2
 
     def __init__(self, checkpoint: str):
         super().__init__()

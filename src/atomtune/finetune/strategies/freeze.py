@@ -13,7 +13,8 @@ from atomtune.models.base import Potential
 
 
 class Freeze(Strategy):
-    """Train only the last ``depth`` blocks (``depth="all"`` trains every block, i.e. full fine-tuning).
+    """Train only the last ``depth`` blocks (``depth="all"`` trains every block, i.e. full fine-tuning; None: the
+    backbone's :attr:`~atomtune.models.base.Potential.default_freeze_depth`).
 
     Example: ``Freeze(depth=2).apply(potential)`` — for CHGNet the last two blocks are the last interaction layer and the
     readout (see ``potential.blocks()``).
@@ -21,13 +22,13 @@ class Freeze(Strategy):
 
     name = "freeze"
 
-    def __init__(self, depth: int | str = 2):
+    def __init__(self, depth: int | str | None = None):
         self.depth = depth
 
     def trained_blocks(self, potential: Potential) -> list[str]:
         """Names of the blocks that train at this depth (raises for a depth the backbone does not have)."""
         names = [name for name, _ in potential.blocks()]
-        depth = self.depth
+        depth = potential.default_freeze_depth if self.depth is None else self.depth
         if isinstance(depth, str):
             if depth.strip().lower() == "all":
                 return names
