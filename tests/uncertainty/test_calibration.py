@@ -81,3 +81,22 @@ def test_metrics_from_errors_records_and_plot(tmp_path):
     errors, sigmas = _synthetic(1.0, count=500)
     path = plot_calibration({"forces": assess(ErrorsAndSpreads("forces", errors, sigmas))}, tmp_path / "c.png")
     assert path.stat().st_size > 1000
+
+
+def test_the_rank_correlation_a_calibrated_sigma_reaches():
+    """Spearman ρ between σ and |ε| has a ceiling below 1 for a perfect σ, set by how much σ varies: calibrated errors
+    reach it, errors independent of σ stay near 0 below it, and a σ that hardly varies has a low ceiling."""
+    from atomtune.uncertainty.calibration import ideal_spearman
+
+    errors, sigmas = _synthetic(2.0, count=4000, seed=4)
+    record = assess(ErrorsAndSpreads("forces", errors, sigmas))
+    assert 0.2 < record.spearman_ideal < 0.6
+    assert record.spearman == pytest.approx(record.spearman_ideal, abs=0.05)
+    rng = np.random.default_rng(5)
+    unrelated = assess(ErrorsAndSpreads("forces", rng.normal(0.0, 0.1, size=4000), sigmas))
+    assert unrelated.spearman_ideal > unrelated.spearman + 0.2
+    narrow = rng.uniform(0.09, 0.11, size=4000)  # σ within ±10 %: even a perfect σ barely ranks the errors
+    assert ideal_spearman(narrow) < 0.15 < ideal_spearman(sigmas)
+    assert ideal_spearman(np.full(10, 0.1)) is None
+    # scaling σ by α changes nothing in ranks
+    assert ideal_spearman(3.0 * sigmas) == pytest.approx(ideal_spearman(sigmas), abs=1e-12)

@@ -161,7 +161,8 @@ def section_html(results: dict, images: dict[str, Path] | None = None) -> str:
         f"last committee: <code>{_e(results.get('committee_dir', ''))}</code>.</p>",
         "<table><tr><th>iteration</th><th>labels added</th><th>failed</th><th>label CPU (s)</th><th>flagged / explored"
         "</th><th>train / valid</th><th>valid F RMSE (eV/Å)</th><th>held-out F RMSE (eV/Å)</th><th>held-out E MAE "
-        "(meV/atom)</th><th>α forces</th><th>ρ(σ,|ε|) forces held-out</th><th>miscal. area held-out</th></tr>",
+        "(meV/atom)</th><th>α forces</th><th>ρ(σ,|ε|) forces held-out (a calibrated σ's)</th><th>miscal. area held-out"
+        "</th></tr>",
     ]
     for r in iterations:
         test = r.get("test_errors") or {}
@@ -173,7 +174,9 @@ def section_html(results: dict, images: dict[str, Path] | None = None) -> str:
                 f"{r['flagged']} / {r['candidates']}", f"{r['train_structures']} / {r['valid_structures']}",
                 _f(r.get("valid_errors", {}).get("forces_rmse")), _f(test.get("forces_rmse")),
                 _f(test.get("energy_mae_mev_per_atom"), 1), _f(calibration.get("alpha"), 2),
-                _f(test_calibration.get("spearman"), 2), _f(test_calibration.get("miscalibration_area"), 3),
+                _f(test_calibration.get("spearman"), 2) + (f" ({test_calibration['spearman_ideal']:.2f})" if
+                                                         test_calibration.get("spearman_ideal") is not None else ""),
+                _f(test_calibration.get("miscalibration_area"), 3),
             )) + "</tr>"
         )
     parts.append("</table>")

@@ -253,6 +253,7 @@ TABLE_ROWS = (
     ("stress_rmse_gpa", "σ RMSE (GPa)"),
     ("uncertainty_energy_spearman", "committee σ_E vs |ε_E| Spearman ρ"),
     ("uncertainty_forces_spearman", "committee σ_F vs |ε_F| Spearman ρ"),
+    ("uncertainty_forces_spearman_ideal", "the ρ a calibrated σ_F would reach here"),
     ("uncertainty_forces_miscalibration_area", "committee σ_F miscalibration area"),
     ("uncertainty_forces_alpha_refit", "committee σ_F α refit here (1: calibrated)"),
 )

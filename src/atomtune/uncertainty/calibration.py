@@ -6,6 +6,10 @@ optimum α² = mean(ε² / σ²) (Musil et al., J. Chem. Theory Comput. 15, 906 
 154, 074102 (2021)). Reported per quantity: α, the NLL before and after, Spearman ρ between σ and |ε| (does the ranking
 find the bad structures?), RMSE in bins of σ against the bin's σ, and the fraction of errors inside ±kσ against the
 Gaussian expectation, whose mean absolute gap over confidence levels is the miscalibration area (0: perfect; 0.5 worst).
+ρ has a ceiling below 1 even for a perfect σ: |ε| drawn from N(0, σ²) scatters around σ, and the less σ varies over the
+set, the lower the ρ a calibrated σ reaches (Pernot, J. Chem. Phys. 156, 114109 (2022)); ``spearman_ideal`` is that
+ceiling for the set's own σ (the median ρ of errors simulated as N(0, σ²)), so a ρ of 0.3 can be read as "σ ranks the
+errors as well as a calibrated σ could" or "no better than chance".
 Sits next to :mod:`atomtune.uncertainty.committee`; ``atomtune errors`` and the active-learning loop call it.
 
 Units: energy eV per structure, forces eV/Å per Cartesian component (σ per atom, the same for its three components),
@@ -30,6 +34,8 @@ from atomtune.uncertainty.committee import QUANTITIES
 UNITS = {"energy": "eV", "forces": "eV/Å", "stress": "eV/Å³"}
 #: σ below this (in the quantity's unit) counts as zero spread: it would make ε²/σ² meaningless.
 SIGMA_FLOOR = 1e-12
+#: Simulated error sets behind ``spearman_ideal`` (its median moves by < 0.01 between seeds at 200 draws).
+IDEAL_SPEARMAN_DRAWS = 200
 
 
 @dataclass
@@ -52,7 +58,8 @@ class QuantityCalibration:
     """Calibration quality of one quantity (σ calibrated by ``alpha`` unless a field says raw).
 
     ``nll`` / ``nll_raw``: mean Gaussian negative log-likelihood per value (nats; lower is better, unit-dependent);
-    ``spearman``: rank correlation of σ and |ε|; ``miscalibration_area``: mean |observed − expected| fraction inside
+    ``spearman``: rank correlation of σ and |ε|; ``spearman_ideal``: the median ρ of errors drawn from N(0, σ²) with
+    the same σ (what a calibrated σ reaches on this set); ``miscalibration_area``: mean |observed − expected| fraction inside
     ±kσ over confidence levels 0–1; ``rmse`` and ``mean_sigma`` in ``units``; ``curve``: binned σ and RMSE and the
     coverage curve, for the plot."""
 
@@ -67,6 +74,7 @@ class QuantityCalibration:
     spearman: float | None
     miscalibration_area: float
     miscalibration_area_raw: float
+    spearman_ideal: float | None = None  # records written before it was measured lack it
     curve: dict = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
@@ -104,6 +112,19 @@ def miscalibration_area(errors: np.ndarray, sigmas: np.ndarray) -> float:
     return float(np.mean(np.abs(observed - expected)))
 
 
+def ideal_spearman(sigmas: np.ndarray, draws: int = IDEAL_SPEARMAN_DRAWS, seed: int = 0) -> float | None:
+    """Median Spearman ρ between σ and |ε| over ``draws`` sets of errors ε ~ N(0, σ²): the ρ a perfectly calibrated σ
+    reaches with this spread of σ (None when σ does not vary: ρ is undefined)."""
+    from scipy.stats import spearmanr
+
+    sigmas = np.asarray(sigmas, dtype=float).ravel()
+    if len(sigmas) < 3 or np.ptp(sigmas) == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    simulated = np.abs(rng.standard_normal((draws, len(sigmas)))) * sigmas
+    return float(np.median([spearmanr(sigmas, row).statistic for row in simulated]))
+
+
 def binned_rmse(errors: np.ndarray, sigmas: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean σ, RMSE of ε, count) in ``bins`` bins of equal count ordered by σ: calibrated points lie on y = x."""
     errors, sigmas = _usable(errors, sigmas)
@@ -136,6 +157,7 @@ def assess(data: ErrorsAndSpreads, alpha: float | None = None) -> QuantityCalibr
         nll=gaussian_nll(errors, calibrated),
         nll_raw=gaussian_nll(errors, sigmas),
         spearman=spearman,
+        spearman_ideal=ideal_spearman(sigmas) if spearman is not None else None,
         miscalibration_area=float(np.mean(np.abs(observed - expected))),
         miscalibration_area_raw=miscalibration_area(errors, sigmas),
         curve={
@@ -238,6 +260,8 @@ def plot_calibration(records: dict[str, QuantityCalibration], path: str | Path, 
         high = max(curve["bin_sigma"] + curve["bin_rmse"])
         top.plot([low, high], [low, high], "k--", lw=0.8)
         rho = "–" if record.spearman is None else f"{record.spearman:.2f}"
+        if record.spearman_ideal is not None:
+            rho += f", calibrated σ: {record.spearman_ideal:.2f}"
         top.set_title(f"{quantity}: RMSE vs σ (ρ = {rho})")
         top.set_xlabel(f"binned calibrated σ ({record.units})")
         top.set_ylabel(f"binned RMSE ({record.units})")
@@ -308,6 +332,7 @@ def uncertainty_metrics(records: Sequence[dict]) -> dict:
             continue
         prefix = f"uncertainty_{quantity}_"
         result[prefix + "spearman"] = as_predicted.spearman
+        result[prefix + "spearman_ideal"] = as_predicted.spearman_ideal
         result[prefix + "nll"] = as_predicted.nll
         result[prefix + "miscalibration_area"] = as_predicted.miscalibration_area
         result[prefix + "alpha_refit"] = fit_alpha(data.errors, data.sigmas)
