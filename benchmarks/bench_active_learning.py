@@ -19,6 +19,9 @@ the loop with twice its labels picked at random), train the same committee on ea
 ``--test`` (held-out labelled MD frames: the ``heldout`` part makes them). Labels are cached in ``OUT/al/label-cache``
 and every committee checkpoints, so a rerun reuses all work already paid for.
 
+``score``: the ``loop`` record from what is on disk (the loop's ``learn_results.json`` and every baseline arm whose
+committee has finished, each scored on ``--test``): the arms of a loop still running, or killed, without waiting for all.
+
 ``heldout``: the held-out set for ``loop``: zero-shot MD frames (600, 1000, 1500 K) of shipped 4-atom cells that are not
 among the loop's start cells, labelled with the same settings into the same cache, written to ``OUT/test.extxyz``.
 ``--calculator emt`` is a quick dry run of the machinery (not a result: EMT is not the shipped PBE).
@@ -253,7 +256,7 @@ def run_loop(args) -> dict:
         "wall_seconds": time.perf_counter() - began,
     }}
     labels = result.labels_used
-    for method in ("random", "direct", "random twice"):
+    for method in ARMS:
         if labels == 0:
             arms[method] = {"skipped": "the loop labelled nothing, so there is no budget to match"}
             continue
@@ -263,18 +266,57 @@ def run_loop(args) -> dict:
     return {"part": "loop", "calculator": args.calculator, "budget": args.budget, "arms": arms, "machine": machine()}
 
 
+ARMS = ("random", "direct", "random twice")
+
+
+def score_committee(committee, test_path: str) -> dict:
+    """A committee's errors and calibration (σ as saved) on the held-out frames."""
+    from atomtune.data.dataset import Dataset
+    from atomtune.finetune.featurized import FeaturizedSet
+    from atomtune.finetune.metrics import errors
+    from atomtune.uncertainty.calibration import evaluate
+
+    test = list(Dataset.read(test_path))
+    return {"test_errors": errors(committee, FeaturizedSet.build("test", test, committee), 8),
+            "test_calibration": {q: {k: v for k, v in r.as_dict().items() if k != "curve"}
+                                 for q, r in evaluate(committee, test).items()}}
+
+
+def run_score(args) -> dict:
+    """The loop's record from disk: its iterations, and every baseline arm whose committee finished."""
+    from atomtune.models import load_potential
+    from atomtune.uncertainty.train import COMMITTEE_METRICS_FILE
+
+    out = Path(args.out)
+    results = json.loads((out / "al" / "learn_results.json").read_text())
+    arms = {"active learning": {
+        "stop_reason": results["stop_reason"], "labels_used": results["labels_used"],
+        "iterations": [{k: r.get(k) for k in ("iteration", "labels_added", "labels_failed", "label_cpu_time_s",
+                                              "flagged_fraction", "test_errors", "test_calibration")}
+                       for r in results["iterations"]],
+        "final_check_md_runs": (results.get("final_check") or {}).get("md_runs"),
+    }}
+    for method in ARMS:
+        directory = out / method.replace(" ", "-")
+        if not (directory / COMMITTEE_METRICS_FILE).exists():
+            arms[method] = {"not finished": str(directory)}
+            continue
+        labels = results["labels_used"] * (2 if method == "random twice" else 1)
+        arms[method] = {"labels": labels, **score_committee(load_potential(str(directory)), args.test)}
+    return {"part": "loop", "calculator": args.calculator, "budget": args.budget, "arms": arms,
+            "scored_from_disk": True, "machine": machine()}
+
+
 def baseline(method: str, count: int, start, args, out: Path, kwargs: dict) -> dict:
     """``count`` frames picked by ``method`` from zero-shot MD of the start cells, labelled (shared cache), trained
     into the same kind of committee as the loop's, scored on the held-out set."""
     from atomtune.data import generate
-    from atomtune.data.dataset import Dataset
     from atomtune.data.label import label
     from atomtune.data.select import DirectSampler, RandomSampler, structure_features
     from atomtune.finetune.spec import FinetuneSpec
     from atomtune.learn.loop import split_start
     from atomtune.models import load_potential
     from atomtune.uncertainty import CommitteeSpec, train_committee
-    from atomtune.uncertainty.calibration import evaluate
 
     model = load_potential(args.model)
     pool = []
@@ -303,19 +345,13 @@ def baseline(method: str, count: int, start, args, out: Path, kwargs: dict) -> d
                                 model_spec=args.model).potential
     record = {"labels": len(labelled), "failures": [str(f) for f in failures], "pool": len(pool)}
     if args.test:
-        from atomtune.finetune.featurized import FeaturizedSet
-        from atomtune.finetune.metrics import errors
-
-        test = list(Dataset.read(args.test))
-        record["test_errors"] = errors(committee, FeaturizedSet.build("test", test, committee), 8)
-        record["test_calibration"] = {q: {k: v for k, v in r.as_dict().items() if k != "curve"}
-                                      for q, r in evaluate(committee, test).items()}
+        record.update(score_committee(committee, args.test))
     return record
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("cost", "label-cost", "heldout", "loop"))
+    parser.add_argument("part", choices=("cost", "label-cost", "heldout", "loop", "score"))
     parser.add_argument("--model", nargs="+", default=["chgnet-0.3.0"],
                         help="model(s); cost measures each in turn, the other parts use the first")
     parser.add_argument("--trust-model", action="store_true", help="load pickled model files (a MACE .model)")
@@ -336,13 +372,15 @@ def main() -> None:
     from atomtune.runtime import configure_threads
 
     configure_threads(args.threads)
-    run = {"cost": run_cost, "label-cost": run_label_cost, "heldout": run_heldout, "loop": run_loop}[args.part]
+    run = {"cost": run_cost, "label-cost": run_label_cost, "heldout": run_heldout, "loop": run_loop,
+           "score": run_score}[args.part]
     if args.part != "cost":
         args.model = args.model[0]
     result = run(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = f"_{args.calculator}" if args.part in ("loop", "heldout") else ""
-    path = RESULTS / f"active_learning_{args.part.replace('-', '_')}{suffix}.json"
+    suffix = f"_{args.calculator}" if args.part in ("loop", "heldout", "score") else ""
+    part = "loop" if args.part == "score" else args.part.replace("-", "_")
+    path = RESULTS / f"active_learning_{part}{suffix}.json"
     path.write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps(result, indent=2, default=str))
     print(f"wrote {path}")
