@@ -245,6 +245,29 @@ def alternate_sides(
     return runs
 
 
+def write_record(benchmark: str, native: str, args, settings: dict, structures, runs: dict[str, list[dict]],
+                 **extra) -> dict:
+    """The result record of a fine-tuning benchmark (best round per side, ``native``'s best epoch over atomtune's as
+    the speed-up, machine load now), written to ``args.out``; ``extra`` goes in after the name (e.g. the model)."""
+    best = {side: min(results, key=lambda r: r["seconds_per_epoch"]) for side, results in runs.items()}
+    record = {
+        "benchmark": benchmark,
+        **extra,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg()},
+        "settings": settings,
+        "atoms_per_structure": [int(min(len(a) for a in structures)), int(max(len(a) for a in structures))],
+        "best": best,
+        "runs": runs,
+        "speedup_per_epoch": best[native]["seconds_per_epoch"] / best["atomtune"]["seconds_per_epoch"],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
+    print(f"speed-up per epoch: {record['speedup_per_epoch']:.2f}x ({native} / atomtune); wrote {out}")
+    return record
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--structures", type=int, default=40)
@@ -271,24 +294,10 @@ def main(argv=None) -> dict:
     runs = alternate_sides(__file__, ("chgnet", "atomtune"), args,
                            ("structures", "atoms", "epochs", "batch_size", "learning_rate", "threads", "seed",
                             "device", "scratch"))
-    best = {side: min(results, key=lambda r: r["seconds_per_epoch"]) for side, results in runs.items()}
-    structures = benchmark_structures(args.structures, args.seed, args.atoms)
-    record = {
-        "benchmark": "finetune_chgnet",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg()},
-        "settings": {k: getattr(args, k) for k in ("structures", "atoms", "epochs", "batch_size", "learning_rate",
-                                                    "threads", "repeats", "seed", "device")},
-        "atoms_per_structure": [int(min(len(a) for a in structures)), int(max(len(a) for a in structures))],
-        "best": best,
-        "runs": runs,
-        "speedup_per_epoch": best["chgnet"]["seconds_per_epoch"] / best["atomtune"]["seconds_per_epoch"],
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
-    print(f"speed-up per epoch: {record['speedup_per_epoch']:.2f}x (CHGNet Trainer / atomtune); wrote {out}")
-    return record
+    settings = {k: getattr(args, k) for k in ("structures", "atoms", "epochs", "batch_size", "learning_rate", "threads",
+                                              "repeats", "seed", "device")}
+    return write_record("finetune_chgnet", "chgnet", args, settings,
+                        benchmark_structures(args.structures, args.seed, args.atoms), runs)
 
 
 if __name__ == "__main__":

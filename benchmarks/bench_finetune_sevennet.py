@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import resource
 import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -36,6 +33,7 @@ from bench_finetune_chgnet import (  # noqa: E402  (same data, same runner)
     cubic_repeat,
     split,
     with_peak_memory,
+    write_record,
 )
 
 
@@ -158,24 +156,10 @@ def main(argv=None) -> dict:
     runs = alternate_sides(__file__, ("sevenn", "atomtune"), args,
                            ("structures", "atoms", "epochs", "batch_size", "threads", "seed", "device", "scratch"),
                            measure=measure_side)
-    best = {side: min(results, key=lambda r: r["seconds_per_epoch"]) for side, results in runs.items()}
-    structures = benchmark_structures(args.structures, args.seed, args.atoms)
-    record = {
-        "benchmark": "finetune_sevennet",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg()},
-        "settings": {k: getattr(args, k) for k in ("structures", "atoms", "epochs", "batch_size", "threads", "repeats",
-                                                    "seed", "device")},
-        "atoms_per_structure": [int(min(len(a) for a in structures)), int(max(len(a) for a in structures))],
-        "best": best,
-        "runs": runs,
-        "speedup_per_epoch": best["sevenn"]["seconds_per_epoch"] / best["atomtune"]["seconds_per_epoch"],
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
-    print(f"speed-up per epoch: {record['speedup_per_epoch']:.2f}x (sevenn train / atomtune); wrote {out}")
-    return record
+    settings = {k: getattr(args, k) for k in ("structures", "atoms", "epochs", "batch_size", "threads", "repeats", "seed",
+                                              "device")}
+    return write_record("finetune_sevennet", "sevenn", args, settings,
+                        benchmark_structures(args.structures, args.seed, args.atoms), runs)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,12 @@ def test_both_trainers_fine_tune_the_same_tiny_model_for_the_timed_epochs(tmp_pa
         assert len(side["seconds_per_epoch_all"]) == 2  # one time per epoch, each training + validation
         assert side["seconds_per_epoch"] == min(side["seconds_per_epoch_all"]) > 0
     assert record["speedup_per_epoch"] == pytest.approx(mace["seconds_per_epoch"] / atomtune["seconds_per_epoch"])
+    assert record["speedup_per_epoch_cpu_time"] == pytest.approx(
+        min(mace["cpu_seconds_per_epoch_all"]) / min(atomtune["cpu_seconds_per_epoch_all"]))
+    for side in (mace, atomtune):  # one CPU time per epoch, about the wall time or less for a 1-thread process
+        assert len(side["cpu_seconds_per_epoch_all"]) == 2
+        assert all(0 < cpu <= wall * 1.5 + 0.1 for cpu, wall in zip(side["cpu_seconds_per_epoch_all"],
+                                                                       side["seconds_per_epoch_all"]))
     # mace_run_train got the file as its foundation model, kept its elements and trained E, F and stress
     for option in ("--foundation_model " + str(Path(tiny_mace_file).resolve()), "--loss stress",
                    "--foundation_model_elements True", "--multiheads_finetuning False", "--default_dtype float32"):
