@@ -57,9 +57,20 @@ from bench_finetune_chgnet import (  # noqa: E402  (same data, same runner)
 
 #: Elements of the tiny test model, so that ``--model tiny`` and the medium-size model train on the same cells.
 HOSTS = [("Ni", 3.52), ("Cu", 3.61), ("Al", 4.05)]
-#: mace_run_train's defaults for its ``stress`` loss (mace-torch 0.3.16), also atomtune's default_loss_weights("mace").
-ENERGY_WEIGHT, FORCES_WEIGHT, STRESS_WEIGHT = 1.0, 100.0, 1.0
-GRADIENT_CLIP = 10.0  # mace_run_train's --clip_grad default; atomtune's gradient_clip default
+
+
+def loss_weights():
+    """atomtune's documented MACE loss weights (mace_run_train's ``stress`` loss defaults); both sides get them."""
+    from atomtune.finetune import default_loss_weights
+
+    return default_loss_weights("mace")
+
+
+def gradient_clip() -> float:
+    """atomtune's default gradient clipping norm (also mace_run_train's ``--clip_grad`` default); both sides get it."""
+    from atomtune.finetune import TrainingSettings
+
+    return TrainingSettings.gradient_clip
 
 
 def data(args):
@@ -68,7 +79,7 @@ def data(args):
 
 
 def run_atomtune(args) -> dict:
-    from atomtune.finetune import Full, LossWeights, Trainer, TrainingSettings
+    from atomtune.finetune import Full, Trainer, TrainingSettings
     from atomtune.models import load_potential
 
     train, valid = data(args)
@@ -83,11 +94,11 @@ def run_atomtune(args) -> dict:
         realign_e0=False,
         early_stopping_patience=None,
         restore_best=False,
-        gradient_clip=GRADIENT_CLIP,
+        gradient_clip=gradient_clip(),
         progress=False,
         learning_curve=False,
         seed=args.seed,
-        loss=LossWeights(ENERGY_WEIGHT, FORCES_WEIGHT, STRESS_WEIGHT, "mse", 0.01, "mace_run_train stress loss"),
+        loss=loss_weights(),
     )
     trainer = Trainer(settings)
     cpu_seconds = []
@@ -115,6 +126,9 @@ def run_atomtune(args) -> dict:
 
 def mace_command_line(args, work: Path) -> list[str]:
     """mace_run_train's options for this run (the same as the console script's command line)."""
+    weights = loss_weights()
+    if weights.kind != "mse":
+        raise SystemExit(f"atomtune's MACE loss is {weights.kind}; mace_run_train's stress loss is MSE: not comparable.")
     return [
         "--name", "bench", "--work_dir", str(work), "--seed", str(args.seed), "--device", args.device,
         "--default_dtype", args.dtype,
@@ -122,11 +136,11 @@ def mace_command_line(args, work: Path) -> list[str]:
         "--energy_key", "REF_energy", "--forces_key", "REF_forces", "--stress_key", "REF_stress",
         "--foundation_model", args.model, "--multiheads_finetuning", "False", "--foundation_model_elements", "True",
         "--E0s", "foundation",
-        "--loss", "stress", "--energy_weight", str(ENERGY_WEIGHT), "--forces_weight", str(FORCES_WEIGHT),
-        "--stress_weight", str(STRESS_WEIGHT),
+        "--loss", "stress", "--energy_weight", str(weights.energy), "--forces_weight", str(weights.forces),
+        "--stress_weight", str(weights.stress),
         "--batch_size", str(args.batch_size), "--valid_batch_size", str(args.batch_size),
         "--lr", str(args.learning_rate),
-        "--max_num_epochs", str(args.epochs), "--clip_grad", str(GRADIENT_CLIP), "--plot", "False",
+        "--max_num_epochs", str(args.epochs), "--clip_grad", str(gradient_clip()), "--plot", "False",
     ]  # fmt: skip
 
 
