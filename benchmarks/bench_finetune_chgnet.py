@@ -268,22 +268,31 @@ def write_record(benchmark: str, native: str, args, settings: dict, structures, 
     return record
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--structures", type=int, default=40)
+def finetune_arguments(doc: str, benchmark: str, native: str, structures: int = 40, in_process_help: str = "",
+                       scratch: str = "/tmp/atomtune-bench-finetune") -> argparse.ArgumentParser:
+    """The options every fine-tuning benchmark shares (``--side`` is atomtune or ``native``; the result goes to
+    ``results/<benchmark>.json`` unless ``--out``); a script adds its own (learning rate, model, dtype)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--structures", type=int, default=structures)
     parser.add_argument("--atoms", type=int, default=None,
                         help="atoms per cell, a multiple of 4 (default: a mix of 8–32-atom cells)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--learning-rate", type=float, default=5e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="torch device of both sides: cpu (default) or cuda")
-    parser.add_argument("--in-process", action="store_true", help="run both sides in this process (smoke runs)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "finetune_chgnet.json"))
-    parser.add_argument("--side", choices=("atomtune", "chgnet"), help=argparse.SUPPRESS)
-    parser.add_argument("--scratch", default="/tmp/atomtune-bench-finetune", help=argparse.SUPPRESS)
+    parser.add_argument("--in-process", action="store_true",
+                        help=in_process_help or "run atomtune's side in this process (smoke runs)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / f"{benchmark}.json"))
+    parser.add_argument("--side", choices=("atomtune", native), help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", default=scratch, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None) -> dict:
+    parser = finetune_arguments(__doc__, "finetune_chgnet", "chgnet", in_process_help="run both sides in this process (smoke runs)")
+    parser.add_argument("--learning-rate", type=float, default=5e-3)
     args = parser.parse_args(argv)
     if args.side:
         print("RESULT " + json.dumps(measure_side(args)))

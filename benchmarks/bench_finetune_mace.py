@@ -34,7 +34,6 @@ torch's default dtype and logging for the whole process). Results go to ``benchm
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import io
@@ -50,6 +49,7 @@ from bench_finetune_chgnet import (  # noqa: E402  (same data, same runner)
     alternate_sides,
     benchmark_structures,
     cubic_repeat,
+    finetune_arguments,
     split,
     with_peak_memory,
     write_record,
@@ -260,24 +260,11 @@ def model_file(choice: str, directory: Path) -> tuple[Path, str]:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = finetune_arguments(__doc__, "finetune_mace", "mace", structures=20, scratch="/tmp/atomtune-bench-finetune-mace")
     parser.add_argument("--model", default="medium-like",
                         help="medium-like (default: random weights at MACE-MP-medium size), tiny, or a .model file")
-    parser.add_argument("--structures", type=int, default=20)
-    parser.add_argument("--atoms", type=int, default=None,
-                        help="atoms per cell, a multiple of 4 (default: a mix of 8–32-atom cells)")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="torch device of both sides: cpu (default) or cuda")
-    parser.add_argument("--in-process", action="store_true", help="run atomtune's side in this process (smoke runs)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "finetune_mace.json"))
-    parser.add_argument("--side", choices=("atomtune", "mace"), help=argparse.SUPPRESS)
-    parser.add_argument("--scratch", default="/tmp/atomtune-bench-finetune-mace", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.side:
         print("RESULT " + json.dumps(measure_side(args)))

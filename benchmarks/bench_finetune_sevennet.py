@@ -16,7 +16,6 @@ own process with an explicit torch thread count (peak memory = that process's ma
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import resource
@@ -31,6 +30,7 @@ from bench_finetune_chgnet import (  # noqa: E402  (same data, same runner)
     alternate_sides,
     benchmark_structures,
     cubic_repeat,
+    finetune_arguments,
     split,
     with_peak_memory,
     write_record,
@@ -133,20 +133,7 @@ def measure_side(args) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--structures", type=int, default=40)
-    parser.add_argument("--atoms", type=int, default=None,
-                        help="atoms per cell, a multiple of 4 (default: a mix of 8–32-atom cells)")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="torch device of both sides: cpu (default) or cuda")
-    parser.add_argument("--in-process", action="store_true", help="run atomtune's side in this process (smoke runs)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "finetune_sevennet.json"))
-    parser.add_argument("--side", choices=("atomtune", "sevenn"), help=argparse.SUPPRESS)
-    parser.add_argument("--scratch", default="/tmp/atomtune-bench-finetune", help=argparse.SUPPRESS)
+    parser = finetune_arguments(__doc__, "finetune_sevennet", "sevenn")
     args = parser.parse_args(argv)
     if args.side:
         print("RESULT " + json.dumps(measure_side(args)))
