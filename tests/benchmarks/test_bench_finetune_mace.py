@@ -23,16 +23,6 @@ def load_benchmark():
     return module
 
 
-@pytest.fixture(scope="session")
-def tiny_mace_file(pytestconfig, tmp_path_factory):
-    """The tiny EMT-trained MACE ``.model`` (the cache shared with tests/models and tests/finetune)."""
-    from mace_tiny import tiny_mace_model_path
-
-    cache = getattr(pytestconfig, "cache", None)
-    directory = cache.mkdir("mace-tiny") if cache is not None else tmp_path_factory.mktemp("mace-tiny")
-    return tiny_mace_model_path(directory)
-
-
 @pytest.mark.slow  # ~20–30 s (a mace_run_train process); tests/benchmarks/test_gpu_script.py runs the script tiny too
 def test_both_trainers_fine_tune_the_same_tiny_model_for_the_timed_epochs(tmp_path, tiny_mace_file):
     benchmark = load_benchmark()

@@ -25,16 +25,6 @@ def load_suite():
     return module
 
 
-@pytest.fixture(scope="session")
-def tiny_mace_file(pytestconfig, tmp_path_factory):
-    """The tiny EMT-trained MACE ``.model`` (the cache shared with tests/models and tests/finetune)."""
-    from mace_tiny import tiny_mace_model_path
-
-    cache = getattr(pytestconfig, "cache", None)
-    directory = cache.mkdir("mace-tiny") if cache is not None else tmp_path_factory.mktemp("mace-tiny")
-    return tiny_mace_model_path(directory)
-
-
 def test_every_benchmark_runs_tiny_on_cpu_and_lands_in_one_json_and_table(tmp_path, tiny_mace_file):
     suite = load_suite()
     record = suite.main(["--device", "cpu", "--tiny", "--in-process", "--out-dir", str(tmp_path),

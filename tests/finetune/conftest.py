@@ -49,16 +49,6 @@ def make_emt():
     return emt_structures
 
 
-@pytest.fixture(scope="session")
-def tiny_mace_file(pytestconfig, tmp_path_factory):
-    """The tiny EMT-trained MACE ``.model`` (shared cache with tests/models)."""
-    from mace_tiny import tiny_mace_model_path
-
-    cache = getattr(pytestconfig, "cache", None)
-    directory = cache.mkdir("mace-tiny") if cache is not None else tmp_path_factory.mktemp("mace-tiny")
-    return tiny_mace_model_path(directory)
-
-
 _LOADED: dict = {}
 
 

@@ -3,19 +3,7 @@ MacePotential on it for each test."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-
-@pytest.fixture(scope="session")
-def tiny_mace_model_file(pytestconfig, tmp_path_factory) -> Path:
-    """Path of the tiny Ni/Cu/Al MACE model (float64, pickled like mace_run_train's ``*.model``); ~15 s on first build."""
-    from mace_tiny import tiny_mace_model_path
-
-    cache = getattr(pytestconfig, "cache", None)
-    directory = cache.mkdir("mace-tiny") if cache is not None else tmp_path_factory.mktemp("mace-tiny")
-    return tiny_mace_model_path(directory)
 
 
 @pytest.fixture

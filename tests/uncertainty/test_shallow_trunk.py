@@ -20,15 +20,6 @@ from atomtune.uncertainty.committee import CommitteePotential, readout_block
 from atomtune.uncertainty.train import _perturb
 
 
-@pytest.fixture(scope="module")
-def tiny_mace_file(pytestconfig, tmp_path_factory):
-    from mace_tiny import tiny_mace_model_path
-
-    cache = getattr(pytestconfig, "cache", None)
-    directory = cache.mkdir("mace-tiny") if cache is not None else tmp_path_factory.mktemp("mace-tiny")
-    return tiny_mace_model_path(directory)
-
-
 @pytest.fixture(scope="module", params=["chgnet", "sevennet", "mace"])
 def backbone(request):
     """(name, a Potential of that backbone): CHGNet 0.3.0 and SevenNet-0 from their wheels, the tiny MACE (float64)."""
