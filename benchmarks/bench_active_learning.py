@@ -22,6 +22,10 @@ and every committee checkpoints, so a rerun reuses all work already paid for.
 ``score``: the ``loop`` record from what is on disk (the loop's ``learn_results.json`` and every baseline arm whose
 committee has finished, each scored on ``--test``): the arms of a loop still running, or killed, without waiting for all.
 
+``al-fresh``: a control for the loop's schedule (its committee continues training every iteration, so it has trained
+more epochs than a baseline's): the baselines' committee fitted once on the start cells plus the loop's labelled frames;
+then ``score``.
+
 ``heldout``: the held-out set for ``loop``: zero-shot MD frames (600, 1000, 1500 K) of shipped 4-atom cells that are not
 among the loop's start cells, labelled with the same settings into the same cache, written to ``OUT/test.extxyz``.
 ``--calculator emt`` is a quick dry run of the machinery (not a result: EMT is not the shipped PBE).
@@ -267,6 +271,7 @@ def run_loop(args) -> dict:
 
 
 ARMS = ("random", "direct", "random twice")
+AL_FRESH = "al frames fresh"  # the loop's labelled frames, fitted once like a baseline (``al-fresh``)
 
 
 def score_committee(committee, test_path: str) -> dict:
@@ -296,12 +301,12 @@ def run_score(args) -> dict:
                        for r in results["iterations"]],
         "final_check_md_runs": (results.get("final_check") or {}).get("md_runs"),
     }}
-    for method in ARMS:
+    for method in (*ARMS, AL_FRESH):
         directory = out / method.replace(" ", "-")
         if not (directory / COMMITTEE_METRICS_FILE).exists():
             arms[method] = {"not finished": str(directory)}
             continue
-        labels = results["labels_used"] * (2 if method == "random twice" else 1)
+        labels = results["labels_used"] * (2 if method == "random twice" else 1)  # AL_FRESH: the loop's own
         arms[method] = {"labels": labels, **score_committee(load_potential(str(directory)), args.test)}
     return {"part": "loop", "calculator": args.calculator, "budget": args.budget, "arms": arms,
             "scored_from_disk": True, "machine": machine()}
@@ -313,10 +318,7 @@ def baseline(method: str, count: int, start, args, out: Path, kwargs: dict) -> d
     from atomtune.data import generate
     from atomtune.data.label import label
     from atomtune.data.select import DirectSampler, RandomSampler, structure_features
-    from atomtune.finetune.spec import FinetuneSpec
-    from atomtune.learn.loop import split_start
     from atomtune.models import load_potential
-    from atomtune.uncertainty import CommitteeSpec, train_committee
 
     model = load_potential(args.model)
     pool = []
@@ -337,21 +339,49 @@ def baseline(method: str, count: int, start, args, out: Path, kwargs: dict) -> d
     picked = [pool[i] for i in chosen]
     labelled, failures = label(picked, args.calculator if not kwargs else {"name": args.calculator, "kwargs": kwargs},
                                out / "al" / "label-cache", progress=False)
-    train, valid = split_start(list(start) + list(labelled), 0.2, 0)
-    finetune = FinetuneSpec(epochs=args.epochs)
-    settings = finetune.training_settings(model.backbone, has_stress=True, progress=False)
-    committee = train_committee(model, train, valid, CommitteeSpec(size=args.committee), settings,
-                                finetune.strategy_object(), out=out / method.replace(" ", "-"), resume=True,
-                                model_spec=args.model).potential
+    committee = fresh_committee(model, list(start) + list(labelled), args, out / method.replace(" ", "-"))
     record = {"labels": len(labelled), "failures": [str(f) for f in failures], "pool": len(pool)}
     if args.test:
         record.update(score_committee(committee, args.test))
     return record
 
 
+def fresh_committee(model, structures, args, directory: Path):
+    """The baselines' committee: ``args.committee`` members fine-tuned once from the foundation model for
+    ``args.epochs`` epochs on ``structures`` (a fifth held out to validate and calibrate), checkpointed in
+    ``directory``."""
+    from atomtune.finetune.spec import FinetuneSpec
+    from atomtune.learn.loop import split_start
+    from atomtune.uncertainty import CommitteeSpec, train_committee
+
+    train, valid = split_start(list(structures), 0.2, 0)
+    finetune = FinetuneSpec(epochs=args.epochs)
+    settings = finetune.training_settings(model.backbone, has_stress=True, progress=False)
+    return train_committee(model, train, valid, CommitteeSpec(size=args.committee), settings,
+                           finetune.strategy_object(), out=directory, resume=True, model_spec=args.model).potential
+
+
+def run_al_fresh(args) -> dict:
+    """The control for the loop's training schedule: the loop's committee continues fine-tuning every iteration (so its
+    last one has trained more epochs than a baseline's); this trains the baselines' committee once, from the foundation
+    model, on the start cells plus the frames the loop labelled, into ``OUT/al-frames-fresh``, then scores all arms."""
+    from atomtune.data.dataset import Dataset
+    from atomtune.models import load_potential
+
+    out = Path(args.out)
+    start, _ = start_and_rest()
+    frames = []
+    for iteration in sorted((out / "al").glob("iteration-*")):
+        for part in ("new_train.extxyz", "new_valid.extxyz"):
+            if (iteration / part).exists():
+                frames += list(Dataset.read(iteration / part))
+    fresh_committee(load_potential(args.model), list(start) + frames, args, out / AL_FRESH.replace(" ", "-"))
+    return run_score(args)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("cost", "label-cost", "heldout", "loop", "score"))
+    parser.add_argument("part", choices=("cost", "label-cost", "heldout", "loop", "score", "al-fresh"))
     parser.add_argument("--model", nargs="+", default=["chgnet-0.3.0"],
                         help="model(s); cost measures each in turn, the other parts use the first")
     parser.add_argument("--trust-model", action="store_true", help="load pickled model files (a MACE .model)")
@@ -373,13 +403,13 @@ def main() -> None:
 
     configure_threads(args.threads)
     run = {"cost": run_cost, "label-cost": run_label_cost, "heldout": run_heldout, "loop": run_loop,
-           "score": run_score}[args.part]
+           "score": run_score, "al-fresh": run_al_fresh}[args.part]
     if args.part != "cost":
         args.model = args.model[0]
     result = run(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = f"_{args.calculator}" if args.part in ("loop", "heldout", "score") else ""
-    part = "loop" if args.part == "score" else args.part.replace("-", "_")
+    suffix = f"_{args.calculator}" if args.part in ("loop", "heldout", "score", "al-fresh") else ""
+    part = "loop" if args.part in ("score", "al-fresh") else args.part.replace("-", "_")
     path = RESULTS / f"active_learning_{part}{suffix}.json"
     path.write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps(result, indent=2, default=str))
