@@ -291,7 +291,8 @@ def finetune_arguments(doc: str, benchmark: str, native: str, structures: int = 
 
 
 def main(argv=None) -> dict:
-    parser = finetune_arguments(__doc__, "finetune_chgnet", "chgnet", in_process_help="run both sides in this process (smoke runs)")
+    parser = finetune_arguments(__doc__, "finetune_chgnet", "chgnet",
+                                in_process_help="run both sides in this process (smoke runs)")
     parser.add_argument("--learning-rate", type=float, default=5e-3)
     args = parser.parse_args(argv)
     if args.side:
