@@ -3,13 +3,13 @@ wall-time budget by successive halving, then train the winner for the rest of th
 
 Synchronous successive halving (Jamieson & Talwalkar, AISTATS 2016; the building block of Hyperband): every candidate
 trains for a short slice of time, the best third (by the validation score of the run's selection metric, balanced by
-default, :func:`~atomtune.finetune.loop.selection_score`) continue from where they stopped with three times the time, until one is left; it then trains afresh
-from the foundation model with its defaults for what remains of the budget. The search only gets the time a fixed run of
-the default epochs would not need, so the winner trains as long as a fixed strategy would. The winner's best slice
-replaces the fresh run only when it is better on validation beyond the noise of the few validation structures (a paired
-bootstrap over them); within the noise the run that trained more epochs is kept. A budget that holds fewer than three
-trials, or a validation set too small to tell candidates apart, trains the first candidate without a search. Each slice
-is an ordinary checkpointed fine-tuning run in ``OUT/search/<candidate>/rung-k``,
+default, :func:`~atomtune.finetune.loop.selection_score`) continue from where they stopped with three times the time,
+until one is left; it then trains afresh from the foundation model with its defaults for what remains of the budget. The
+search only gets the time a fixed run of the default epochs would not need, so the winner trains as long as a fixed
+strategy would. The winner's best slice replaces the fresh run only when it is better on validation beyond the noise of
+the few validation structures (a paired bootstrap over them); within the noise the run that trained more epochs is kept.
+A budget that holds fewer than three trials, or a validation set too small to tell candidates apart, trains the first
+candidate without a search. Each slice is an ordinary checkpointed fine-tuning run in ``OUT/search/<candidate>/rung-k``,
 so a killed search resumes: finished slices are read back, the interrupted one continues from its checkpoint.
 
 Hand-written rather than Optuna: the candidates are a handful of discrete settings and the rungs are wall-time slices of
@@ -31,7 +31,7 @@ import numpy as np
 
 from atomtune.exceptions import AtomtuneError
 from atomtune.files import OutputLock, atomic_write_json
-from atomtune.finetune.loop import SELECTION_METRICS
+from atomtune.finetune.loop import METRICS_FILE, SELECTION_METRICS, selection_score, worse_than_zero_shot
 
 #: Default budget of ``--strategy auto`` when none is given.
 DEFAULT_BUDGET_SECONDS = 600.0
@@ -192,8 +192,6 @@ def share_better(candidate: StructureErrors, other: StructureErrors, reference: 
     """Share of paired bootstrap resamples of the validation structures (the same structures for both models) on which
     ``candidate`` has the strictly lower score by ``metric`` (:func:`~atomtune.finetune.loop.selection_score`; the
     balanced one takes ratios to ``reference``, the E0-aligned zero-shot errors)."""
-    from atomtune.finetune.loop import selection_score
-
     count = len(candidate.energy_mev_per_atom)
     draws = np.random.default_rng(seed).integers(0, count, size=(resamples, count))
     wins = 0
@@ -225,8 +223,6 @@ class AutoSearch:
 
     # -- the search --------------------------------------------------------------------------------------------------
     def _fit(self, model, train, valid, out, device, general, progress, trust, log):
-        from atomtune.finetune.loop import selection_score
-
         if self.metric not in SEARCH_METRICS:
             raise AtomtuneError(
                 f"--strategy auto ranks its candidates by {', '.join(SEARCH_METRICS)} on each validation structure; "
@@ -423,7 +419,6 @@ class AutoSearch:
     def _run_slice(self, candidate, rung, seconds, model, train, valid, out, device, trust, deadline, state):
         """Train ``candidate`` for ``seconds`` more (continuing from its previous rung); its row of the search log."""
         from atomtune.finetune.checkpoint import has_checkpoint
-        from atomtune.finetune.loop import METRICS_FILE
 
         key = f"{candidate.name}/rung-{rung}"
         if key in state["rows"] and state["rows"][key].get("finished"):
@@ -501,7 +496,6 @@ class AutoSearch:
         """A budget too short to compare candidates: ``candidate`` (the first, most promising one) trains from ``model``
         with its defaults for the whole remaining budget, as a fixed strategy would; the search log says why."""
         from atomtune.finetune.checkpoint import has_checkpoint
-        from atomtune.finetune.loop import selection_score
 
         log(f"auto: no search: {reason}; training {candidate.name} for the whole budget")
         state.update(winner=candidate.name, search_skipped=reason)
@@ -553,7 +547,6 @@ class AutoSearch:
         zero-shot and "worse than zero-shot" are the foundation model's (rung 0's start), not its own start (the
         previous rung's model)."""
         from atomtune.finetune import FitResult
-        from atomtune.finetune.loop import METRICS_FILE, worse_than_zero_shot
 
         metrics = json.loads((directory / METRICS_FILE).read_text())
         first = directory.parent / "rung-0" / METRICS_FILE

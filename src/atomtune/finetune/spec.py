@@ -92,8 +92,9 @@ class FinetuneSpec(BaseModel):
 
     - ``strategy``: full | freeze | lora | replay | mace-multihead (mace_run_train's own replay fine-tuning);
     - ``freeze_depth``: blocks that train, counted from the readout (``"all"``; None: the backbone's
-      ``default_freeze_depth``); ``lora_rank``, ``lora_alpha`` (None: 2·r), ``lora_targets``; ``replay_*``: data replayed every epoch, generated pseudo-labelled structures, loss weight,
-      structures per epoch, what trains under replay (``replay_base``);
+      ``default_freeze_depth``); ``lora_rank``, ``lora_alpha`` (None: 2·r), ``lora_targets``; ``replay_*``: data
+      replayed every epoch, generated pseudo-labelled structures, loss weight, structures per epoch, what trains under
+      replay (``replay_base``);
     - training: ``epochs`` (None: enough for :data:`MIN_OPTIMIZER_STEPS` steps, 5–30 epochs), ``learning_rate`` (None:
       :func:`default_learning_rate` of the backbone and strategy), ``budget`` (wall time, ``"10m"``; for ``auto`` the
       whole search, else a stop for one run), ``batch_size``, ``weight_decay``, ``scheduler``, ``warmup_fraction``,
