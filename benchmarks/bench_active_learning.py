@@ -251,14 +251,7 @@ def run_loop(args) -> dict:
     spec = LearnSpec.build(**common, explore=ExploreSpec.read(out / "explore.yaml"), budget_labels=args.budget)
     began = time.perf_counter()
     result = ActiveLearning(spec).run(out / "al")
-    arms = {"active learning": {
-        "stop_reason": result.stop_reason, "labels_used": result.labels_used,
-        "iterations": [{k: getattr(r, k) for k in ("iteration", "labels_added", "labels_failed", "label_cpu_time_s",
-                                                   "flagged_fraction", "test_errors", "test_calibration")}
-                       for r in result.iterations],
-        "final_check_md_runs": (result.final_check or {}).get("md_runs"),
-        "wall_seconds": time.perf_counter() - began,
-    }}
+    arms = {"active learning": {**loop_record(out), "wall_seconds": time.perf_counter() - began}}
     labels = result.labels_used
     for method in ARMS:
         if labels == 0:
@@ -287,26 +280,35 @@ def score_committee(committee, test_path: str) -> dict:
                                  for q, r in evaluate(committee, test).items()}}
 
 
+def loop_record(out: Path) -> dict:
+    """The loop's arm of the record, from the ``learn_results.json`` it writes in ``OUT/al``: per iteration the labels,
+    flagged fraction and held-out errors and calibration; the final check's MD runs."""
+    from atomtune.learn.loop import RESULTS_FILE
+
+    results = json.loads((out / "al" / RESULTS_FILE).read_text())
+    return {
+        "stop_reason": results["stop_reason"], "labels_used": results["labels_used"],
+        "iterations": [{k: r.get(k) for k in ("iteration", "labels_added", "labels_failed", "label_cpu_time_s",
+                                              "flagged_fraction", "test_errors", "test_calibration")}
+                       for r in results["iterations"]],
+        "final_check_md_runs": (results.get("final_check") or {}).get("md_runs"),
+    }
+
+
 def run_score(args) -> dict:
     """The loop's record from disk: its iterations, and every baseline arm whose committee finished."""
     from atomtune.models import load_potential
     from atomtune.uncertainty.train import COMMITTEE_METRICS_FILE
 
     out = Path(args.out)
-    results = json.loads((out / "al" / "learn_results.json").read_text())
-    arms = {"active learning": {
-        "stop_reason": results["stop_reason"], "labels_used": results["labels_used"],
-        "iterations": [{k: r.get(k) for k in ("iteration", "labels_added", "labels_failed", "label_cpu_time_s",
-                                              "flagged_fraction", "test_errors", "test_calibration")}
-                       for r in results["iterations"]],
-        "final_check_md_runs": (results.get("final_check") or {}).get("md_runs"),
-    }}
+    arms = {"active learning": loop_record(out)}
+    labels_used = arms["active learning"]["labels_used"]
     for method in (*ARMS, AL_FRESH):
         directory = out / method.replace(" ", "-")
         if not (directory / COMMITTEE_METRICS_FILE).exists():
             arms[method] = {"not finished": str(directory)}
             continue
-        labels = results["labels_used"] * (2 if method == "random twice" else 1)  # AL_FRESH: the loop's own
+        labels = labels_used * (2 if method == "random twice" else 1)  # AL_FRESH: the loop's own
         arms[method] = {"labels": labels, **score_committee(load_potential(str(directory)), args.test)}
     return {"part": "loop", "calculator": args.calculator, "budget": args.budget, "arms": arms,
             "scored_from_disk": True, "machine": machine()}
